@@ -1,0 +1,95 @@
+"""Shared fixtures: tiny random decoders with a tiny BPE tokenizer, built from a config (never a hub)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tests.toydata import toy_text, write_toy_beir
+
+
+def build_tokenizer(arch: str):
+    """A ~300-token byte-level BPE; Llama/Mistral/Gemma style add a BOS, Qwen2 style does not."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = {
+        "qwen2": {"eos": "<|endoftext|>", "pad": "<|endoftext|>", "bos": None},
+        "gemma3_text": {"eos": "<eos>", "pad": "<pad>", "bos": "<bos>"},
+    }.get(arch, {"eos": "</s>", "pad": None, "bos": "<s>"})
+    tokens = [t for t in dict.fromkeys([specials["bos"], specials["eos"], specials["pad"], "<unk>"]) if t]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=700, special_tokens=tokens, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(toy_text(), trainer)
+    if specials["bos"]:
+        bos = specials["bos"]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=specials["bos"],
+        eos_token=specials["eos"],
+        pad_token=specials["pad"],
+        unk_token="<unk>",
+    )
+
+
+def build_tiny_model(directory: Path, arch: str = "llama", seed: int = 0) -> Path:
+    """Save a randomly initialised 2-layer decoder and its tokenizer to `directory`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = build_tokenizer(arch)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    if arch == "gemma3_text":
+        common.update(head_dim=8, sliding_window=16, query_pre_attn_scalar=8)
+    config = AutoConfig.for_model(arch, **common)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"), "qwen2")
+
+
+@pytest.fixture(scope="session", params=["llama", "qwen2", "mistral", "gemma3_text"])
+def tiny_any(request, tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp(f"tiny-{request.param}"), request.param)
+
+
+@pytest.fixture(scope="session")
+def toy_beir(tmp_path_factory) -> Path:
+    return write_toy_beir(tmp_path_factory.mktemp("toy-beir"))

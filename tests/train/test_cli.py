@@ -1,0 +1,31 @@
+from click.testing import CliRunner
+
+from llmql.train.cli import main
+
+
+def test_help_explains_options_with_defaults():
+    result = CliRunner().invoke(main, ["ql", "--help"])
+    assert result.exit_code == 0
+    for text in ("--mask-prob", "default: 0.6", "--no-attention-stop", "--ql-loss-on", "--resume", "--max-steps"):
+        assert text in result.output
+    result = CliRunner().invoke(main, ["contrastive", "--help"])
+    assert "default: 0.01" in result.output and "--group-size" in result.output
+
+
+def test_bad_data_is_a_one_line_error(tmp_path, tiny_llama):
+    data = tmp_path / "beir"
+    data.mkdir()
+    (data / "corpus.jsonl").write_text('{"_id": "a", "text": "x"}\n{oops\n')
+    result = CliRunner().invoke(
+        main, ["ql", "--model", str(tiny_llama), "--data", str(data), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 1
+    assert "corpus.jsonl:2: malformed JSON" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_model_name_is_explained(tmp_path, toy_beir):
+    result = CliRunner().invoke(
+        main, ["ql", "--model", "no-such-model", "--data", str(toy_beir), "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 1 and "not a named model (smollm2-135m)" in result.output

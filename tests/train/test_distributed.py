@@ -1,0 +1,47 @@
+"""Two gloo processes on the CPU: each query must see the other process's passages as negatives."""
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from llmql.train.distributed import gather_with_grad
+from llmql.train.losses import info_nce
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, port: int, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        # rank r owns passages [r+1, r+1] (positive) and [-(r+1), 0] (negative), groups of 2
+        local = torch.tensor([[rank + 1.0, rank + 1.0], [-(rank + 1.0), 0.0]], requires_grad=True)
+        gathered, offset = gather_with_grad(local)
+        query = torch.tensor([[1.0, 0.0]])
+        loss = info_nce(query, gathered, group_size=2, temperature=1.0, offset=offset)
+        loss.backward()
+        results[rank] = (gathered.detach().tolist(), offset, local.grad.abs().sum().item(), loss.item())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gather_adds_the_other_process_negatives():
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_worker, args=(_free_port(), results), nprocs=2, join=True)
+    rows0, offset0, grad0, loss0 = results[0]
+    rows1, offset1, grad1, _ = results[1]
+    expected = [[1.0, 1.0], [-1.0, 0.0], [2.0, 2.0], [-2.0, 0.0]]
+    assert rows0 == expected and rows1 == expected  # both processes score against all four passages
+    assert (offset0, offset1) == (0, 2)  # each query's positive is its own process's rows
+    assert grad0 > 0 and grad1 > 0  # gradients reach every process's own passages
+    # With only local passages the loss of rank 0 would be over 2 candidates; with gathering it is over 4.
+    local_only = info_nce(torch.tensor([[1.0, 0.0]]), torch.tensor(expected[:2]), 2, 1.0)
+    assert loss0 > local_only.item()

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+
+from llmql.train.batching import pad
+from llmql.train.errors import ModelError
+from llmql.train.masks import attention_stop_mask, position_ids_from_mask
+from llmql.train.modeling import (
+    BiEncoder,
+    attention_bias,
+    build_model_config,
+    decoder_of,
+    load_causal_lm,
+    load_tokenizer,
+)
+from llmql.train.ql_scorer import QLScorer
+from llmql.train.tokenization import PromptTokenizer
+
+PASSAGES = ["the study shows amber amber data", "kelp", "granite ridge models improve results in many cases"]
+TITLES = ["amber report", "", "ridge"]
+
+
+def _load(path):
+    tokenizer = load_tokenizer(path)
+    lm = load_causal_lm(path).eval()
+    config = build_model_config(tokenizer, lm, str(path))
+    return lm, PromptTokenizer(tokenizer.backend_tokenizer, config)
+
+
+def _query_hidden(lm, ids, allowed):
+    attention = torch.ones_like(ids)
+    with torch.no_grad():
+        return decoder_of(lm)(
+            input_ids=ids, attention_mask=attention_bias(allowed, lm), position_ids=position_ids_from_mask(attention)
+        ).last_hidden_state
+
+
+def test_query_sees_document_only_through_end_token(tiny_llama):
+    lm, tok = _load(tiny_llama)
+    query = tok.ql_queries(["amber study"])[0]
+    doc_a = tok.passages(["amber report"], ["the study shows amber amber"])[0]
+    doc_b = tok.passages(["kelp notes"], ["fjord lagoon kelp kelp dune"])[0]
+    assert len(doc_a) == len(doc_b)  # same positions, different document tokens
+    e = len(doc_a) - 1
+    ids_a, ids_b = torch.tensor([doc_a + query]), torch.tensor([doc_b + query])
+    allowed = attention_stop_mask(torch.ones_like(ids_a), torch.tensor([e]))
+    q_rows = slice(e + 1, None)
+    # Through [E], the document still reaches the query...
+    assert not torch.allclose(
+        _query_hidden(lm, ids_a, allowed)[0, q_rows], _query_hidden(lm, ids_b, allowed)[0, q_rows]
+    )
+    # ...and only through [E]: block [E] as well and the query states no longer depend on the document.
+    blocked = allowed.clone()
+    blocked[:, :, q_rows, e] = False
+    ha, hb = _query_hidden(lm, ids_a, blocked), _query_hidden(lm, ids_b, blocked)
+    assert torch.allclose(ha[0, q_rows], hb[0, q_rows], atol=1e-6)
+
+
+def test_cached_end_states_give_the_full_forward_scores(tiny_any):
+    scorer = QLScorer.from_pretrained(tiny_any, bf16=False)
+    full = scorer.score("amber study results", PASSAGES, TITLES)
+    cached = scorer.score_states("amber study results", scorer.end_states(PASSAGES, TITLES, batch_size=2))
+    assert np.isfinite(full).all()
+    np.testing.assert_allclose(cached, full, atol=1e-4, rtol=0)
+
+
+def test_embedding_is_the_same_for_left_and_right_padding(tiny_any):
+    lm, tok = _load(tiny_any)
+    rows = tok.passages(TITLES, PASSAGES)
+    encoder = BiEncoder(lm)
+    with torch.no_grad():
+        right = encoder(*map(torch.from_numpy, pad(rows, tok.config.pad_token_id, "right")))
+        left = encoder(*map(torch.from_numpy, pad(rows, tok.config.pad_token_id, "left")))
+        alone = torch.cat([encoder(*map(torch.from_numpy, pad([r], tok.config.pad_token_id))) for r in rows])
+    assert torch.allclose(right, left, atol=1e-5)
+    assert torch.allclose(right, alone, atol=1e-5)
+    assert not torch.isnan(right).any()
+
+
+def test_model_config_follows_the_tokenizer(tiny_llama, tiny_qwen2):
+    _, llama = _load(tiny_llama)
+    _, qwen = _load(tiny_qwen2)
+    assert llama.config.bos_token_id is not None and qwen.config.bos_token_id is None
+    assert llama.passages([""], ["kelp"])[0][0] == llama.config.bos_token_id
+    for tok in (llama, qwen):
+        assert tok.passages([""], ["kelp"])[0][-1] == tok.config.end_token_id
+        assert tok.queries(["kelp"])[0][-1] == tok.config.end_token_id
+
+
+def test_model_without_eos_is_refused(tmp_path, tiny_llama):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    broken = tmp_path / "no-eos"
+    shutil.copytree(tiny_llama, broken)
+    tokenizer = AutoTokenizer.from_pretrained(broken)
+    tokenizer.eos_token = None
+    tokenizer.save_pretrained(broken)
+    with pytest.raises(ModelError, match="no EOS"):
+        load_tokenizer(broken)
+
+
+def test_directory_that_is_not_a_model_is_refused(tmp_path):
+    with pytest.raises(ModelError, match="not a model directory"):
+        load_causal_lm(tmp_path)

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from llmql.train.config import ModelConfig, PromptConfig, from_dict, to_dict
+from llmql.train.modeling import build_model_config, load_causal_lm, load_tokenizer
+from llmql.train.prompts import MASK_WORD, corrupt_words, split_template
+from llmql.train.tokenization import Corruption, PromptTokenizer
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_llama):
+    tokenizer = load_tokenizer(tiny_llama)
+    config = build_model_config(tokenizer, load_causal_lm(tiny_llama), "tiny", max_passage_tokens=12)
+    return PromptTokenizer(tokenizer.backend_tokenizer, config)
+
+
+def test_word_corruption_rate_is_within_tolerance():
+    body = " ".join(f"w{i}" for i in range(20000))
+    out = corrupt_words(body, 0.6, np.random.default_rng(0)).split()
+    assert len(out) == 20000
+    assert abs(out.count(MASK_WORD) / len(out) - 0.6) < 0.015
+    assert corrupt_words(body, 0.0, np.random.default_rng(0)) == body
+
+
+def test_prompt_words_are_never_corrupted(tok):
+    clean = tok.passages(["amber report"], ["kelp fjord dune"])[0]
+    masked = tok.passages(["amber report"], ["kelp fjord dune"], Corruption(1.0, "word"), np.random.default_rng(0))[0]
+    text = tok.tokenizer.decode(masked, skip_special_tokens=True)
+    prefix, suffix = split_template(PromptConfig().passage)
+    assert text.startswith(prefix.strip()) and text.endswith(suffix)
+    assert "amber" not in text and "kelp" not in text and text.count(MASK_WORD) == 5
+    assert masked[0] == clean[0] and masked[-1] == clean[-1]  # BOS and [E] untouched
+
+
+def test_token_corruption_touches_only_body_tokens(tok):
+    clean = tok.passages(["amber"], ["kelp fjord dune"])[0]
+    masked = tok.passages(["amber"], ["kelp fjord dune"], Corruption(1.0, "token"), np.random.default_rng(0))[0]
+    changed = [i for i, (a, b) in enumerate(zip(clean, masked, strict=True)) if a != b]
+    assert changed and all(masked[i] == tok.config.mask_token_id for i in changed)
+    prefix_len = len(tok.tokenizer.encode(split_template(PromptConfig().passage)[0].rstrip()).ids)
+    assert min(changed) >= prefix_len
+
+
+def test_fresh_corruption_per_draw(tok):
+    text = " ".join(["kelp"] * 10)
+    a = tok.passages([""], [text], Corruption(0.5), np.random.default_rng([1, 0, 3]))[0]
+    b = tok.passages([""], [text], Corruption(0.5), np.random.default_rng([1, 1, 3]))[0]
+    again = tok.passages([""], [text], Corruption(0.5), np.random.default_rng([1, 0, 3]))[0]
+    assert a != b and a == again
+
+
+def test_passage_body_is_truncated_to_its_budget_but_keeps_the_prompt(tok):
+    short = tok.passages([""], ["kelp"])[0]
+    long = tok.passages([""], [" ".join(["kelp fjord dune amber"] * 50)])[0]
+    body_budget = tok.config.max_passage_tokens
+    assert len(long) - len(short) <= body_budget + 1
+    assert long[-1] == tok.config.end_token_id
+
+
+def test_ql_query_ends_with_eos_and_respects_budget(tok):
+    ids = tok.ql_queries(["kelp " * 500])[0]
+    assert ids[-1] == tok.config.end_token_id and len(ids) == tok.config.max_query_tokens + 1
+
+
+def test_config_round_trip():
+    config = ModelConfig(base_model="m", end_token_id=2, pad_token_id=2, bos_token_id=None, adapter="adapter")
+    assert from_dict(ModelConfig, to_dict(config)) == config
+    with pytest.raises(ValueError, match="unknown field"):
+        from_dict(ModelConfig, {**to_dict(config), "typo": 1})

@@ -1,0 +1,1 @@
+"""llmql.train."""

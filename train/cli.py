@@ -1,0 +1,206 @@
+"""`llmql-train`: stage 1 (query likelihood), stage 2 (contrastive), and BM25 negative mining."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from llmql.train.errors import cli_errors
+
+_BOOL_AUTO = click.Choice(["auto", "on", "off"])
+
+
+def _optim_options(lr: float, warmup: str, batch_size: int):
+    """Options shared by both stages, with each stage's own defaults."""
+
+    def decorate(func):
+        options = [
+            click.option(
+                "--max-steps", type=int, default=None, help="Stop after N optimizer steps (overrides --epochs)."
+            ),
+            click.option("--epochs", type=float, default=1.0, show_default=True, help="Passes over the training data."),
+            click.option("--lr", type=float, default=lr, show_default=True, help="Peak learning rate (AdamW)."),
+            click.option(
+                "--warmup",
+                default=warmup,
+                show_default=True,
+                help="Linear warm-up: a fraction of the steps (0.1) or a step count (100).",
+            ),
+            click.option(
+                "--batch-size",
+                type=int,
+                default=batch_size,
+                show_default=True,
+                help="Examples (stage 1) or queries (stage 2) per process per micro-batch.",
+            ),
+            click.option(
+                "--grad-accum",
+                type=int,
+                default=1,
+                show_default=True,
+                help="Micro-batches per optimizer step (adds no in-batch negatives).",
+            ),
+            click.option("--seed", type=int, default=42, show_default=True),
+            click.option(
+                "--bf16",
+                type=_BOOL_AUTO,
+                default="auto",
+                show_default=True,
+                help="bf16 autocast; auto = where the CPU/GPU supports it.",
+            ),
+            click.option("--gradient-checkpointing", is_flag=True, help="Trade compute for activation memory."),
+            click.option(
+                "--save-every", type=int, default=50, show_default=True, help="Steps between resumable checkpoints."
+            ),
+            click.option("--max-passage-tokens", type=int, default=200, show_default=True),
+            click.option("--max-query-tokens", type=int, default=200, show_default=True),
+            click.option(
+                "--exclude-queries",
+                type=click.Path(exists=True, dir_okay=False),
+                default=None,
+                help="File of query ids to leave out (a validation split).",
+            ),
+            click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint."),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def _optim(kw: dict):
+    from llmql.train.config import OptimConfig
+
+    warmup = kw.pop("warmup")
+    ratio, steps = (float(warmup), None) if "." in str(warmup) else (0.0, int(warmup))
+    bf16 = kw.pop("bf16")
+    return OptimConfig(
+        learning_rate=kw.pop("lr"),
+        warmup_ratio=ratio,
+        warmup_steps=steps,
+        batch_size=kw.pop("batch_size"),
+        grad_accum=kw.pop("grad_accum"),
+        max_steps=kw.pop("max_steps"),
+        epochs=kw.pop("epochs"),
+        seed=kw.pop("seed"),
+        bf16=None if bf16 == "auto" else bf16 == "on",
+        gradient_checkpointing=kw.pop("gradient_checkpointing"),
+        save_every=kw.pop("save_every"),
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+def main(verbose: bool) -> None:
+    """Train an LLM-QL retriever: `ql` (stage 1), then `contrastive` (stage 2).
+
+    MODEL is a named offline model (smollm2-135m), a Hugging Face causal-LM directory, a .gguf file, or the
+    output of an earlier stage. Every output directory carries llmql.json and loads with no other arguments.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+
+
+@main.command()
+@click.option("--model", required=True, help="Base model: name, directory or .gguf.")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--split", default="train", help="qrels split to train on (qrels/SPLIT.tsv).")
+@click.option(
+    "--train-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Extra Tevatron-style JSONL (query, positive_passages).",
+)
+@click.option(
+    "--pseudo-queries",
+    type=click.Choice(["none", "titles"]),
+    default="none",
+    help="titles: add each document title as a pseudo-query for its own text (labelled extra data).",
+)
+@click.option("--mask-prob", type=float, default=0.6, help="Input Corruption: share of document words masked.")
+@click.option(
+    "--corruption", type=click.Choice(["word", "token"]), default="word", help="Mask whole words (paper) or tokens."
+)
+@click.option(
+    "--attention-stop/--no-attention-stop",
+    default=True,
+    help="Query tokens see the document only through [E] (ablate with --no-attention-stop).",
+)
+@click.option(
+    "--ql-loss-on",
+    type=click.Choice(["query", "all"]),
+    default="query",
+    help="Loss on query tokens (paper) or on all tokens (reference code).",
+)
+@click.option("--lora", is_flag=True, help="Train a LoRA (merged at the end) instead of a full fine-tune.")
+@click.option("--lora-r", type=int, default=32)
+@_optim_options(lr=1e-5, warmup="0.1", batch_size=8)
+@cli_errors
+def ql(**kw) -> None:
+    """Stage 1: query-likelihood learning with Attention Stop and Input Corruption."""
+    from llmql.train.config import LoraSettings, QLTrainConfig
+    from llmql.train.run import train_ql
+
+    resume = kw.pop("resume")
+    optim = _optim(kw)
+    lora_r = kw.pop("lora_r")
+    lora = LoraSettings(r=lora_r, alpha=2 * lora_r) if kw.pop("lora") else None
+    out = train_ql(QLTrainConfig(loss_on=kw.pop("ql_loss_on"), lora=lora, optim=optim, **kw), resume=resume)
+    click.echo(f"stage-1 model written to {out}")
+
+
+@main.command()
+@click.option("--model", required=True, help="Stage-1 output (LLM-QL) or any base model (contrastive-only baseline).")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--split", default="train", help="qrels split to train on.")
+@click.option(
+    "--negatives",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Tevatron-style JSONL with hard negatives; mined with BM25 into OUT when absent.",
+)
+@click.option("--group-size", type=int, default=16, help="Passages per query: 1 positive + n-1 negatives.")
+@click.option("--temperature", type=float, default=0.01, help="InfoNCE temperature.")
+@click.option("--lora-r", type=int, default=32, help="LoRA rank (alpha = 2r); 0 = full fine-tune.")
+@click.option("--lora-dropout", type=float, default=0.1)
+@click.option("--merge", is_flag=True, help="Also write OUT/merged with the adapter merged in.")
+@_optim_options(lr=1e-4, warmup="100", batch_size=8)
+@cli_errors
+def contrastive(**kw) -> None:
+    """Stage 2: contrastive bi-encoder (InfoNCE, last-token pooling, LoRA)."""
+    from llmql.train.config import ContrastiveTrainConfig, LoraSettings
+    from llmql.train.run import train_contrastive
+
+    resume = kw.pop("resume")
+    optim = _optim(kw)
+    r, dropout = kw.pop("lora_r"), kw.pop("lora_dropout")
+    lora = LoraSettings(r=r, alpha=2 * r, dropout=dropout) if r > 0 else None
+    out = train_contrastive(ContrastiveTrainConfig(lora=lora, optim=optim, **kw), resume=resume)
+    click.echo(f"retriever written to {out} (base = QL scorer, adapter = retriever)")
+
+
+@main.command("mine-negatives")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Training JSONL to write.")
+@click.option("--split", default="train")
+@click.option("--per-query", type=int, default=15, help="Negatives kept per query.")
+@click.option("--depth", type=int, default=100, help="Sample negatives from BM25's top DEPTH.")
+@click.option("--exclude-queries", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--seed", type=int, default=42)
+@cli_errors
+def mine_negatives_cmd(data, out, split, per_query, depth, exclude_queries, seed) -> None:
+    """Mine BM25 hard negatives (bm25s) and write Tevatron-style training JSONL."""
+    from pathlib import Path
+
+    from llmql.train.data import groups_from_qrels, load_beir, read_id_file, write_training_jsonl
+    from llmql.train.negatives import mine_negatives
+
+    beir = load_beir(Path(data), split)
+    groups = mine_negatives(
+        groups_from_qrels(beir, read_id_file(exclude_queries)), beir.corpus, per_query, depth, seed=seed
+    )
+    write_training_jsonl(Path(out), groups)
+    click.echo(f"{len(groups)} queries with negatives written to {out}")

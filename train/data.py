@@ -1,0 +1,236 @@
+"""Reading and checking training and evaluation data: BEIR collections and Tevatron-style JSONL.
+
+Every problem is reported as a `DataError` naming the file and line, before any training starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmql.train.errors import DataError
+
+
+@dataclass(frozen=True)
+class Doc:
+    id: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class TrainGroup:
+    """One training query with its positive passages and (possibly empty) hard negatives."""
+
+    query_id: str
+    query: str
+    positives: tuple[Doc, ...]
+    negatives: tuple[Doc, ...] = ()
+
+
+@dataclass
+class BeirData:
+    corpus: dict[str, Doc]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object); malformed JSON or invalid UTF-8 is a DataError naming path:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{number}: invalid UTF-8 ({err.reason})") from None
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number}: malformed JSON ({err.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+            yield number, obj
+
+
+def _string_field(obj: dict[str, Any], key: str, where: str, required: bool = True) -> str:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise DataError(f"{where}: missing '{key}'")
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise DataError(f"{where}: '{key}' must be a string")
+    return value
+
+
+def load_corpus(path: Path) -> dict[str, Doc]:
+    """BEIR `corpus.jsonl` ({_id, title, text}); ids must be unique and text non-empty."""
+    corpus: dict[str, Doc] = {}
+    for number, obj in read_jsonl(path):
+        where = f"{path}:{number}"
+        doc_id = _string_field(obj, "_id", where)
+        text = _string_field(obj, "text", where)
+        title = _string_field(obj, "title", where, required=False)
+        if not doc_id:
+            raise DataError(f"{where}: empty '_id'")
+        if not (text.strip() or title.strip()):
+            raise DataError(f"{where}: document {doc_id!r} has empty text")
+        if doc_id in corpus:
+            raise DataError(f"{where}: duplicate document id {doc_id!r}")
+        corpus[doc_id] = Doc(doc_id, title, text)
+    if not corpus:
+        raise DataError(f"{path}: no documents")
+    return corpus
+
+
+def load_queries(path: Path) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for number, obj in read_jsonl(path):
+        where = f"{path}:{number}"
+        qid = _string_field(obj, "_id", where)
+        text = _string_field(obj, "text", where)
+        if not text.strip():
+            raise DataError(f"{where}: query {qid!r} has empty text")
+        if qid in queries:
+            raise DataError(f"{where}: duplicate query id {qid!r}")
+        queries[qid] = text
+    return queries
+
+
+def load_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """BEIR qrels TSV with a header `query-id corpus-id score`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = csv.reader(handle, delimiter="\t")
+        for number, row in enumerate(rows, start=1):
+            if not row or (number == 1 and row[0] == "query-id"):
+                continue
+            if len(row) != 3:
+                raise DataError(f"{path}:{number}: expected 3 tab-separated columns, got {len(row)}")
+            try:
+                score = int(row[2])
+            except ValueError:
+                raise DataError(f"{path}:{number}: score {row[2]!r} is not an integer") from None
+            qrels.setdefault(row[0], {})[row[1]] = score
+    return qrels
+
+
+def load_beir(directory: Path, split: str | None = "train") -> BeirData:
+    """Load a BEIR collection and check that every qrels id exists in the corpus and the queries."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"{directory}: not a directory (expected corpus.jsonl, queries.jsonl, qrels/)")
+    corpus = load_corpus(directory / "corpus.jsonl")
+    queries = load_queries(directory / "queries.jsonl")
+    qrels: dict[str, dict[str, int]] = {}
+    if split is not None:
+        qrels_path = directory / "qrels" / f"{split}.tsv"
+        qrels = load_qrels(qrels_path)
+        for qid, docs in qrels.items():
+            if qid not in queries:
+                raise DataError(f"{qrels_path}: query id {qid!r} is not in {directory / 'queries.jsonl'}")
+            for doc_id in docs:
+                if doc_id not in corpus:
+                    raise DataError(f"{qrels_path}: document id {doc_id!r} is not in {directory / 'corpus.jsonl'}")
+    return BeirData(corpus, queries, qrels)
+
+
+def read_id_file(path: str | Path | None) -> set[str]:
+    """One id per line (blank lines and '#' comments ignored); used for held-out validation queries."""
+    if path is None:
+        return set()
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    return {s for line in path.read_text(encoding="utf-8").splitlines() if (s := line.strip()) and s[0] != "#"}
+
+
+def groups_from_qrels(data: BeirData, exclude: set[str] = frozenset()) -> list[TrainGroup]:
+    """One group per judged query (score > 0), positives from the qrels, no negatives yet."""
+    groups = []
+    for qid in sorted(data.qrels):
+        if qid in exclude:
+            continue
+        positives = tuple(data.corpus[d] for d, s in sorted(data.qrels[qid].items()) if s > 0)
+        if positives:
+            groups.append(TrainGroup(qid, data.queries[qid], positives))
+    return groups
+
+
+def _doc_from_json(obj: Any, where: str) -> Doc:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: passages must be objects with docid/title/text")
+    text = _string_field(obj, "text", where)
+    if not text.strip():
+        raise DataError(f"{where}: a passage has empty text")
+    return Doc(_string_field(obj, "docid", where, required=False), _string_field(obj, "title", where, False), text)
+
+
+def load_training_jsonl(path: Path) -> list[TrainGroup]:
+    """Tevatron-style JSONL: {query_id, query, positive_passages: [...], negative_passages: [...]}."""
+    groups = []
+    for number, obj in read_jsonl(path):
+        where = f"{path}:{number}"
+        query = _string_field(obj, "query", where)
+        if not query.strip():
+            raise DataError(f"{where}: empty query")
+        pos = obj.get("positive_passages") or []
+        neg = obj.get("negative_passages") or []
+        if not isinstance(pos, list) or not isinstance(neg, list):
+            raise DataError(f"{where}: positive_passages and negative_passages must be lists")
+        if not pos:
+            raise DataError(f"{where}: no positive_passages")
+        groups.append(
+            TrainGroup(
+                _string_field(obj, "query_id", where, required=False) or str(number),
+                query,
+                tuple(_doc_from_json(p, where) for p in pos),
+                tuple(_doc_from_json(n, where) for n in neg),
+            )
+        )
+    if not groups:
+        raise DataError(f"{path}: no training examples")
+    return groups
+
+
+def write_training_jsonl(path: Path, groups: Iterable[TrainGroup]) -> None:
+    """Write groups as Tevatron-style JSONL atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+
+    def passage(d: Doc) -> dict[str, str]:
+        return {"docid": d.id, "title": d.title, "text": d.text}
+
+    with tmp.open("w", encoding="utf-8") as handle:
+        for g in groups:
+            row = {
+                "query_id": g.query_id,
+                "query": g.query,
+                "positive_passages": [passage(d) for d in g.positives],
+                "negative_passages": [passage(d) for d in g.negatives],
+            }
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def title_pseudo_queries(corpus: dict[str, Doc]) -> list[TrainGroup]:
+    """Extra stage-1 data, clearly labelled: each title as a pseudo-query for its own abstract without the title."""
+    return [
+        TrainGroup(f"title:{d.id}", d.title, (Doc(d.id, "", d.text),))
+        for d in corpus.values()
+        if d.title.strip() and d.text.strip()
+    ]

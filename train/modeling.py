@@ -1,0 +1,259 @@
+"""The LLM-QL model: loading a causal LM and the forward passes every stage shares.
+
+One implementation each of the QL token log-likelihood (full forward under Attention Stop, or from the cached
+[E] states) and of the last-token embedding; training, export and search all call these.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from llmql.train.config import CONFIG_NAME, ModelConfig, PromptConfig, load_llmql_config
+from llmql.train.errors import ModelError
+from llmql.train.losses import target_logprobs
+from llmql.train.masks import attention_stop_mask, causal_padding_mask, position_ids_from_mask
+from llmql.train.pooling import last_token_index, last_token_pool
+
+log = logging.getLogger(__name__)
+
+
+def load_tokenizer(path: Path):
+    """A fast (Rust) tokenizer: the ONNX runtime and sync need its tokenizer.json."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{path}: cannot load a tokenizer ({err})") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"{path}: llmql needs a fast tokenizer (tokenizer.json)")
+    if tokenizer.eos_token_id is None:
+        raise ModelError(f"{path}: the tokenizer has no EOS token; LLM-QL uses EOS as the end token [E]")
+    return tokenizer
+
+
+def load_causal_lm(path: Path, dtype: torch.dtype = torch.float32):
+    """Any Hugging Face causal LM directory, with SDPA attention (it takes llmql's explicit 4-D masks)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if not (Path(path) / "config.json").is_file():
+        raise ModelError(f"{path}: not a model directory (no config.json)")
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelError(f"{path}: cannot load as a causal LM ({err})") from None
+    if config.is_encoder_decoder:
+        raise ModelError(f"{path}: {config.model_type} is not a decoder-only model")
+    return model
+
+
+def build_model_config(
+    tokenizer,
+    lm,
+    base_model: str,
+    prompts: PromptConfig | None = None,
+    max_passage_tokens: int = 200,
+    max_query_tokens: int = 200,
+) -> ModelConfig:
+    """Derive the token ids llmql needs from a tokenizer; nothing is assumed about a model family."""
+    end = tokenizer.eos_token_id
+    if end is None:
+        raise ModelError(f"{base_model}: the tokenizer has no EOS token")
+    probe = tokenizer("x").input_ids
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None and probe[0] == tokenizer.bos_token_id else None
+    mask_ids = tokenizer.backend_tokenizer.encode("_", add_special_tokens=False).ids
+    return ModelConfig(
+        base_model=base_model,
+        end_token_id=int(end),
+        pad_token_id=int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end),
+        bos_token_id=None if bos is None else int(bos),
+        mask_token_id=int(mask_ids[-1]) if mask_ids else None,
+        embedding_dim=int(lm.config.get_text_config().hidden_size),
+        prompts=prompts or PromptConfig(),
+        max_passage_tokens=max_passage_tokens,
+        max_query_tokens=max_query_tokens,
+    )
+
+
+def _inner(lm: nn.Module) -> nn.Module:
+    """The plain transformers model under a peft wrapper (LoRA layers stay injected in it)."""
+    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+
+
+def decoder_of(lm: nn.Module) -> nn.Module:
+    return _inner(lm).get_decoder()
+
+
+def logits_from_hidden(lm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Apply the LM head (and Gemma's final logit soft-capping where configured)."""
+    inner = _inner(lm)
+    logits = inner.get_output_embeddings()(hidden)
+    cap = getattr(inner.config.get_text_config(), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def attention_bias(allowed: torch.Tensor, lm: nn.Module) -> torch.Tensor:
+    """Boolean [B, 1, Lq, Lk] -> the form the attention implementation takes (bool for SDPA, additive else)."""
+    if _inner(lm).config._attn_implementation == "sdpa":
+        return allowed
+    dtype = next(lm.parameters()).dtype
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stage 1: query likelihood
+# ---------------------------------------------------------------------------------------------------------------
+class QLModel(nn.Module):
+    """Token log-likelihoods of a QL sequence `<bos> passage prompt [E] query <eos>` under Attention Stop."""
+
+    def __init__(self, lm: nn.Module, attention_stop: bool = True):
+        super().__init__()
+        self.lm = lm
+        self.attention_stop = attention_stop
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        end_positions: torch.Tensor,
+        target_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """input_ids, attention_mask, target_mask [B, L]; end_positions [B] -> log P(token) [B, L].
+
+        target_mask marks the tokens to predict (each from the state just before it); other entries are 0.
+        The LM head runs only on the positions that predict a target, which saves most of its cost.
+        """
+        if self.attention_stop:
+            allowed = attention_stop_mask(attention_mask, end_positions)
+        else:
+            allowed = causal_padding_mask(attention_mask)
+        hidden = decoder_of(self.lm)(
+            input_ids=input_ids,
+            attention_mask=attention_bias(allowed, self.lm),
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        ).last_hidden_state
+        predict = target_mask[:, 1:].bool()  # token t is predicted from position t - 1
+        logprobs = target_logprobs(logits_from_hidden(self.lm, hidden[:, :-1][predict]), input_ids[:, 1:][predict])
+        out = torch.zeros(input_ids.shape, dtype=logprobs.dtype, device=input_ids.device)
+        out[:, 1:][predict] = logprobs
+        return out
+
+
+@dataclass
+class EndStates:
+    """What a query needs of a document under Attention Stop: [E]'s key/value in every layer, its final hidden
+    state (which predicts the first query token) and its position (query positions continue from it)."""
+
+    keys: torch.Tensor  # [B, layers, kv_heads, head_dim] (RoPE already applied, as cached by the model)
+    values: torch.Tensor  # [B, layers, kv_heads, head_dim]
+    hidden: torch.Tensor  # [B, H]
+    positions: torch.Tensor  # [B] int64
+
+
+def compute_end_states(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EndStates:
+    """Run the passage prompt (ending in [E]) once and keep only [E]'s states."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()  # plain layers: a sliding-window layer would drop [E] from long prompts
+    out = decoder_of(lm)(
+        input_ids=input_ids,
+        attention_mask=attention_bias(causal_padding_mask(attention_mask), lm),
+        position_ids=position_ids_from_mask(attention_mask),
+        past_key_values=cache,
+        use_cache=True,
+    )
+    index = last_token_index(attention_mask)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+    layers = out.past_key_values.layers
+    keys = torch.stack([layer.keys[rows, :, index] for layer in layers], dim=1)
+    values = torch.stack([layer.values[rows, :, index] for layer in layers], dim=1)
+    return EndStates(
+        keys, values, out.last_hidden_state[rows, index], position_ids_from_mask(attention_mask)[rows, index]
+    )
+
+
+def query_logprobs_from_states(lm: nn.Module, query_ids: torch.Tensor, states: EndStates) -> torch.Tensor:
+    """log P(q_t | [E], q_<t) for query_ids [B, T] (query tokens then EOS), from cached [E] states -> [B, T].
+
+    A decoder-with-past call: the one cached position is the past, the query tokens run at positions e+1, e+2...
+    (RoPE depends only on relative position, so this equals the full forward pass under Attention Stop).
+    """
+    from transformers import DynamicCache
+
+    batch, length = query_ids.shape
+    predictors = [states.hidden.unsqueeze(1)]
+    steps = length - 1  # the last token (EOS) is only predicted, never fed
+    if steps > 0:
+        cache = DynamicCache(
+            ddp_cache_data=[
+                (states.keys[:, i].unsqueeze(2), states.values[:, i].unsqueeze(2)) for i in range(states.keys.shape[1])
+            ]
+        )
+        t = torch.arange(steps, device=query_ids.device)
+        allowed = t.view(1, 1, steps, 1) + 1 >= torch.arange(steps + 1, device=query_ids.device).view(1, 1, 1, -1)
+        hidden = decoder_of(lm)(
+            input_ids=query_ids[:, :-1],
+            attention_mask=attention_bias(allowed.expand(batch, 1, steps, steps + 1), lm),
+            position_ids=states.positions.view(-1, 1) + 1 + t.view(1, -1),
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state
+        predictors.append(hidden)
+    logits = logits_from_hidden(lm, torch.cat(predictors, dim=1))
+    return target_logprobs(logits.reshape(batch * length, -1), query_ids.reshape(-1)).view(batch, length)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stage 2: bi-encoder
+# ---------------------------------------------------------------------------------------------------------------
+class BiEncoder(nn.Module):
+    """Shared-weight encoder: final-layer state of the last ([E]) token, L2-normalised. Causal attention."""
+
+    def __init__(self, lm: nn.Module, normalize: bool = True):
+        super().__init__()
+        self.lm = lm
+        self.normalize = normalize
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask [B, L] (left or right padded) -> [B, H]"""
+        hidden = decoder_of(self.lm)(
+            input_ids=input_ids,
+            attention_mask=attention_bias(causal_padding_mask(attention_mask), self.lm),
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        ).last_hidden_state
+        return last_token_pool(hidden, attention_mask, normalize=self.normalize)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading a directory for inference
+# ---------------------------------------------------------------------------------------------------------------
+def load_for_inference(spec: str | Path, adapter: bool = True):
+    """(lm, tokenizer, ModelConfig) for a model name, GGUF, plain causal LM directory or llmql output.
+
+    adapter=True merges the contrastive LoRA (the retriever); adapter=False leaves the stage-1 base (the QL scorer).
+    """
+    from llmql.train.model_sources import resolve_model
+
+    path = resolve_model(spec)
+    tokenizer = load_tokenizer(path)
+    lm = load_causal_lm(path)
+    if (path / CONFIG_NAME).is_file():
+        config, _ = load_llmql_config(path)
+    else:
+        config = build_model_config(tokenizer, lm, base_model=str(spec))
+    if adapter and config.adapter:
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, str(path / config.adapter)).merge_and_unload()
+    lm.eval()
+    return lm, tokenizer, config

@@ -1,0 +1,20 @@
+"""Last-token pooling, the one implementation used by training, export and search."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, L] -> [B]: index of each row's last real token, for left or right padding alike."""
+    length = attention_mask.shape[-1]
+    positions = torch.arange(length, device=attention_mask.device).expand_as(attention_mask)
+    return (positions * attention_mask.long()).argmax(dim=-1)
+
+
+def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """hidden [B, L, H], attention_mask [B, L] -> [B, H], the state of the final [E] token, L2-normalised."""
+    index = last_token_index(attention_mask)
+    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+    return F.normalize(pooled.float(), p=2, dim=-1) if normalize else pooled

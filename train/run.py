@@ -1,0 +1,236 @@
+"""The two LLM-QL training stages as library functions; the CLI only builds their configs."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from llmql.train.collate import ContrastiveExamples, QLExamples, collate_contrastive, collate_ql
+from llmql.train.config import (
+    CONFIG_NAME,
+    ContrastiveTrainConfig,
+    LoraSettings,
+    ModelConfig,
+    PromptConfig,
+    QLTrainConfig,
+    load_llmql_config,
+    save_llmql_config,
+)
+from llmql.train.data import (
+    BeirData,
+    TrainGroup,
+    groups_from_qrels,
+    load_beir,
+    load_training_jsonl,
+    read_id_file,
+    title_pseudo_queries,
+    write_training_jsonl,
+)
+from llmql.train.distributed import gather_with_grad
+from llmql.train.errors import LLMQLError
+from llmql.train.losses import info_nce, ql_loss
+from llmql.train.model_sources import resolve_model
+from llmql.train.modeling import BiEncoder, QLModel, build_model_config, load_for_inference
+from llmql.train.negatives import mine_negatives
+from llmql.train.tokenization import Corruption, PromptTokenizer
+from llmql.train.trainer import fit, latest_checkpoint, remove_checkpoints
+
+log = logging.getLogger(__name__)
+ADAPTER_DIR = "adapter"
+MERGED_DIR = "merged"
+NEGATIVES_FILE = "negatives.jsonl"
+
+
+def _prepare_out(out: Path, resume: bool) -> None:
+    """Refuse to clobber a finished run or silently restart an interrupted one."""
+    if (out / CONFIG_NAME).is_file() and not resume:
+        raise LLMQLError(f"{out}: already holds a trained model; choose another --out or delete it")
+    if latest_checkpoint(out) is not None and not resume:
+        raise LLMQLError(f"{out}: holds an interrupted run; pass --resume to continue it or delete the folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _load_base(spec: str, prompts: PromptConfig | None, max_passage_tokens: int, max_query_tokens: int):
+    """Weights to train from (a contrastive adapter, if any, merged) and a ModelConfig for the new output.
+
+    Prompts default to those of the source model (an earlier stage), else to the paper's.
+    """
+    lm, tokenizer, source = load_for_inference(spec, adapter=True)
+    path = resolve_model(spec)
+    history = load_llmql_config(path)[1] if (path / CONFIG_NAME).is_file() else []
+    config = build_model_config(
+        tokenizer,
+        lm,
+        base_model=str(spec),
+        prompts=prompts or source.prompts,
+        max_passage_tokens=max_passage_tokens,
+        max_query_tokens=max_query_tokens,
+    )
+    return lm, tokenizer, config, history
+
+
+def _with_lora(lm: torch.nn.Module, lora: LoraSettings):
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in lm.named_modules()}
+    targets = [t for t in lora.target_modules if t in present]
+    if not targets:
+        raise LLMQLError(f"none of the LoRA target modules {list(lora.target_modules)} exist in this model")
+    return get_peft_model(
+        lm, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none")
+    )
+
+
+def _training_groups(data: BeirData, train_file: str | None, exclude: set[str]) -> list[TrainGroup]:
+    groups = groups_from_qrels(data, exclude) if data.qrels else []
+    if train_file:
+        groups += [g for g in load_training_jsonl(Path(train_file)) if g.query_id not in exclude]
+    if not groups:
+        raise LLMQLError("no training queries: the qrels split is empty and no training file was given")
+    return groups
+
+
+def _save_model(lm, tokenizer, config: ModelConfig, out: Path, training, history: list) -> None:
+    """Weights and tokenizer first, llmql.json last: a directory without llmql.json is not a finished model."""
+    (out / CONFIG_NAME).unlink(missing_ok=True)
+    lm.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    save_llmql_config(out, config, training, history)
+
+
+def train_ql(cfg: QLTrainConfig, resume: bool = False) -> Path:
+    """Stage 1: maximise log P(q | d) with Attention Stop and Input Corruption; writes a full model to cfg.out."""
+    out = Path(cfg.out)
+    _prepare_out(out, resume)
+    data = load_beir(Path(cfg.data), cfg.split)
+    groups = _training_groups(data, cfg.train_file, read_id_file(cfg.exclude_queries))
+    if cfg.pseudo_queries == "titles":
+        groups += title_pseudo_queries(data.corpus)
+    pairs = [(g.query, d) for g in groups for d in g.positives]
+
+    lm, tokenizer, config, history = _load_base(cfg.model, cfg.prompts, cfg.max_passage_tokens, cfg.max_query_tokens)
+    if cfg.corruption == "token" and config.mask_token_id is None:
+        raise LLMQLError("token-level corruption needs a tokenizer that can encode '_'")
+    lm.train()
+    if cfg.lora:
+        lm = _with_lora(lm, cfg.lora)
+    if cfg.optim.gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    prompt = PromptTokenizer(tokenizer.backend_tokenizer, config)
+    dataset = QLExamples(pairs, prompt, Corruption(cfg.mask_prob, cfg.corruption), cfg.optim.seed)
+
+    def loss_fn(module, batch):
+        logprobs = module(batch["input_ids"], batch["attention_mask"], batch["end_positions"], batch["target_mask"])
+        return ql_loss(logprobs, batch["target_mask"]), int(batch["attention_mask"].sum())
+
+    result = fit(
+        QLModel(lm, cfg.attention_stop),
+        dataset,
+        lambda items: collate_ql(items, config.pad_token_id, cfg.loss_on),
+        loss_fn,
+        cfg.optim,
+        out,
+        resume,
+        desc="stage 1 (QL)",
+    )
+    if result.is_main:
+        trained = result.module.lm
+        if cfg.lora:
+            trained = trained.merge_and_unload()
+        _save_model(trained, tokenizer, config, out, cfg, history)
+        remove_checkpoints(out)
+        log.info(
+            "stage 1 done: %d steps, %.0f tok/s, last loss %.4f",
+            result.steps,
+            result.tokens_per_second,
+            result.last_loss,
+        )
+    return out
+
+
+class ContrastiveModel(torch.nn.Module):
+    """Both sides in one forward call, so DDP sees a single forward per step."""
+
+    def __init__(self, encoder: BiEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, query_ids, query_mask, passage_ids, passage_mask):
+        return self.encoder(query_ids, query_mask), self.encoder(passage_ids, passage_mask)
+
+
+def contrastive_groups(cfg: ContrastiveTrainConfig, out: Path) -> list[TrainGroup]:
+    """Training groups with hard negatives: from --negatives, or mined with BM25 once and kept in OUT."""
+    exclude = read_id_file(cfg.exclude_queries)
+    if cfg.negatives:
+        return [g for g in load_training_jsonl(Path(cfg.negatives)) if g.query_id not in exclude]
+    cached = out / NEGATIVES_FILE
+    if cached.is_file():
+        return [g for g in load_training_jsonl(cached) if g.query_id not in exclude]
+    data = load_beir(Path(cfg.data), cfg.split)
+    groups = mine_negatives(
+        _training_groups(data, None, exclude), data.corpus, per_query=max(cfg.group_size - 1, 15), seed=cfg.optim.seed
+    )
+    write_training_jsonl(cached, groups)
+    return groups
+
+
+def train_contrastive(cfg: ContrastiveTrainConfig, resume: bool = False) -> Path:
+    """Stage 2: InfoNCE bi-encoder. Writes the base weights plus a LoRA adapter (and optionally a merged copy)."""
+    out = Path(cfg.out)
+    _prepare_out(out, resume)
+    groups = contrastive_groups(cfg, out)
+    lm, tokenizer, config, history = _load_base(cfg.model, cfg.prompts, cfg.max_passage_tokens, cfg.max_query_tokens)
+    lm.train()
+    if cfg.lora:
+        lm = _with_lora(lm, cfg.lora)
+    if cfg.optim.gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.lora:
+            lm.enable_input_require_grads()
+    prompt = PromptTokenizer(tokenizer.backend_tokenizer, config)
+    dataset = ContrastiveExamples(groups, prompt, cfg.group_size, cfg.optim.seed)
+
+    def loss_fn(module, batch):
+        q, p = module(batch["query_ids"], batch["query_mask"], batch["passage_ids"], batch["passage_mask"])
+        passages, offset = gather_with_grad(p)
+        tokens = int(batch["query_mask"].sum() + batch["passage_mask"].sum())
+        return info_nce(q, passages, cfg.group_size, cfg.temperature, offset), tokens
+
+    result = fit(
+        ContrastiveModel(BiEncoder(lm, config.normalize)),
+        dataset,
+        lambda items: collate_contrastive(items, config.pad_token_id),
+        loss_fn,
+        cfg.optim,
+        out,
+        resume,
+        desc="stage 2 (contrastive)",
+    )
+    if result.is_main:
+        trained = result.module.encoder.lm
+        (out / CONFIG_NAME).unlink(missing_ok=True)
+        if cfg.lora:
+            shutil.rmtree(out / ADAPTER_DIR, ignore_errors=True)
+            trained.save_pretrained(out / ADAPTER_DIR)
+            base = trained.unload()
+            _save_model(base, tokenizer, replace(config, adapter=ADAPTER_DIR), out, cfg, history)
+            if cfg.merge:
+                from peft import PeftModel
+
+                merged = PeftModel.from_pretrained(base, str(out / ADAPTER_DIR)).merge_and_unload()
+                _save_model(merged, tokenizer, config, out / MERGED_DIR, cfg, history)
+        else:
+            _save_model(trained, tokenizer, config, out, cfg, history)
+        remove_checkpoints(out)
+        log.info(
+            "stage 2 done: %d steps, %.0f tok/s, last loss %.4f",
+            result.steps,
+            result.tokens_per_second,
+            result.last_loss,
+        )
+    return out
