@@ -7,10 +7,14 @@ import torch.nn.functional as F
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """[B, L] -> [B]: index of each row's last real token, for left or right padding alike."""
+    """[B, L] -> [B]: index of each row's last real token, for left or right padding alike.
+
+    The argmax runs on float32 (exact for any realistic length): onnxruntime 1.16.3, which OpenSearch
+    ml-commons ships, has no int64 ArgMax kernel.
+    """
     length = attention_mask.shape[-1]
-    positions = torch.arange(length, device=attention_mask.device).expand_as(attention_mask)
-    return (positions * attention_mask.long()).argmax(dim=-1)
+    positions = torch.arange(length, device=attention_mask.device, dtype=torch.float32).expand(attention_mask.shape)
+    return (positions * attention_mask.to(torch.float32)).argmax(dim=-1)
 
 
 def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:

@@ -1,0 +1,253 @@
+"""`export_model`: a trained retriever (or any causal LM) -> a self-describing ONNX export directory.
+
+Everything is written into a temporary sibling folder and renamed into place only once the parity checks have
+passed, so a crash, a failed check or a full disk never leaves a directory that looks like a finished export.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from llmql.export.manifest import onnx_versions, write_manifest
+from llmql.export.onnx_config import ENCODER, QL_DOCUMENT, QL_QUERY, onnx_config_for
+from llmql.train.config import save_llmql_config
+from llmql.train.errors import LLMQLError, ModelError
+from llmql.train.tokenization import TOKENIZER_FILE
+
+log = logging.getLogger(__name__)
+
+ENCODER_FILE = "encoder.onnx"
+ENCODER_INT8_FILE = "encoder.int8.onnx"
+QL_DOCUMENT_FILE = "ql_document.onnx"
+QL_QUERY_FILE = "ql_query.onnx"
+
+
+class ParityError(LLMQLError):
+    """The exported graph does not reproduce the PyTorch model closely enough."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model: str
+    out: str
+    quantize: Literal["none", "int8"] = "none"
+    ql_scorer: bool = False
+    opensearch_bundle: bool = False
+    overwrite: bool = False
+    opset: int = 17
+    validation_data: str | None = None  # BEIR folder: real passages for parity, and the int8 nDCG slice
+    min_cosine_fp32: float = 0.9999
+    min_cosine_int8: float = 0.99
+    max_ql_abs_diff: float = 1e-3  # on log P(q | d), fp32
+
+
+def export_model(cfg: ExportConfig) -> Path:
+    out = Path(cfg.out)
+    if out.exists() and not cfg.overwrite:
+        raise LLMQLError(f"{out}: already exists; pass --overwrite to replace it")
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        manifest = _export_into(cfg, tmp)
+        write_manifest(tmp, manifest)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.errno == errno.ENOSPC:
+            raise LLMQLError(f"disk full while writing the export for {out}; nothing was left behind") from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _export_into(cfg: ExportConfig, tmp: Path) -> dict:
+    from llmql.export.runtime import OnnxEncoder, session
+    from llmql.export.validate import EDGE_CASES, EDGE_QUERIES, encoder_parity, real_passages
+    from llmql.train.encoder import Encoder
+    from llmql.train.modeling import BiEncoder, load_for_inference
+    from llmql.train.tokenization import PromptTokenizer
+
+    lm, hf_tokenizer, model_config = load_for_inference(cfg.model, adapter=True)
+    export_config = replace(model_config, adapter=None)
+    prompt = PromptTokenizer(hf_tokenizer.backend_tokenizer, export_config)
+    hf_tokenizer.backend_tokenizer.save(str(tmp / TOKENIZER_FILE))
+    save_llmql_config(tmp, export_config)
+
+    _export_graph(lm, ENCODER, export_config.pad_token_id, cfg.opset, tmp / ENCODER_FILE)
+    reference = Encoder(BiEncoder(lm, export_config.normalize), prompt, bf16=False)
+    passages = real_passages(cfg.validation_data) + EDGE_CASES
+    rows = prompt.passages([t for t, _ in passages], [x for _, x in passages]) + prompt.queries(EDGE_QUERIES)
+    rows.append(rows[-1][:1] + rows[-1][-1:])  # a two-token row: one token and [E]
+
+    def onnx_encoder(name: str) -> OnnxEncoder:
+        return OnnxEncoder(session(tmp / name), prompt)
+
+    fp32 = encoder_parity(
+        reference.encode_ids, lambda r, side: onnx_encoder(ENCODER_FILE).encode_ids(r, 8, side=side), rows
+    )
+    _check(fp32, cfg.min_cosine_fp32, ENCODER_FILE)
+    parity = {ENCODER_FILE: fp32}
+    encoders = [ENCODER_FILE]
+
+    if cfg.quantize == "int8":
+        _quantize_int8(tmp / ENCODER_FILE, tmp / ENCODER_INT8_FILE)
+        int8 = encoder_parity(
+            reference.encode_ids, lambda r, side: onnx_encoder(ENCODER_INT8_FILE).encode_ids(r, 8, side=side), rows
+        )
+        _check(int8, cfg.min_cosine_int8, ENCODER_INT8_FILE)
+        if cfg.validation_data:
+            int8["ndcg@10_slice"] = _int8_ndcg_delta(
+                cfg.validation_data, onnx_encoder(ENCODER_FILE), onnx_encoder(ENCODER_INT8_FILE)
+            )
+        parity[ENCODER_INT8_FILE] = int8
+        encoders.append(ENCODER_INT8_FILE)
+
+    ql = None
+    if cfg.ql_scorer:
+        base = lm if not model_config.adapter else load_for_inference(cfg.model, adapter=False)[0]
+        ql = _export_ql(base, prompt, cfg, tmp, passages)
+
+    manifest = {
+        "source": {"model": str(cfg.model), "base_model": model_config.base_model},
+        "export_config": asdict(cfg),
+        "embedding_dim": export_config.embedding_dim,
+        "encoders": encoders,
+        "default_encoder": ENCODER_FILE,
+        "graphs": {name: onnx_versions(tmp / name) for name in sorted(p.name for p in tmp.glob("*.onnx"))},
+        "inputs": ["input_ids", "attention_mask"],
+        "output": "embedding (L2-normalised last-token state)",
+        "parity": parity,
+        "ql_scorer": ql,
+    }
+    if cfg.opensearch_bundle:
+        from llmql.export.opensearch_bundle import write_bundles
+
+        manifest["opensearch_bundle"] = write_bundles(tmp, export_config, reference)
+    return manifest
+
+
+def _export_graph(lm, graph: str, pad_token_id: int, opset: int, path: Path) -> None:
+    """Trace `graph` through Optimum's export (its model patcher, its dynamic axes)."""
+    import warnings
+
+    from optimum.exporters.onnx.convert import export_pytorch
+
+    from llmql.export.graphs import EmbeddingGraph, QLDocumentGraph, QLQueryGraph
+
+    module = {ENCODER: EmbeddingGraph, QL_DOCUMENT: QLDocumentGraph, QL_QUERY: QLQueryGraph}[graph](lm)
+    config = onnx_config_for(lm, graph, pad_token_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python branches on shapes
+        try:
+            export_pytorch(module, config, opset, path)
+        except (RuntimeError, ValueError, TypeError) as err:
+            if isinstance(err, OSError):
+                raise
+            raise ModelError(f"ONNX export of the {graph} graph failed for {lm.config.model_type}: {err}") from err
+
+
+def _check(result: dict, bar: float, name: str) -> None:
+    worst = min(r["worst_cosine"] for r in result.values())
+    if not worst >= bar:
+        raise ParityError(f"{name}: worst cosine to PyTorch {worst:.6f} is below the bar {bar}; export refused")
+
+
+def _quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 through Optimum's ORTQuantizer, with the instruction set this CPU really has."""
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    from llmql.train.device import cpu_flags
+
+    flags = cpu_flags()
+    if "avx512_vnni" in flags or "avx512vnni" in flags:
+        qconfig = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
+    elif "avx512f" in flags:
+        qconfig = AutoQuantizationConfig.avx512(is_static=False, per_channel=True)
+    elif "avx2" in flags:
+        qconfig = AutoQuantizationConfig.avx2(is_static=False, per_channel=True)
+    else:
+        qconfig = AutoQuantizationConfig.arm64(is_static=False, per_channel=True)
+    work = source.parent / ".quantize"
+    work.mkdir()
+    try:
+        quantizer = ORTQuantizer.from_pretrained(source.parent, file_name=source.name)
+        quantizer.quantize(save_dir=work, quantization_config=qconfig, file_suffix="int8")
+        os.replace(work / f"{source.stem}_int8.onnx", target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _int8_ndcg_delta(data_dir: str, fp32, int8, queries: int = 50, extra_docs: int = 300) -> dict[str, float]:
+    """nDCG@10 of fp32 and int8 on a small slice: `queries` judged queries over their relevant documents plus
+    the first `extra_docs` documents of the corpus."""
+    from llmql.export.validate import ndcg_at_10
+    from llmql.train.data import load_beir
+
+    root = Path(data_dir)
+    split = "test" if (root / "qrels" / "test.tsv").is_file() else "train"
+    data = load_beir(root, split)
+    query_ids = sorted(data.qrels)[:queries]
+    doc_ids = list(dict.fromkeys([d for q in query_ids for d in data.qrels[q]] + list(data.corpus)[:extra_docs]))
+    docs = [data.corpus[d] for d in doc_ids]
+    result = {}
+    for name, encoder in (("fp32", fp32), ("int8", int8)):
+        dv = encoder.encode_passages([d.text for d in docs], [d.title for d in docs])
+        qv = encoder.encode_queries([data.queries[q] for q in query_ids])
+        result[name] = ndcg_at_10(qv, dv, doc_ids, query_ids, data.qrels)
+    result["delta"] = result["int8"] - result["fp32"]
+    result["queries"], result["documents"] = len(query_ids), len(doc_ids)
+    return result
+
+
+def _export_ql(lm, prompt, cfg: ExportConfig, tmp: Path, passages: list[tuple[str, str]]) -> dict:
+    """The QL scorer as two graphs, checked against the PyTorch full forward pass under Attention Stop."""
+    from llmql.export.runtime import OnnxQLScorer, session
+    from llmql.export.validate import EDGE_QUERIES
+    from llmql.train.ql_scorer import QLScorer
+
+    _export_graph(lm, QL_DOCUMENT, prompt.config.pad_token_id, cfg.opset, tmp / QL_DOCUMENT_FILE)
+    _export_graph(lm, QL_QUERY, prompt.config.pad_token_id, cfg.opset, tmp / QL_QUERY_FILE)
+    onnx_scorer = OnnxQLScorer(session(tmp / QL_DOCUMENT_FILE), session(tmp / QL_QUERY_FILE), prompt)
+    torch_scorer = QLScorer(lm, prompt, bf16=False)
+    sample = passages[:16] + passages[-5:]
+    titles, texts = [t for t, _ in sample], [x for _, x in sample]
+    states = onnx_scorer.end_states(texts, titles)
+    worst = 0.0
+    for query in EDGE_QUERIES:
+        full = torch_scorer.score(query, texts, titles)
+        cached = onnx_scorer.score_states(query, states)
+        worst = max(worst, float(np.abs(full - cached).max()))
+    if not worst <= cfg.max_ql_abs_diff:
+        raise ParityError(f"QL scorer: |log P| difference to PyTorch {worst:.2e} exceeds {cfg.max_ql_abs_diff}")
+    layers, kv_heads, head_dim = states.keys.shape[1:]
+    return {
+        "files": {"document": QL_DOCUMENT_FILE, "query": QL_QUERY_FILE},
+        "state_shape": {
+            "layers": layers,
+            "kv_heads": kv_heads,
+            "head_dim": head_dim,
+            "hidden": int(states.hidden.shape[1]),
+        },
+        "values_per_document": int(2 * layers * kv_heads * head_dim + states.hidden.shape[1]),
+        "parity": {
+            "max_abs_logprob_diff_vs_torch_full_forward": worst,
+            "queries": len(EDGE_QUERIES),
+            "passages": len(sample),
+        },
+    }

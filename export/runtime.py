@@ -1,0 +1,199 @@
+"""Serving-time encoders over ONNX Runtime: `OnnxEncoder` (embeddings) and `OnnxQLScorer` (QL re-ranking).
+
+Needs only onnxruntime, tokenizers and numpy (no torch). Connectors and plugin encode through `load_encoder`,
+which also accepts a PyTorch model directory (then torch is imported).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from llmql.export.manifest import read_manifest
+from llmql.train.batching import length_batches, pad
+from llmql.train.config import ModelConfig
+from llmql.train.tokenization import PromptTokenizer
+
+
+class TextEncoder(Protocol):
+    """What connectors and plugin need of an encoder (the torch `Encoder` satisfies it too)."""
+
+    config: ModelConfig
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode_queries(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray: ...
+
+    def encode_passages(
+        self, texts: Sequence[str], titles: Sequence[str] | None = None, batch_size: int = 16, progress: bool = False
+    ) -> np.ndarray: ...
+
+
+def session(path: Path, threads: int | None = None):
+    """An onnxruntime CPU session; `threads` defaults to $LLMQL_THREADS or the core count."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or int(os.environ.get("LLMQL_THREADS", "0")) or (os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxEncoder:
+    """Same API as `llmql.train.encoder.Encoder`, running `encoder.onnx` (or its int8 twin)."""
+
+    def __init__(self, model_session, tokenizer: PromptTokenizer, identity: str = ""):
+        self.session = model_session
+        self.tokenizer = tokenizer
+        self.identity = identity
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, file: str | None = None, threads: int | None = None) -> OnnxEncoder:
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        name = file or manifest["default_encoder"]
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"{directory / name}: not in this export (have: {sorted(manifest['encoders'])})")
+        identity = f"{manifest['source']['model']}@{manifest['files'][name]['sha256'][:12]}"
+        return cls(session(directory / name, threads), PromptTokenizer.from_dir(directory), identity)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.tokenizer.config
+
+    @property
+    def dim(self) -> int:
+        return self.config.embedding_dim
+
+    def encode_queries(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        return self.encode_ids(self.tokenizer.queries(texts), batch_size, progress)
+
+    def encode_passages(
+        self, texts: Sequence[str], titles: Sequence[str] | None = None, batch_size: int = 16, progress: bool = False
+    ) -> np.ndarray:
+        titles = titles if titles is not None else [""] * len(texts)
+        return self.encode_ids(self.tokenizer.passages(titles, texts), batch_size, progress)
+
+    def encode_ids(
+        self, rows: list[list[int]], batch_size: int = 16, progress: bool = False, side: str = "right"
+    ) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        out = np.zeros((len(rows), self.dim), dtype=np.float32)
+        batches = list(length_batches([len(r) for r in rows], batch_size))
+        for index in tqdm(batches, desc="encode", unit="batch", disable=not progress):
+            ids, mask = pad([rows[i] for i in index], self.config.pad_token_id, side)
+            out[index] = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+        return out
+
+
+@dataclass
+class EndStateArrays:
+    """Per-document [E] states as numpy arrays (see `llmql.train.modeling.EndStates`)."""
+
+    keys: np.ndarray  # [N, layers, kv_heads, head_dim]
+    values: np.ndarray
+    hidden: np.ndarray  # [N, H]
+    positions: np.ndarray  # [N] int64
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def take(self, index) -> EndStateArrays:
+        return EndStateArrays(self.keys[index], self.values[index], self.hidden[index], self.positions[index])
+
+    @staticmethod
+    def concat(parts: Sequence[EndStateArrays]) -> EndStateArrays:
+        return EndStateArrays(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("keys", "values", "hidden", "positions"))
+        )
+
+
+class OnnxQLScorer:
+    """log P(q | d) under Attention Stop: `ql_document.onnx` once per document, `ql_query.onnx` per query."""
+
+    def __init__(self, document_session, query_session, tokenizer: PromptTokenizer):
+        self.document = document_session
+        self.query = query_session
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, threads: int | None = None) -> OnnxQLScorer:
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        if not manifest.get("ql_scorer"):
+            raise FileNotFoundError(f"{directory}: exported without the QL scorer (re-run llmql-export --ql-scorer)")
+        graphs = manifest["ql_scorer"]["files"]
+        return cls(
+            session(directory / graphs["document"], threads),
+            session(directory / graphs["query"], threads),
+            PromptTokenizer.from_dir(directory),
+        )
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.tokenizer.config
+
+    def end_states(
+        self, passages: Sequence[str], titles: Sequence[str] | None = None, batch_size: int = 16
+    ) -> EndStateArrays:
+        titles = titles if titles is not None else [""] * len(passages)
+        rows = self.tokenizer.passages(titles, passages)
+        parts, order = [], []
+        for index in length_batches([len(r) for r in rows], batch_size):
+            ids, mask = pad([rows[i] for i in index], self.config.pad_token_id)
+            outs = self.document.run(None, {"input_ids": ids, "attention_mask": mask})
+            parts.append(EndStateArrays(*outs))
+            order.extend(index)
+        if not parts:
+            raise ValueError("no passages")
+        return EndStateArrays.concat(parts).take(np.argsort(np.asarray(order)))
+
+    def score_states(self, query: str, states: EndStateArrays, batch_size: int = 64) -> np.ndarray:
+        """[N] log P(q | d) for the documents whose [E] states are given."""
+        if not query.strip():
+            raise ValueError("empty query")
+        q = np.asarray(self.tokenizer.ql_queries([query])[0], dtype=np.int64)
+        out = np.zeros(len(states), dtype=np.float64)
+        for start in range(0, len(states), batch_size):
+            part = states.take(slice(start, start + batch_size))
+            feeds = {
+                "input_ids": np.broadcast_to(q, (len(part), len(q))).copy(),
+                "end_keys": part.keys.astype(np.float32),
+                "end_values": part.values.astype(np.float32),
+                "end_hidden": part.hidden.astype(np.float32),
+                "end_position": part.positions.astype(np.int64),
+            }
+            out[start : start + len(part)] = self.query.run(["token_logprobs"], feeds)[0].sum(axis=1)
+        return out
+
+    def score(self, query: str, passages: Sequence[str], titles: Sequence[str] | None = None) -> np.ndarray:
+        """The slow path: compute the documents' states now, then score."""
+        return self.score_states(query, self.end_states(passages, titles))
+
+
+def load_encoder(path: str | Path, file: str | None = None, threads: int | None = None) -> TextEncoder:
+    """An export directory -> OnnxEncoder; a model directory or name -> the PyTorch Encoder."""
+    path_obj = Path(path)
+    if (path_obj / "manifest.json").is_file():
+        return OnnxEncoder.from_dir(path_obj, file, threads)
+    from llmql.train.encoder import Encoder
+
+    return Encoder.from_pretrained(path)
+
+
+def load_ql_scorer(path: str | Path, threads: int | None = None):
+    """An export with --ql-scorer -> OnnxQLScorer; a model directory -> the PyTorch QLScorer."""
+    path_obj = Path(path)
+    if (path_obj / "manifest.json").is_file():
+        return OnnxQLScorer.from_dir(path_obj, threads)
+    from llmql.train.ql_scorer import QLScorer
+
+    return QLScorer.from_pretrained(path)

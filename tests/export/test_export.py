@@ -1,0 +1,161 @@
+"""Export of tiny random Llama- and Qwen2-style models: parity, int8, manifest, QL graphs, ml-commons bundle."""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from llmql.export.convert import ExportConfig, ParityError, export_model
+from llmql.export.manifest import read_manifest, sha256
+from llmql.export.runtime import OnnxEncoder, OnnxQLScorer
+from llmql.train.encoder import Encoder
+from llmql.train.errors import LLMQLError, ModelError
+from llmql.train.ql_scorer import QLScorer
+
+TEXTS = ["granite ridge models improve results", "kelp", "", "naïve café 日本"]
+
+
+def test_encoder_graph_takes_two_inputs_and_returns_the_embedding(llama_export):
+    graph = onnx.load(str(llama_export / "encoder.onnx"))
+    assert [i.name for i in graph.graph.input] == ["input_ids", "attention_mask"]
+    assert [o.name for o in graph.graph.output] == ["embedding"]
+
+
+def test_qwen2_export_matches_pytorch(tiny_qwen2, tmp_path):
+    out = export_model(ExportConfig(model=str(tiny_qwen2), out=str(tmp_path / "qwen2")))
+    onnx_vectors = OnnxEncoder.from_dir(out).encode_passages(TEXTS)
+    torch_vectors = Encoder.from_pretrained(tiny_qwen2, bf16=False).encode_passages(TEXTS)
+    cosine = (onnx_vectors * torch_vectors).sum(axis=1)
+    assert cosine.min() >= 0.9999
+    assert read_manifest(out)["parity"]["encoder.onnx"]["left"]["worst_cosine"] >= 0.9999
+
+
+def test_left_and_right_padding_give_the_same_rows(llama_export):
+    encoder = OnnxEncoder.from_dir(llama_export)
+    rows = encoder.tokenizer.passages([""] * len(TEXTS), TEXTS)
+    right = encoder.encode_ids(rows, batch_size=4, side="right")
+    left = encoder.encode_ids(rows, batch_size=4, side="left")
+    alone = np.concatenate([encoder.encode_ids([r]) for r in rows])
+    np.testing.assert_allclose(right, left, atol=1e-5)
+    np.testing.assert_allclose(right, alone, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(right, axis=1), 1.0, atol=1e-5)
+
+
+def test_int8_graph_is_close_and_recorded(llama_export, tiny_llama):
+    manifest = read_manifest(llama_export)
+    assert manifest["encoders"] == ["encoder.onnx", "encoder.int8.onnx"]
+    int8 = manifest["parity"]["encoder.int8.onnx"]
+    assert int8["right"]["worst_cosine"] >= 0.99 and "delta" in int8["ndcg@10_slice"]
+    vectors = OnnxEncoder.from_dir(llama_export, file="encoder.int8.onnx").encode_queries(TEXTS)
+    reference = Encoder.from_pretrained(tiny_llama, bf16=False).encode_queries(TEXTS)
+    assert (vectors * reference).sum(axis=1).min() >= 0.99
+    ops = {n.op_type for n in onnx.load(str(llama_export / "encoder.int8.onnx")).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
+
+
+def test_manifest_describes_every_file(llama_export):
+    manifest = read_manifest(llama_export)
+    assert manifest["embedding_dim"] == 32 and manifest["source"]["model"]
+    for name, entry in manifest["files"].items():
+        assert sha256(llama_export / name) == entry["sha256"], name
+    assert {"encoder.onnx", "tokenizer.json", "llmql.json", "ql_document.onnx"} <= set(manifest["files"])
+    assert manifest["graphs"]["encoder.onnx"] == {"ir_version": 8, "opset": 17}
+    assert json.loads((llama_export / "llmql.json").read_text())["model"]["adapter"] is None
+
+
+def test_ql_graphs_equal_the_pytorch_full_forward(llama_export, tiny_llama):
+    onnx_scorer = OnnxQLScorer.from_dir(llama_export)
+    torch_scorer = QLScorer.from_pretrained(tiny_llama, bf16=False)
+    passages = ["granite ridge models", "kelp kelp lagoon", "the study shows amber"]
+    states = onnx_scorer.end_states(passages)
+    for query in ("kelp lagoon", "amber study results"):
+        np.testing.assert_allclose(
+            onnx_scorer.score_states(query, states), torch_scorer.score(query, passages), atol=1e-4
+        )
+    assert read_manifest(llama_export)["ql_scorer"]["values_per_document"] == 2 * 2 * 2 * 8 + 32
+
+
+def test_opensearch_bundle_loads_under_onnxruntime_1_16_3(llama_export, tiny_llama):
+    legacy = Path(os.environ.get("LLMQL_CACHE", Path.home() / ".cache" / "llmql")) / "ort-1.16.3"
+    if not (legacy / "onnxruntime").is_dir():
+        pytest.skip(f"onnxruntime 1.16.3 not installed at {legacy} (scripts/bootstrap installs it)")
+    manifest = read_manifest(llama_export)["opensearch_bundle"]
+    query = "amber study results"
+    script = textwrap.dedent(f"""
+        import json, zipfile, numpy as np, onnxruntime as ort
+        from tokenizers import Tokenizer
+        assert ort.__version__ == "1.16.3", ort.__version__
+        z = zipfile.ZipFile({str(llama_export / manifest["query"]["zip"])!r})
+        assert sorted(z.namelist()) == ["model.onnx", "tokenizer.json"]
+        tok = Tokenizer.from_str(z.read("tokenizer.json").decode())
+        enc = tok.encode({query!r})  # as ml-commons does: raw text, special tokens on
+        sess = ort.InferenceSession(z.read("model.onnx"), providers=["CPUExecutionProvider"])
+        assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask"]
+        out = sess.run(None, {{"input_ids": np.array([enc.ids], dtype=np.int64),
+                               "attention_mask": np.array([enc.attention_mask], dtype=np.int64)}})[0]
+        print(json.dumps(out[0].tolist()))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(legacy)}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    ml_commons = np.array(json.loads(result.stdout.strip().splitlines()[-1]))
+    ours = Encoder.from_pretrained(tiny_llama, bf16=False).encode_queries([query])[0]
+    assert float(ml_commons @ ours) >= 0.9999
+    config = json.loads((llama_export / manifest["query"]["model_config"]).read_text())
+    assert config["function_name"] == "TEXT_EMBEDDING" and config["model_config"]["embedding_dimension"] == 32
+    assert config["model_content_hash_value"] == sha256(llama_export / manifest["query"]["zip"])
+
+
+def test_runtime_does_not_import_torch(llama_export):
+    code = (
+        "import sys; from llmql.export.runtime import OnnxEncoder, OnnxQLScorer; "
+        f"e = OnnxEncoder.from_dir({str(llama_export)!r}); e.encode_queries(['kelp']); "
+        f"s = OnnxQLScorer.from_dir({str(llama_export)!r}); s.score('kelp', ['kelp lagoon']); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_existing_output_is_refused_without_overwrite(llama_export, tiny_llama):
+    with pytest.raises(LLMQLError, match="--overwrite"):
+        export_model(ExportConfig(model=str(tiny_llama), out=str(llama_export)))
+
+
+def test_not_a_model_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="not a model directory"):
+        export_model(ExportConfig(model=str(tmp_path / "empty"), out=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_architecture_optimum_cannot_export(tmp_path):
+    from tests.conftest import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "starcoder2", "starcoder2")
+    with pytest.raises(ModelError, match="Optimum cannot export this architecture"):
+        export_model(ExportConfig(model=str(model), out=str(tmp_path / "out")))
+    assert not any(p.name.startswith((".out", "out")) for p in tmp_path.iterdir())
+
+
+def test_disk_full_leaves_nothing_behind(tiny_llama, tmp_path, monkeypatch):
+    import llmql.export.convert as convert
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(convert, "write_manifest", full)
+    with pytest.raises(LLMQLError, match="disk full"):
+        export_model(ExportConfig(model=str(tiny_llama), out=str(tmp_path / "out")))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parity_below_the_bar_refuses_the_export(tiny_llama, tmp_path):
+    with pytest.raises(ParityError, match="below the bar"):
+        export_model(ExportConfig(model=str(tiny_llama), out=str(tmp_path / "out"), min_cosine_fp32=1.01))
+    assert list(tmp_path.iterdir()) == []
