@@ -93,3 +93,31 @@ def tiny_any(request, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def toy_beir(tmp_path_factory) -> Path:
     return write_toy_beir(tmp_path_factory.mktemp("toy-beir"))
+
+
+def server_url(engine: str) -> str:
+    """URL of a real server from the environment; in CI a missing server is a failure, locally a skip."""
+    url = os.environ.get(f"LLMQL_{engine.upper()}_URL")
+    if url:
+        return url
+    message = (
+        f"LLMQL_{engine.upper()}_URL is not set: start one with `scripts/search-server start {engine}` "
+        'and `eval "$(scripts/search-server env)"`'
+    )
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(
+    params=[
+        "embedded",
+        pytest.param("opensearch", marks=pytest.mark.live),
+        pytest.param("elasticsearch", marks=pytest.mark.live),
+    ]
+)
+def backend_spec(request, tmp_path):
+    """(backend name, location) for each engine: a fresh directory, or a real server's URL."""
+    if request.param == "embedded":
+        return "embedded", str(tmp_path / "lancedb")
+    return request.param, server_url(request.param)

@@ -1,0 +1,96 @@
+"""The one small interface every search engine implements, and the records that cross it.
+
+A backend stores, per document: id, title, text, the dense vector, a content hash (for incremental sync),
+optionally the document's cached [E] states for fast QL re-ranking, and flat metadata fields for filters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from llmql.train.errors import LLMQLError
+
+FieldValue = str | int | float | bool
+# {"field": value} or {"field": [value, ...]}: exact match, all fields must match (AND), values OR'ed.
+Filter = dict[str, FieldValue | list[FieldValue]]
+
+
+class BackendError(LLMQLError):
+    """A search engine refused or could not be reached; the message names the URL and index."""
+
+
+class IndexMismatch(BackendError):
+    """The index exists but was built for another embedding dimension or model."""
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    title: str
+    text: str
+    vector: np.ndarray | None = None  # float32 [dim], L2-normalised
+    content_hash: str = ""
+    ql_state: bytes | None = None  # packed [E] states (see llmql.export.ql_cache)
+    fields: dict[str, FieldValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float  # BM25 score, or cosine similarity for kNN
+    title: str = ""
+    text: str = ""
+    fields: dict[str, FieldValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    name: str
+    dim: int
+    model: str
+    count: int
+
+
+@dataclass
+class WriteResult:
+    written: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What llmql needs of a search engine. Implementations: embedded (LanceDB), opensearch, elasticsearch."""
+
+    name: str
+    location: str  # URL or directory, for messages
+
+    def open_index(self, index: str, dim: int, model: str, create: bool = True) -> IndexInfo:
+        """Open `index` (or the index an alias points to), creating it if allowed. Raises IndexMismatch if it
+        exists with another dimension or model, before anything is written."""
+
+    def upsert(self, index: str, records: Sequence[Record]) -> WriteResult: ...
+
+    def delete(self, index: str, ids: Sequence[str]) -> int: ...
+
+    def fetch(self, index: str, ids: Sequence[str], with_state: bool = False) -> dict[str, Record]: ...
+
+    def count(self, index: str) -> int: ...
+
+    def bm25(self, index: str, query: str, k: int, filter: Filter | None = None) -> list[Hit]: ...
+
+    def knn(self, index: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]: ...
+
+    def content_hashes(self, index: str) -> Iterator[tuple[str, str]]:
+        """(id, content hash) of every stored document, for incremental sync."""
+
+    def swap_alias(self, alias: str, index: str) -> list[str]:
+        """Point `alias` at `index` atomically; return the indexes it pointed to before."""
+
+    def drop_index(self, index: str) -> None: ...
+
+    def refresh(self, index: str) -> None:
+        """Make written documents searchable (and build indexes that are built in bulk)."""

@@ -1,0 +1,130 @@
+"""`llmql-sync`: embed a corpus and write it into a search index (embedded, OpenSearch or Elasticsearch)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from llmql.train.errors import cli_errors
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.argument("corpus", type=click.Path(exists=True))
+@click.option(
+    "--model", required=True, help="llmql-export directory (ONNX; fastest) or a trained model directory (PyTorch)."
+)
+@click.option("--backend", type=click.Choice(["embedded", "opensearch", "elasticsearch"]), default="embedded")
+@click.option(
+    "--url",
+    default="./llmql-index",
+    help="Server URL, or a directory for the embedded backend. Credentials come from "
+    "LLMQL_<ENGINE>_USERNAME/PASSWORD/API_KEY or $LLMQL_CREDENTIALS, never from the URL.",
+)
+@click.option("--index", default="llmql", help="Index name (ignored with --alias).")
+@click.option(
+    "--alias",
+    default=None,
+    help="Build a new index generation ALIAS-<time> and swap ALIAS to it atomically when complete.",
+)
+@click.option("--batch-size", type=int, default=64, help="Documents per encode + bulk request (bounds memory).")
+@click.option("--recreate", is_flag=True, help="Drop the index first.")
+@click.option("--incremental", is_flag=True, help="Skip documents whose content hash is unchanged.")
+@click.option("--delete-missing", is_flag=True, help="Delete indexed documents that are gone from CORPUS.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted sync after its last confirmed batch.")
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    help="Bad corpus lines (bad JSON, missing/duplicate id, empty text): stop, or skip and report.",
+)
+@click.option(
+    "--ql-cache",
+    type=click.Choice(["none", "fp16", "int8"]),
+    default="none",
+    help="Store each document's [E] states for fast QL re-ranking (needs an export with --ql-scorer).",
+)
+@click.option("--id-field", default="_id")
+@click.option("--text-field", default="text")
+@click.option("--title-field", default="title")
+@click.option("--field", "keep_fields", multiple=True, help="Metadata field to index for filters (repeatable).")
+@click.option("--failures", default="llmql-sync-failures.jsonl", help="Where failed documents and reasons go.")
+@click.option(
+    "--es-quantization",
+    type=click.Choice(["none", "int8"]),
+    default="none",
+    help="Elasticsearch only: int8-quantised HNSW.",
+)
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (warns).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@cli_errors
+def main(
+    corpus,
+    model,
+    backend,
+    url,
+    index,
+    alias,
+    batch_size,
+    recreate,
+    incremental,
+    delete_missing,
+    resume,
+    on_error,
+    ql_cache,
+    id_field,
+    text_field,
+    title_field,
+    keep_fields,
+    failures,
+    es_quantization,
+    insecure,
+    quiet,
+) -> None:
+    """Sync CORPUS (BEIR folder or corpus.jsonl, JSONL with chosen fields, or TSV with a header) into an index.
+
+    Idempotent (documents keep their ids), resumable, incremental on request. Exit status 1 when any
+    document failed; failures are listed with reasons in --failures.
+    """
+    from llmql.connectors.corpus import CorpusFormat
+    from llmql.connectors.sync import SyncConfig, sync
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if insecure:
+        click.echo("warning: TLS certificate verification is off (--insecure)", err=True)
+    options = {"quantization": es_quantization} if backend == "elasticsearch" else {}
+    cfg = SyncConfig(
+        corpus=corpus,
+        model=model,
+        backend=backend,
+        url=url,
+        index=index,
+        alias=alias,
+        batch_size=batch_size,
+        recreate=recreate,
+        incremental=incremental,
+        delete_missing=delete_missing,
+        resume=resume,
+        on_error=on_error,
+        ql_cache=ql_cache,
+        failures_file=failures,
+        insecure=insecure,
+        corpus_format=CorpusFormat(id_field, text_field, title_field, tuple(keep_fields)),
+        backend_options=options,
+    )
+    report = sync(cfg, progress=not quiet)
+    summary = {
+        "index": report.index,
+        "alias": report.alias,
+        "indexed": report.indexed,
+        "unchanged": report.unchanged,
+        "deleted": report.deleted,
+        "failed": report.failed,
+        "seconds": round(report.seconds, 1),
+    }
+    click.echo(json.dumps(summary))
+    if report.failures_file:
+        click.echo(f"{report.failed} document(s) failed; reasons in {report.failures_file}", err=True)
+        sys.exit(1)

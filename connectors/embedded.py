@@ -1,0 +1,237 @@
+"""The embedded default backend: LanceDB in a local directory, no server.
+
+Why LanceDB: one well-kept library gives both halves of hybrid search in-process and persisted to a directory:
+a native BM25 full-text index (stemming, stop words) and vector search with approximate indexes (IVF-HNSW-SQ).
+It upserts by key (`merge_insert`), filters with SQL predicates before ranking, and tables carry schema
+metadata where the model identity and dimension are kept. The alternatives considered (tantivy plus an HNSW
+library) need two stores kept consistent by hand.
+
+Below `ann_min_rows` documents the vector search is exact (a flat scan of a few thousand vectors is faster than
+any index and loses nothing); above it an IVF-HNSW-SQ index is built on refresh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from llmql.connectors.base import BackendError, Filter, Hit, IndexInfo, IndexMismatch, Record, WriteResult
+
+ALIASES = "aliases.json"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _tags(fields: dict) -> list[str]:
+    return [f"{k}={v}" for k, v in sorted(fields.items())]
+
+
+def _where(filter: Filter | None) -> str | None:
+    """{"year": [2020, 2021], "lang": "en"} -> array_has_any(tags, [...]) AND ... (exact match on metadata)."""
+    if not filter:
+        return None
+    clauses = []
+    for key, value in filter.items():
+        values = value if isinstance(value, list) else [value]
+        clauses.append("array_has_any(tags, [" + ", ".join(_quote(f"{key}={v}") for v in values) + "])")
+    return " AND ".join(clauses)
+
+
+class EmbeddedBackend:
+    name = "embedded"
+
+    def __init__(self, directory: str | Path, ann_min_rows: int = 20_000):
+        import lancedb
+
+        self.location = str(directory)
+        self.root = Path(directory)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db = lancedb.connect(str(self.root))
+        self.ann_min_rows = ann_min_rows
+
+    # -- helpers --------------------------------------------------------------------------------------------
+    def _tables(self) -> list[str]:
+        return list(self.db.list_tables().tables)
+
+    def _aliases(self) -> dict[str, str]:
+        path = self.root / ALIASES
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def _resolve(self, index: str) -> str:
+        return self._aliases().get(index, index)
+
+    def _table(self, index: str):
+        name = self._resolve(index)
+        try:
+            return self.db.open_table(name)
+        except (FileNotFoundError, ValueError):
+            raise BackendError(f"{self.location}: no index or alias named {index!r}") from None
+
+    def _schema(self, dim: int, model: str):
+        import pyarrow as pa
+
+        return pa.schema(
+            [
+                pa.field("id", pa.string(), nullable=False),
+                pa.field("title", pa.string()),
+                pa.field("text", pa.string()),
+                pa.field("search_text", pa.string()),
+                pa.field("vector", pa.list_(pa.float32(), dim)),
+                pa.field("content_hash", pa.string()),
+                pa.field("ql_state", pa.binary()),
+                pa.field("fields", pa.string()),
+                pa.field("tags", pa.list_(pa.string())),
+            ],
+            metadata={"llmql.model": model, "llmql.dim": str(dim)},
+        )
+
+    # -- protocol -------------------------------------------------------------------------------------------
+    def open_index(self, index: str, dim: int, model: str, create: bool = True) -> IndexInfo:
+        if not _NAME.match(index):
+            raise BackendError(f"{index!r}: index names may use letters, digits, '_', '.', '-' only")
+        name = self._resolve(index)
+        if name in self._tables():
+            table = self.db.open_table(name)
+            meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+            if int(meta.get("llmql.dim", -1)) != dim or meta.get("llmql.model") != model:
+                raise IndexMismatch(
+                    f"{self.location}: index {name!r} holds {meta.get('llmql.dim')}-d vectors of model "
+                    f"{meta.get('llmql.model')!r}, not {dim}-d of {model!r}; use --recreate or another --index"
+                )
+            return IndexInfo(name, dim, model, table.count_rows())
+        if not create:
+            raise BackendError(f"{self.location}: no index or alias named {index!r}")
+        self.db.create_table(name, schema=self._schema(dim, model))
+        return IndexInfo(name, dim, model, 0)
+
+    def upsert(self, index: str, records: Sequence[Record]) -> WriteResult:
+        if not records:
+            return WriteResult()
+        table = self._table(index)
+        rows = [
+            {
+                "id": r.id,
+                "title": r.title,
+                "text": r.text,
+                "search_text": f"{r.title} {r.text}".strip(),
+                "vector": None if r.vector is None else np.asarray(r.vector, dtype=np.float32).tolist(),
+                "content_hash": r.content_hash,
+                "ql_state": r.ql_state,
+                "fields": json.dumps(r.fields, sort_keys=True),
+                "tags": _tags(r.fields),
+            }
+            for r in records
+        ]
+        try:
+            table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
+        except (OSError, ValueError, RuntimeError) as err:
+            return WriteResult(failed=[(r.id, f"write failed: {err}") for r in records])
+        return WriteResult(written=[r.id for r in records])
+
+    def delete(self, index: str, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        table = self._table(index)
+        before = table.count_rows()
+        for start in range(0, len(ids), 1000):
+            table.delete("id IN (" + ", ".join(_quote(i) for i in ids[start : start + 1000]) + ")")
+        return before - table.count_rows()
+
+    def fetch(self, index: str, ids: Sequence[str], with_state: bool = False) -> dict[str, Record]:
+        if not ids:
+            return {}
+        table = self._table(index)
+        columns = ["id", "title", "text", "content_hash", "fields"] + (["ql_state"] if with_state else [])
+        where = "id IN (" + ", ".join(_quote(i) for i in ids) + ")"
+        rows = table.search().where(where).select(columns).limit(len(ids)).to_list()
+        return {
+            r["id"]: Record(
+                r["id"],
+                r["title"],
+                r["text"],
+                content_hash=r["content_hash"],
+                ql_state=r.get("ql_state"),
+                fields=json.loads(r["fields"] or "{}"),
+            )
+            for r in rows
+        }
+
+    def count(self, index: str) -> int:
+        return self._table(index).count_rows()
+
+    def bm25(self, index: str, query: str, k: int, filter: Filter | None = None) -> list[Hit]:
+        table = self._table(index)
+        self._ensure_fts(table)
+        search = table.search(query, query_type="fts", fts_columns="search_text")
+        where = _where(filter)
+        if where:
+            search = search.where(where, prefilter=True)
+        rows = search.select(["id", "title", "text", "fields", "_score"]).limit(k).to_list()
+        return [Hit(r["id"], float(r["_score"]), r["title"], r["text"], json.loads(r["fields"] or "{}")) for r in rows]
+
+    def knn(self, index: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
+        table = self._table(index)
+        search = table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector").metric("dot")
+        where = _where(filter)
+        if where:
+            search = search.where(where, prefilter=True)
+        rows = search.select(["id", "title", "text", "fields", "_distance"]).limit(k).to_list()
+        # LanceDB's "dot" distance is 1 - inner product; vectors are unit-length, so 1 - distance = cosine.
+        return [
+            Hit(r["id"], 1.0 - float(r["_distance"]), r["title"], r["text"], json.loads(r["fields"] or "{}"))
+            for r in rows
+        ]
+
+    def content_hashes(self, index: str) -> Iterator[tuple[str, str]]:
+        table = self._table(index)
+        data = table.search().select(["id", "content_hash"]).limit(max(1, table.count_rows())).to_arrow()
+        yield from zip(data.column("id").to_pylist(), data.column("content_hash").to_pylist(), strict=True)
+
+    def swap_alias(self, alias: str, index: str) -> list[str]:
+        if index not in self._tables():
+            raise BackendError(f"{self.location}: cannot point alias {alias!r} at missing index {index!r}")
+        if alias in self._tables():
+            raise BackendError(f"{self.location}: {alias!r} is an index, not an alias")
+        aliases = self._aliases()
+        previous = [aliases[alias]] if alias in aliases else []
+        aliases[alias] = index
+        tmp = self.root / f".{ALIASES}.tmp"
+        tmp.write_text(json.dumps(aliases, indent=2))
+        os.replace(tmp, self.root / ALIASES)  # atomic: readers see the old or the new mapping, never half
+        return previous
+
+    def drop_index(self, index: str) -> None:
+        if index in self._tables():
+            self.db.drop_table(index)
+
+    def refresh(self, index: str) -> None:
+        table = self._table(index)
+        self._ensure_fts(table, force=True)
+        if table.count_rows() >= self.ann_min_rows:
+            partitions = max(1, int(table.count_rows() ** 0.5 // 8))
+            table.create_index(
+                metric="dot",
+                vector_column_name="vector",
+                index_type="IVF_HNSW_SQ",
+                num_partitions=partitions,
+                replace=True,
+            )
+
+    def _ensure_fts(self, table, force: bool = False) -> None:
+        indices = {i.columns[0]: i for i in table.list_indices() if i.index_type == "FTS"}
+        current = indices.get("search_text")
+        if current is None or (force and getattr(current, "num_unindexed_rows", 0)):
+            from lancedb.index import FTS
+
+            table.create_index("search_text", config=FTS(with_position=False), replace=True)
+
+    def close(self) -> None:
+        pass

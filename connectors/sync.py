@@ -1,0 +1,234 @@
+"""`sync`: corpus -> embeddings -> a search index, idempotent, resumable and honest about failures.
+
+Documents keep their source ids, so writing twice leaves one copy. Progress is committed batch by batch to a
+small state file once the engine has acknowledged the batch, so `resume` restarts after the last confirmed
+batch. With `alias`, a new index generation is built and the alias swapped only when it is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from llmql.connectors.base import Backend, BackendError, Record
+from llmql.connectors.corpus import (
+    BadLine,
+    CorpusFormat,
+    SourceDoc,
+    content_hash,
+    corpus_file,
+    count_lines,
+    read_corpus,
+)
+from llmql.connectors.registry import open_backend
+from llmql.train.errors import DataError, LLMQLError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    corpus: str
+    model: str  # an llmql-export directory (ONNX) or a model directory (torch)
+    backend: str = "embedded"
+    url: str = "./llmql-index"  # directory for the embedded backend
+    index: str = "llmql"
+    alias: str | None = None
+    batch_size: int = 64
+    recreate: bool = False
+    incremental: bool = False
+    delete_missing: bool = False
+    resume: bool = False
+    on_error: Literal["skip", "fail"] = "fail"
+    ql_cache: Literal["none", "fp16", "int8"] = "none"
+    corpus_format: CorpusFormat = field(default_factory=CorpusFormat)
+    failures_file: str | None = None  # default: llmql-sync-failures.jsonl next to the state
+    insecure: bool = False
+    backend_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class SyncReport:
+    index: str
+    indexed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    resumed_after_line: int = 0
+    failures_file: str | None = None
+    alias: str | None = None
+    replaced: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+def state_path(cfg: SyncConfig) -> Path:
+    """Where progress of this (backend, location, index or alias, corpus) is kept."""
+    from llmql.train.model_sources import cache_root
+
+    key = json.dumps([cfg.backend, cfg.url, cfg.alias or cfg.index, str(corpus_file(cfg.corpus).resolve())])
+    return cache_root() / "sync" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
+
+def _save_state(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)
+
+
+def _batches(items: Iterator, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
+    from tqdm.auto import tqdm
+
+    from llmql.export.runtime import load_encoder
+
+    start = time.perf_counter()
+    source = corpus_file(cfg.corpus)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: corpus file not found")
+    encoder = load_encoder(cfg.model)
+    identity = getattr(encoder, "identity", "") or str(cfg.model)
+    ql = _ql_scorer(cfg)
+    options = dict(cfg.backend_options)
+    if cfg.backend != "embedded" and cfg.insecure:
+        options["verify_certs"] = False
+    backend = open_backend(cfg.backend, cfg.url, **options)
+
+    state_file = state_path(cfg)
+    state = json.loads(state_file.read_text()) if state_file.is_file() else None
+    if state and not cfg.resume:
+        log.warning("an interrupted sync of this corpus was found; starting over (use --resume to continue it)")
+        state = None
+    if state and state.get("model") != identity:
+        raise LLMQLError(
+            f"{state_file}: the interrupted sync used model {state.get('model')!r}, not {identity!r}; "
+            "run without --resume"
+        )
+    target = state["target"] if state else (f"{cfg.alias}-{time.strftime('%Y%m%d%H%M%S')}" if cfg.alias else cfg.index)
+    if cfg.recreate and not state:
+        backend.drop_index(target)
+    info = backend.open_index(target, encoder.dim, identity, create=True)  # refuses a mismatch before writing
+    committed = state["committed_line"] if state else 0
+    report = SyncReport(index=info.name, resumed_after_line=committed, alias=cfg.alias)
+    _save_state(
+        state_file, {"target": info.name, "model": identity, "committed_line": committed, "config": asdict(cfg)}
+    )
+
+    existing: dict[str, str] = {}
+    if cfg.incremental or cfg.delete_missing:
+        existing = dict(backend.content_hashes(info.name))
+    seen: set[str] = set()
+    failures: list[dict] = []
+    total = count_lines(source)
+    bar = tqdm(
+        total=total,
+        initial=min(committed, total),
+        unit="doc",
+        desc=f"sync {info.name}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    try:
+        for batch in _batches(read_corpus(source, cfg.corpus_format), cfg.batch_size):
+            last_line = batch[-1].line
+            docs: list[SourceDoc] = []
+            for item in batch:
+                if isinstance(item, BadLine):
+                    failure = {"line": item.line, "id": item.id, "reason": item.reason}
+                    if cfg.on_error == "fail":
+                        raise DataError(f"{source}:{item.line}: {item.reason} (use --on-error skip to skip it)")
+                    if item.line > committed:
+                        failures.append(failure)
+                    continue
+                seen.add(item.id)
+                if item.line > committed:
+                    docs.append(item)
+            hashes = {d.id: content_hash(d, identity) for d in docs}
+            todo = [d for d in docs if not (cfg.incremental and existing.get(d.id) == hashes[d.id])]
+            report.unchanged += len(docs) - len(todo)
+            if todo:
+                vectors = encoder.encode_passages([d.text for d in todo], [d.title for d in todo])
+                states = _pack_states(ql, todo, cfg.ql_cache)
+                records = [
+                    Record(d.id, d.title, d.text, vectors[i], hashes[d.id], states[i] if states else None, d.fields)
+                    for i, d in enumerate(todo)
+                ]
+                result = backend.upsert(info.name, records)
+                report.indexed += len(result.written)
+                failures += [
+                    {"line": next(d.line for d in todo if d.id == i), "id": i, "reason": r} for i, r in result.failed
+                ]
+            committed = max(committed, last_line)
+            _save_state(
+                state_file, {"target": info.name, "model": identity, "committed_line": committed, "config": asdict(cfg)}
+            )
+            bar.update(sum(1 for item in batch if item.line > report.resumed_after_line))
+    finally:
+        bar.close()
+    if cfg.delete_missing:
+        gone = sorted(set(existing) - seen)
+        report.deleted = backend.delete(info.name, gone) if gone else 0
+    backend.refresh(info.name)
+    if cfg.alias:
+        report.replaced = backend.swap_alias(cfg.alias, info.name)
+        for old in report.replaced:
+            if old != info.name:
+                backend.drop_index(old)
+    report.failed = len(failures)
+    if failures:
+        path = Path(cfg.failures_file or "llmql-sync-failures.jsonl")
+        path.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
+        report.failures_file = str(path)
+    state_file.unlink(missing_ok=True)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _ql_scorer(cfg: SyncConfig):
+    if cfg.ql_cache == "none":
+        return None
+    from llmql.export.runtime import OnnxQLScorer
+
+    try:
+        return OnnxQLScorer.from_dir(cfg.model)
+    except FileNotFoundError as err:
+        raise LLMQLError(f"--ql-cache needs an export made with `llmql-export --ql-scorer`: {err}") from None
+
+
+def _pack_states(ql, docs: list[SourceDoc], fmt: str) -> list[bytes] | None:
+    if ql is None:
+        return None
+    from llmql.export.ql_cache import pack
+
+    return pack(ql.end_states([d.text for d in docs], [d.title for d in docs]), fmt)
+
+
+def open_for_search(backend: str, url: str, index: str, **options) -> Backend:
+    """A backend connection for search, checking that the index exists."""
+    handle = open_backend(backend, url, **options)
+    handle.count(index)
+    return handle
+
+
+__all__ = ["BackendError", "SyncConfig", "SyncReport", "open_for_search", "state_path", "sync"]

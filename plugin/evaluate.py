@@ -1,0 +1,154 @@
+"""`evaluate`: run each retrieval configuration over a query set through the same backend, write TREC run
+files, and score them with ir-measures (nDCG@10, MRR@10, Recall@100, and Recall@1000 when the depth allows).
+
+Runs: bm25, dense, hybrid, hybrid+ql (QL re-rank of the fused top-n), ql (QL re-rank of BM25's top-n, QL score
+alone) and ql-dirichlet (Dirichlet-smoothed word QL re-ranking the same BM25 list).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+RUNS = ("bm25", "dense", "hybrid", "hybrid+ql", "ql", "ql-dirichlet")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    data: str
+    split: str = "test"
+    backend: str = "embedded"
+    url: str = "./llmql-index"
+    index: str = "llmql"
+    model: str | None = None  # export or model directory: encodes queries (dense, hybrid)
+    ql_model: str | None = None  # export with --ql-scorer or stage-1/2 directory (hybrid+ql, ql)
+    runs: tuple[str, ...] = ("bm25", "dense", "hybrid")
+    depth: int = 100  # first-stage candidates per query (and run-file depth)
+    rerank_depth: int = 100
+    fusion: str = "rrf"
+    ql_weight: float = 0.5  # hybrid+ql: weight of the QL score against the fused score
+    ql_path: str = "auto"
+    dirichlet_mu: float = 1000.0
+    out_dir: str = "llmql-eval"
+    max_queries: int | None = None
+    backend_options: dict = field(default_factory=dict)
+
+
+def measures(depth: int):
+    import ir_measures
+
+    out = [ir_measures.nDCG @ 10, ir_measures.RR @ 10, ir_measures.R @ 100]
+    if depth >= 1000:
+        out.append(ir_measures.R @ 1000)
+    return out
+
+
+def metric_name(measure) -> str:
+    return {"nDCG@10": "nDCG@10", "RR@10": "MRR@10", "R@100": "R@100", "R@1000": "R@1000"}.get(
+        str(measure), str(measure)
+    )
+
+
+def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], depth: int) -> dict:
+    """Aggregate and per-query metrics of a run (queries without results count as zero)."""
+    import ir_measures
+
+    ms = measures(depth)
+    judged = {q: r for q, r in qrels.items() if q in run}
+    aggregate = ir_measures.calc_aggregate(ms, qrels, run)
+    per_query: dict[str, dict[str, float]] = {}
+    for m in ir_measures.iter_calc(ms, judged, run):
+        per_query.setdefault(m.query_id, {})[metric_name(m.measure)] = float(m.value)
+    return {"metrics": {metric_name(m): float(aggregate[m]) for m in ms}, "per_query": per_query}
+
+
+def write_trec(path: Path, run: dict[str, dict[str, float]], name: str) -> None:
+    lines = []
+    for qid, docs in run.items():
+        for rank, (doc, score) in enumerate(sorted(docs.items(), key=lambda x: (-x[1], x[0])), start=1):
+            lines.append(f"{qid} Q0 {doc} {rank} {score:.6f} {name}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
+    from tqdm.auto import tqdm
+
+    from llmql.connectors.registry import open_backend
+    from llmql.export.runtime import load_encoder, load_ql_scorer
+    from llmql.plugin.search import HybridSearcher, SearchConfig
+    from llmql.plugin.word_ql import DirichletQL
+    from llmql.train.data import load_beir
+
+    unknown = set(cfg.runs) - set(RUNS)
+    if unknown:
+        raise ValueError(f"unknown run(s) {sorted(unknown)}; choose from {', '.join(RUNS)}")
+    data = load_beir(Path(cfg.data), cfg.split)
+    qids = sorted(data.qrels)[: cfg.max_queries] if cfg.max_queries else sorted(data.qrels)
+    backend = open_backend(cfg.backend, cfg.url, **cfg.backend_options)
+    backend.count(cfg.index)  # fails clearly if the index does not exist
+    needs_encoder = {"dense", "hybrid", "hybrid+ql"} & set(cfg.runs)
+    needs_ql = {"hybrid+ql", "ql"} & set(cfg.runs)
+    if needs_encoder and not cfg.model:
+        raise ValueError(f"runs {sorted(needs_encoder)} need --model (the encoder)")
+    if needs_ql and not cfg.ql_model:
+        raise ValueError(f"runs {sorted(needs_ql)} need --ql-model (an export with --ql-scorer or a model dir)")
+    encoder = load_encoder(cfg.model) if needs_encoder else None
+    scorer = load_ql_scorer(cfg.ql_model) if needs_ql else None
+    dirichlet = None
+    if "ql-dirichlet" in cfg.runs:
+        dirichlet = DirichletQL(((d.id, f"{d.title} {d.text}") for d in data.corpus.values()), mu=cfg.dirichlet_mu)
+
+    base = SearchConfig(bm25_k=cfg.depth, knn_k=cfg.depth, fusion=cfg.fusion, ql_path=cfg.ql_path)
+    configs = {
+        "bm25": replace(base, mode="bm25"),
+        "dense": replace(base, mode="dense"),
+        "hybrid": replace(base, mode="hybrid"),
+        "hybrid+ql": replace(base, mode="hybrid", rerank_depth=cfg.rerank_depth, ql_weight=cfg.ql_weight),
+        "ql": replace(base, mode="bm25", rerank_depth=cfg.rerank_depth, ql_weight=1.0),
+        "ql-dirichlet": replace(base, mode="bm25"),
+    }
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"config": asdict(cfg), "queries": len(qids), "runs": {}}
+    for name in cfg.runs:
+        searcher = HybridSearcher(backend, cfg.index, encoder, scorer, configs[name])
+        run: dict[str, dict[str, float]] = {}
+        latencies: list[float] = []
+        for qid in tqdm(qids, desc=name, unit="q", disable=not progress):
+            start = time.perf_counter()
+            result = searcher.search(data.queries[qid], k=cfg.depth)
+            docs = {h.id: h.score for h in result.hits}
+            if name == "ql-dirichlet":
+                head = [h.id for h in result.hits[: cfg.rerank_depth]]
+                rescored = dirichlet.score(data.queries[qid], head)
+                low = min(rescored.values(), default=0.0)
+                docs = {
+                    **{d: low - 1.0 - r for r, d in enumerate(h.id for h in result.hits[cfg.rerank_depth :])},
+                    **rescored,
+                }
+            latencies.append((time.perf_counter() - start) * 1000)
+            run[qid] = docs
+        write_trec(out_dir / f"{name}.run", run, name)
+        scored = score_run(data.qrels, run, cfg.depth)
+        scored["latency_ms"] = {"p50": float(np.percentile(latencies, 50)), "p95": float(np.percentile(latencies, 95))}
+        summary["runs"][name] = scored
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    """A plain-text table of the aggregate metrics, one row per run."""
+    runs = summary["runs"]
+    names = list(next(iter(runs.values()))["metrics"]) if runs else []
+    lines = [f"{'run':<14}" + "".join(f"{n:>10}" for n in names) + f"{'p50 ms':>10}"]
+    for run, values in runs.items():
+        lines.append(
+            f"{run:<14}"
+            + "".join(f"{values['metrics'][n]:>10.4f}" for n in names)
+            + f"{values['latency_ms']['p50']:>10.1f}"
+        )
+    return "\n".join(lines)

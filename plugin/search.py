@@ -1,0 +1,110 @@
+"""`HybridSearcher`: BM25 and dense kNN from the backend's own engines, client-side fusion, optional QL
+re-ranking of the fused top-n. Every stage's scores and time are kept on the result (for --explain)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from llmql.connectors.base import Backend, Filter, Hit
+from llmql.plugin.fusion import fuse, interpolate
+from llmql.plugin.rerank import QLReranker
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
+    bm25_k: int = 100  # candidates from each first stage
+    knn_k: int = 100
+    fusion: Literal["rrf", "minmax", "zscore"] = "rrf"
+    weights: dict[str, float] = field(default_factory=lambda: {"bm25": 1.0, "dense": 1.0})
+    rrf_k: int = 60
+    rerank_depth: int = 0  # 0: no QL re-ranking; else re-rank the fused top-n
+    ql_weight: float = 0.5  # 1.0: QL score alone; else interpolated with the (min-max) fused score
+    ql_path: Literal["auto", "cached", "full"] = "auto"
+
+
+@dataclass
+class ResultHit:
+    id: str
+    score: float
+    title: str = ""
+    text: str = ""
+    fields: dict = field(default_factory=dict)
+    stages: dict[str, float] = field(default_factory=dict)  # each stage's own score for this document
+
+
+@dataclass
+class SearchResult:
+    query: str
+    hits: list[ResultHit]
+    timings_ms: dict[str, float]
+    config: SearchConfig
+    ql_path: str | None = None
+
+
+class HybridSearcher:
+    def __init__(self, backend: Backend, index: str, encoder=None, ql_scorer=None, config: SearchConfig | None = None):
+        self.backend = backend
+        self.index = index
+        self.encoder = encoder
+        self.config = config or SearchConfig()
+        if self.config.mode != "bm25" and encoder is None:
+            raise ValueError(f"mode {self.config.mode!r} needs an encoder")
+        if self.config.rerank_depth and ql_scorer is None:
+            raise ValueError("QL re-ranking (rerank_depth > 0) needs a QL scorer")
+        self.reranker = QLReranker(ql_scorer, backend, index, self.config.ql_path) if ql_scorer else None
+
+    def search(self, query: str, k: int = 10, filter: Filter | None = None) -> SearchResult:
+        if not query.strip():
+            raise ValueError("empty query")
+        cfg = self.config
+        timings: dict[str, float] = {}
+        stages: dict[str, dict[str, float]] = {}
+        hits: dict[str, Hit] = {}
+
+        def timed(name, fn):
+            start = time.perf_counter()
+            out = fn()
+            timings[name] = (time.perf_counter() - start) * 1000
+            return out
+
+        if cfg.mode in ("hybrid", "bm25"):
+            found = timed("bm25", lambda: self.backend.bm25(self.index, query, max(cfg.bm25_k, k), filter))
+            stages["bm25"] = {h.id: h.score for h in found}
+            hits.update({h.id: h for h in found})
+        if cfg.mode in ("hybrid", "dense"):
+            vector = timed("encode", lambda: self.encoder.encode_queries([query])[0])
+            found = timed("knn", lambda: self.backend.knn(self.index, vector, max(cfg.knn_k, k), filter))
+            stages["dense"] = {h.id: h.score for h in found}
+            hits.update({h.id: h for h in found})
+        if len(stages) > 1:
+            scores = timed("fusion", lambda: fuse(stages, cfg.fusion, cfg.weights, cfg.rrf_k))
+            stages["fused"] = scores
+        else:
+            scores = next(iter(stages.values()))
+        ql_path = None
+        order = sorted(scores, key=lambda d: (-scores[d], d))
+        if cfg.rerank_depth and self.reranker is not None:
+            top, tail = order[: cfg.rerank_depth], order[cfg.rerank_depth :]
+            result = self.reranker.rerank(query, top)
+            timings["ql_rerank"] = result.seconds * 1000
+            ql_path = result.path
+            stages["ql"] = result.scores
+            head = interpolate({d: scores[d] for d in top}, result.scores, cfg.ql_weight)
+            # the re-ranked head stays above the tail, whose order is unchanged
+            order = sorted(head, key=lambda d: (-head[d], d)) + tail
+            scores = {**scores, **head}
+        out = [
+            ResultHit(
+                d,
+                scores[d],
+                hits[d].title,
+                hits[d].text,
+                hits[d].fields,
+                {name: s[d] for name, s in stages.items() if d in s},
+            )
+            for d in order[:k]
+        ]
+        return SearchResult(query, out, timings, cfg, ql_path)

@@ -1,0 +1,30 @@
+import uuid
+
+import pytest
+
+from llmql.connectors.registry import open_backend
+from llmql.export.convert import ExportConfig, export_model
+
+
+@pytest.fixture
+def backend(backend_spec):
+    name, location = backend_spec
+    handle = open_backend(name, location)
+    created: list[str] = []
+    handle.test_index = lambda: created.append(f"llmql-test-{uuid.uuid4().hex[:10]}") or created[-1]
+    yield handle
+    for index in created:
+        handle.drop_index(index)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_llama, tmp_path_factory):
+    """A tiny-Llama export with the QL scorer, for syncing."""
+    return export_model(
+        ExportConfig(model=str(tiny_llama), out=str(tmp_path_factory.mktemp("exp") / "export"), ql_scorer=True)
+    )
+
+
+@pytest.fixture(scope="session")
+def other_export(tiny_qwen2, tmp_path_factory):
+    return export_model(ExportConfig(model=str(tiny_qwen2), out=str(tmp_path_factory.mktemp("exp2") / "export")))
