@@ -92,6 +92,8 @@ def main(
     from llmql.connectors.sync import SyncConfig, sync
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    for noisy in ("opensearch", "elasticsearch", "elastic_transport", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)  # their retries log tracebacks; our errors say it all
     if insecure:
         click.echo("warning: TLS certificate verification is off (--insecure)", err=True)
     options = {"quantization": es_quantization} if backend == "elasticsearch" else {}

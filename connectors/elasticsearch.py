@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from llmql.connectors.base import BackendError, Filter, Hit, IndexInfo, IndexMismatch, Record, WriteResult
+from llmql.connectors.bulk import collect
 from llmql.connectors.credentials import check_url, credentials_for
 from llmql.connectors.mappings import (
     META_KEY,
@@ -104,33 +105,23 @@ class ElasticsearchBackend:
 
     def upsert(self, index: str, records: Sequence[Record]) -> WriteResult:
         import elastic_transport
-        from elasticsearch import helpers
+        from elasticsearch import ApiError, helpers
 
         actions = [{"_op_type": "index", "_index": index, "_id": r.id, "_source": _source(r)} for r in records]
-        result = WriteResult()
+        where = f"{self.location} index {index!r}"
+        stream = helpers.streaming_bulk(
+            self.client,
+            actions,
+            chunk_size=max(1, len(actions)),
+            max_retries=5,
+            initial_backoff=1,
+            max_backoff=30,
+            raise_on_error=False,
+        )
         try:
-            for ok, item in helpers.streaming_bulk(
-                self.client,
-                actions,
-                chunk_size=max(1, len(actions)),
-                max_retries=5,
-                initial_backoff=1,
-                max_backoff=30,
-                raise_on_error=False,
-                raise_on_exception=False,
-            ):
-                info = next(iter(item.values()))
-                if ok:
-                    result.written.append(info["_id"])
-                else:
-                    error = info.get("error")
-                    reason = error.get("reason", str(error)) if isinstance(error, dict) else str(error)
-                    result.failed.append((info.get("_id", "?"), reason))
-        except elastic_transport.TransportError as err:
-            raise BackendError(
-                f"{self.location} index {index!r}: bulk write failed ({type(err).__name__}); is the server running?"
-            ) from None
-        return result
+            return collect(stream, where)
+        except (elastic_transport.TransportError, ApiError) as err:
+            raise BackendError(f"{where}: bulk write failed ({type(err).__name__}); is the server running?") from None
 
     def delete(self, index: str, ids: Sequence[str]) -> int:
         from elasticsearch import helpers

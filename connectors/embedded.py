@@ -130,10 +130,10 @@ class EmbeddedBackend:
             }
             for r in records
         ]
-        try:
+        try:  # one transaction: the whole batch lands or none of it
             table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
         except (OSError, ValueError, RuntimeError) as err:
-            return WriteResult(failed=[(r.id, f"write failed: {err}") for r in records])
+            raise BackendError(f"{self.location} index {index!r}: write failed ({err})") from None
         return WriteResult(written=[r.id for r in records])
 
     def delete(self, index: str, ids: Sequence[str]) -> int:

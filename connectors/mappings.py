@@ -28,9 +28,20 @@ def opensearch_mapping(
     dim: int, model: str, m: int = 16, ef_construction: int = 128, shards: int = 1, replicas: int = 0
 ) -> dict[str, Any]:
     """k-NN on the Lucene engine (named explicitly: faiss is the default since 2.18 and needs native libraries),
-    inner product on L2-normalised vectors (= cosine), and BM25 text fields."""
+    inner product on L2-normalised vectors (= cosine), and BM25 text fields.
+
+    k-NN's derived source (on by default in 3.x) is turned off: with it, get/_mget and searches that read
+    vectors fail with AlreadyClosedException once segments are merged after a crash recovery (seen here with
+    OpenSearch 3.5 after SIGKILL; opensearch-project/k-NN#3458, #3191). Vectors then cost _source space.
+    """
+    index_settings = {
+        "knn": True,
+        "knn.derived_source.enabled": False,
+        "number_of_shards": shards,
+        "number_of_replicas": replicas,
+    }
     return {
-        "settings": {"index": {"knn": True, "number_of_shards": shards, "number_of_replicas": replicas}},
+        "settings": {"index": index_settings},
         "mappings": {
             "_meta": index_meta(dim, model),
             "dynamic_templates": [

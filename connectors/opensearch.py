@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from llmql.connectors.base import BackendError, Filter, Hit, IndexInfo, IndexMismatch, Record, WriteResult
+from llmql.connectors.bulk import collect
 from llmql.connectors.credentials import check_url, credentials_for
 from llmql.connectors.mappings import (
     META_KEY,
@@ -126,10 +127,11 @@ class OpenSearchBackend:
         return IndexInfo(index, dim, model, 0)
 
     def upsert(self, index: str, records: Sequence[Record]) -> WriteResult:
+        from opensearchpy import exceptions as ex
         from opensearchpy import helpers
 
         actions = [{"_op_type": "index", "_index": index, "_id": r.id, "_source": _source(r)} for r in records]
-        result = WriteResult()
+        where = f"{self.location} index {index!r}"
         stream = helpers.streaming_bulk(
             self.client,
             actions,
@@ -138,26 +140,11 @@ class OpenSearchBackend:
             initial_backoff=1,
             max_backoff=30,
             raise_on_error=False,
-            raise_on_exception=False,
         )
         try:
-            for ok, item in stream:
-                info = next(iter(item.values()))
-                if ok:
-                    result.written.append(info["_id"])
-                else:
-                    error = info.get("error")
-                    reason = error.get("reason", str(error)) if isinstance(error, dict) else str(error)
-                    result.failed.append((info.get("_id", "?"), reason))
-        except Exception as err:  # the transport gave up (server gone): nothing in this batch is confirmed
-            from opensearchpy import exceptions as ex
-
-            if isinstance(err, ex.ConnectionError | ex.ConnectionTimeout | ex.TransportError):
-                raise BackendError(
-                    f"{self.location} index {index!r}: bulk write failed ({type(err).__name__}); is the server running?"
-                ) from None
-            raise
-        return result
+            return collect(stream, where)
+        except (ex.ConnectionError, ex.ConnectionTimeout, ex.TransportError) as err:
+            raise BackendError(f"{where}: bulk write failed ({type(err).__name__}); is the server running?") from None
 
     def delete(self, index: str, ids: Sequence[str]) -> int:
         from opensearchpy import helpers

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -125,7 +126,11 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
             f"{state_file}: the interrupted sync used model {state.get('model')!r}, not {identity!r}; "
             "run without --resume"
         )
-    target = state["target"] if state else (f"{cfg.alias}-{time.strftime('%Y%m%d%H%M%S')}" if cfg.alias else cfg.index)
+    target = (
+        state["target"]
+        if state
+        else (f"{cfg.alias}-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}" if cfg.alias else cfg.index)
+    )
     if cfg.recreate and not state:
         backend.drop_index(target)
     info = backend.open_index(target, encoder.dim, identity, create=True)  # refuses a mismatch before writing
