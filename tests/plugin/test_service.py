@@ -1,0 +1,76 @@
+"""The HTTP service: endpoints, OpenAPI, and clear 4xx answers to bad input while staying up."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from llmql.connectors.registry import open_backend
+from llmql.connectors.sync import SyncConfig, sync
+from llmql.export.runtime import OnnxEncoder, OnnxQLScorer
+from llmql.plugin.service import MAX_BODY_BYTES, ServiceConfig, create_app
+
+
+@pytest.fixture(scope="module")
+def client(ql_export, toy_beir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("service")
+    sync(
+        SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=str(root), index="docs", ql_cache="fp16"),
+        progress=False,
+    )
+    app = create_app(
+        ServiceConfig(url=str(root), index="docs", max_k=20),
+        OnnxEncoder.from_dir(ql_export),
+        OnnxQLScorer.from_dir(ql_export),
+        open_backend("embedded", str(root)),
+    )
+    return TestClient(app)
+
+
+def test_health_and_openapi(client):
+    assert client.get("/health").json()["documents"] == 24
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/search", "/rerank", "/embed", "/health"} <= set(paths)
+
+
+def test_search_embed_rerank(client):
+    hits = client.post("/search", json={"query": "kelp study", "k": 3, "rerank": True, "explain": True}).json()
+    assert len(hits["hits"]) == 3 and "stages" in hits["hits"][0] and hits["ql_path"] == "cached"
+    embed = client.post("/embed", json={"texts": ["kelp", "granite"], "kind": "passage"}).json()
+    assert embed["dim"] == 32 and len(embed["embeddings"]) == 2
+    by_ids = client.post("/rerank", json={"query": "kelp", "ids": ["d10", "d3"]}).json()
+    assert {r["id"] for r in by_ids["results"]} == {"d10", "d3"} and by_ids["path"] == "cached"
+    by_text = client.post(
+        "/rerank",
+        json={
+            "query": "kelp",
+            "candidates": [{"id": "x", "text": "kelp kelp lagoon"}, {"id": "y", "text": "granite ridge"}],
+        },
+    ).json()
+    assert [r["id"] for r in by_text["results"]] and by_text["path"] == "full"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "text"),
+    [
+        ("post", "/search", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "JSON"),
+        ("post", "/search", {"json": {"query": "   "}}, 422, "blank"),
+        ("post", "/search", {"json": {"query": ""}}, 422, "at least 1 character"),
+        ("post", "/search", {"json": {"query": "kelp", "index": "nope"}}, 404, "unknown index"),
+        ("post", "/search", {"json": {"query": "kelp", "k": 50}}, 400, "limit of 20"),
+        ("post", "/search", {"content": b"x" * (MAX_BODY_BYTES + 1)}, 413, "bytes"),
+        ("post", "/embed", {"json": {"texts": []}}, 422, "at least 1 item"),
+        ("post", "/rerank", {"json": {"query": "kelp"}}, 422, "exactly one of"),
+        ("post", "/rerank", {"json": {"query": "kelp", "ids": ["missing-doc"]}}, 404, "missing-doc"),
+        (
+            "post",
+            "/rerank",
+            {"json": {"query": "kelp", "candidates": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}},
+            422,
+            "unique",
+        ),
+    ],
+)
+def test_bad_input_is_a_clear_4xx_and_the_service_stays_up(client, method, path, kwargs, status, text):
+    response = getattr(client, method)(path, **kwargs)
+    assert response.status_code == status
+    assert text in response.text
+    assert client.get("/health").status_code == 200
