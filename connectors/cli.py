@@ -58,6 +58,13 @@ from llmql.train.errors import cli_errors
     help="Elasticsearch only: int8-quantised HNSW.",
 )
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (warns).")
+@click.option(
+    "--runtime",
+    type=click.Choice(["auto", "onnx", "torch"]),
+    default="auto",
+    help="For an export: ONNX Runtime, or PyTorch on its source model; auto = PyTorch bf16 where the CPU "
+    "has native bf16 (faster there), else ONNX.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_errors
 def main(
@@ -81,6 +88,7 @@ def main(
     failures,
     es_quantization,
     insecure,
+    runtime,
     quiet,
 ) -> None:
     """Sync CORPUS (BEIR folder or corpus.jsonl, JSONL with chosen fields, or TSV with a header) into an index.
@@ -113,6 +121,7 @@ def main(
         ql_cache=ql_cache,
         failures_file=failures,
         insecure=insecure,
+        runtime=runtime,
         corpus_format=CorpusFormat(id_field, text_field, title_field, tuple(keep_fields)),
         backend_options=options,
     )

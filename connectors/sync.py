@@ -52,6 +52,7 @@ class SyncConfig:
     corpus_format: CorpusFormat = field(default_factory=CorpusFormat)
     failures_file: str | None = None  # default: llmql-sync-failures.jsonl next to the state
     insecure: bool = False
+    runtime: Literal["auto", "onnx", "torch"] = "auto"
     backend_options: dict = field(default_factory=dict)
 
 
@@ -108,8 +109,8 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     source = corpus_file(cfg.corpus)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: corpus file not found")
-    encoder = load_encoder(cfg.model)
-    identity = getattr(encoder, "identity", "") or str(cfg.model)
+    encoder = load_encoder(cfg.model, runtime=cfg.runtime)
+    identity = encoder.identity
     ql = _ql_scorer(cfg)
     options = dict(cfg.backend_options)
     if cfg.backend != "embedded" and cfg.insecure:
@@ -213,12 +214,12 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
 def _ql_scorer(cfg: SyncConfig):
     if cfg.ql_cache == "none":
         return None
-    from llmql.export.runtime import OnnxQLScorer
+    from llmql.export.runtime import load_ql_scorer
 
     try:
-        return OnnxQLScorer.from_dir(cfg.model)
+        return load_ql_scorer(cfg.model, runtime=cfg.runtime)
     except FileNotFoundError as err:
-        raise LLMQLError(f"--ql-cache needs an export made with `llmql-export --ql-scorer`: {err}") from None
+        raise LLMQLError(f"--ql-cache needs an export made with `llmql-export --ql-scorer` or a model: {err}") from None
 
 
 def _pack_states(ql, docs: list[SourceDoc], fmt: str) -> list[bytes] | None:

@@ -35,9 +35,17 @@ from llmql.train.errors import cli_errors
     help="BEIR folder: real passages for the parity check and the int8 nDCG@10 slice.",
 )
 @click.option("--opset", type=int, default=17, help="ONNX opset (ml-commons takes <= 19).")
+@click.option(
+    "--int8-min-cosine",
+    type=float,
+    default=0.99,
+    help="Refuse the int8 graph below this worst cosine to PyTorch (recorded in the manifest).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists (atomically, once the new one passed).")
 @cli_errors
-def main(model, out_dir, quantize, ql_scorer, opensearch_bundle, validation_data, opset, overwrite) -> None:
+def main(
+    model, out_dir, quantize, ql_scorer, opensearch_bundle, validation_data, opset, int8_min_cosine, overwrite
+) -> None:
     """Export MODEL (an llmql-train output, a causal-LM directory, or a named model such as smollm2-135m) to
     OUT_DIR: encoder.onnx (input_ids, attention_mask -> L2-normalised last-token embedding), tokenizer.json,
     llmql.json and manifest.json with the parity measured against PyTorch. Refuses below cosine 0.9999 (fp32)
@@ -55,6 +63,7 @@ def main(model, out_dir, quantize, ql_scorer, opensearch_bundle, validation_data
             overwrite=overwrite,
             opset=opset,
             validation_data=validation_data,
+            min_cosine_int8=int8_min_cosine,
         )
     )
     manifest = read_manifest(out)

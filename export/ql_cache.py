@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from llmql.export.runtime import EndStateArrays
+from llmql.train.end_states import EndStateArrays
 
 MAGIC = b"LQ"
 _HEADER = struct.Struct("<2sBxiHHHH")  # magic, format, pad, position, layers, kv_heads, head_dim, hidden

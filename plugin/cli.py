@@ -16,6 +16,13 @@ def _backend_options(func):
         click.option("--backend", type=click.Choice(["embedded", "opensearch", "elasticsearch"]), default="embedded"),
         click.option("--url", default="./llmql-index", help="Server URL, or the embedded backend's directory."),
         click.option("--index", default="llmql", help="Index (or alias) name."),
+        click.option(
+            "--runtime",
+            type=click.Choice(["auto", "onnx", "torch"]),
+            default="auto",
+            help="For exports: ONNX Runtime, or PyTorch on the source model (auto: PyTorch bf16 where "
+            "the CPU has native bf16).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -46,6 +53,7 @@ def search_main(
     backend,
     url,
     index,
+    runtime,
     model,
     ql_model,
     mode,
@@ -63,7 +71,7 @@ def search_main(
     from llmql.export.runtime import load_encoder, load_ql_scorer
     from llmql.plugin.search import HybridSearcher, SearchConfig
 
-    encoder = load_encoder(model) if model else None
+    encoder = load_encoder(model, runtime=runtime) if model else None
     if opensearch_hybrid:
         from llmql.plugin.server_fusion import hybrid_query, normalization_pipeline
 
@@ -76,7 +84,7 @@ def search_main(
         flt = json.loads(filter_json) if filter_json else None
     except json.JSONDecodeError as err:
         raise click.BadParameter(f"not JSON: {err.msg}", param_hint="--filter") from None
-    scorer = load_ql_scorer(ql_model) if ql_model else None
+    scorer = load_ql_scorer(ql_model, runtime=runtime) if ql_model else None
     cfg = SearchConfig(mode=mode, fusion=fusion, rerank_depth=rerank, ql_weight=ql_weight)
     try:
         searcher = HybridSearcher(open_backend(backend, url), index, encoder, scorer, cfg)
@@ -138,6 +146,7 @@ def eval_main(
     backend,
     url,
     index,
+    runtime,
     model,
     ql_model,
     runs,
@@ -170,6 +179,7 @@ def eval_main(
         dirichlet_mu=mu,
         out_dir=out,
         max_queries=max_queries,
+        runtime=runtime,
     )
     try:
         summary = evaluate(cfg)
@@ -187,13 +197,17 @@ def eval_main(
 @click.option("--port", type=int, default=8080)
 @click.option("--max-k", type=int, default=100, help="Largest k a request may ask for.")
 @cli_errors
-def serve(backend, url, index, model, ql_model, host, port, max_k) -> None:
+def serve(backend, url, index, runtime, model, ql_model, host, port, max_k) -> None:
     """HTTP service: /search, /rerank, /embed, /health; OpenAPI at /openapi.json."""
     import uvicorn
 
     from llmql.plugin.service import ServiceConfig, create_app
 
-    app = create_app(ServiceConfig(backend=backend, url=url, index=index, model=model, ql_model=ql_model, max_k=max_k))
+    app = create_app(
+        ServiceConfig(
+            backend=backend, url=url, index=index, model=model, ql_model=ql_model, max_k=max_k, runtime=runtime
+        )
+    )
     uvicorn.run(app, host=host, port=port)
 
 
@@ -209,7 +223,7 @@ def serve(backend, url, index, model, ql_model, host, port, max_k) -> None:
 @click.option("--budget", type=float, default=1.0, help="Scales the training steps (1.0: about 15 min on 2 cores).")
 @_backend_options
 @cli_errors
-def quickstart_cmd(data, model, workdir, budget, backend, url, index) -> None:
+def quickstart_cmd(data, model, workdir, budget, backend, url, index, runtime) -> None:
     """Train (stage 1 + 2), export, sync and evaluate end to end; reuses whatever is already built."""
     from llmql.plugin.quickstart import QuickstartConfig, default_data, quickstart
 

@@ -35,6 +35,7 @@ class EvalConfig:
     dirichlet_mu: float = 1000.0
     out_dir: str = "llmql-eval"
     max_queries: int | None = None
+    runtime: str = "auto"  # for exports: onnx, torch (on the source model), or auto
     backend_options: dict = field(default_factory=dict)
 
 
@@ -96,8 +97,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         raise ValueError(f"runs {sorted(needs_encoder)} need --model (the encoder)")
     if needs_ql and not cfg.ql_model:
         raise ValueError(f"runs {sorted(needs_ql)} need --ql-model (an export with --ql-scorer or a model dir)")
-    encoder = load_encoder(cfg.model) if needs_encoder else None
-    scorer = load_ql_scorer(cfg.ql_model) if needs_ql else None
+    encoder = load_encoder(cfg.model, runtime=cfg.runtime) if needs_encoder else None
+    scorer = load_ql_scorer(cfg.ql_model, runtime=cfg.runtime) if needs_ql else None
     dirichlet = None
     if "ql-dirichlet" in cfg.runs:
         dirichlet = DirichletQL(((d.id, f"{d.title} {d.text}") for d in data.corpus.values()), mu=cfg.dirichlet_mu)

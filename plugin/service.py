@@ -30,6 +30,7 @@ class ServiceConfig:
     ql_model: str | None = None  # export with --ql-scorer (or model directory) for /rerank and rerank=true
     max_k: int = 100
     rerank_depth: int = 50
+    runtime: str = "auto"
 
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
@@ -84,8 +85,8 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
     from llmql.plugin.rerank import QLReranker
     from llmql.plugin.search import HybridSearcher, SearchConfig
 
-    encoder = encoder or (load_encoder(config.model) if config.model else None)
-    ql_scorer = ql_scorer or (load_ql_scorer(config.ql_model) if config.ql_model else None)
+    encoder = encoder or (load_encoder(config.model, runtime=config.runtime) if config.model else None)
+    ql_scorer = ql_scorer or (load_ql_scorer(config.ql_model, runtime=config.runtime) if config.ql_model else None)
     backend = backend or open_backend(config.backend, config.url)
     app = FastAPI(
         title="llmql",

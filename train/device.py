@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-from pathlib import Path
 
 import torch
 
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """CPU feature flags from /proc/cpuinfo (empty off Linux)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+from llmql.train.cpu import cpu_has_bf16
 
 
 def bf16_supported(device: str = "cpu") -> bool:
     """True where bf16 matmul is native: AVX512-BF16 or AMX on x86, bf16 on Arm, or a GPU that has it."""
     if device.startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+    return cpu_has_bf16()
 
 
 def resolve_bf16(setting: bool | str | None, device: str = "cpu") -> bool:

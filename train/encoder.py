@@ -19,8 +19,9 @@ from llmql.train.tokenization import PromptTokenizer
 class Encoder:
     """Queries and passages -> L2-normalised float32 embeddings (last-token pooling, the paper's prompts)."""
 
-    def __init__(self, model: BiEncoder, tokenizer: PromptTokenizer, bf16: bool = False):
+    def __init__(self, model: BiEncoder, tokenizer: PromptTokenizer, bf16: bool = False, identity: str = ""):
         self.model = model.eval()
+        self.identity = identity
         self.tokenizer = tokenizer
         self.bf16 = bf16
 

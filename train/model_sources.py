@@ -37,6 +37,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("LLMQL_CACHE", Path.home() / ".cache" / "llmql"))
 
 
+def model_identity(spec: str | Path) -> str:
+    """How an index names the model its vectors came from: a directory's real path, or the name as given."""
+    path = Path(spec).expanduser()
+    return os.path.realpath(path) if path.exists() else str(spec)
+
+
 def resolve_model(spec: str | Path) -> Path:
     """A model name, GGUF file or directory -> a directory `from_pretrained` can read."""
     name = str(spec)

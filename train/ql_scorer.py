@@ -16,6 +16,7 @@ import torch
 from llmql.train.batching import length_batches, pad
 from llmql.train.config import ModelConfig
 from llmql.train.device import autocast, resolve_bf16
+from llmql.train.end_states import EndStateArrays
 from llmql.train.modeling import EndStates, QLModel, compute_end_states, load_for_inference, query_logprobs_from_states
 from llmql.train.tokenization import PromptTokenizer
 
@@ -61,36 +62,42 @@ class QLScorer:
     @torch.inference_mode()
     def end_states(
         self, passages: Sequence[str], titles: Sequence[str] | None = None, batch_size: int = 16
-    ) -> EndStates:
-        """Per-passage [E] states (keys, values, hidden, position) in float32, in input order."""
+    ) -> EndStateArrays:
+        """Per-passage [E] states (float32 numpy, input order): what the QL cache stores."""
         titles = titles if titles is not None else [""] * len(passages)
         docs = self.tokenizer.passages(titles, passages)
-        parts: list[tuple[list[int], EndStates]] = []
+        parts, order = [], []
         for index in length_batches([len(d) for d in docs], batch_size):
             ids, mask = pad([docs[i] for i in index], self.config.pad_token_id)
             with autocast(self.bf16):
-                states = compute_end_states(self.lm, torch.from_numpy(ids), torch.from_numpy(mask))
-            parts.append((index, states))
-        order = np.argsort(np.concatenate([np.asarray(i) for i, _ in parts]))
-
-        def cat(name: str) -> torch.Tensor:
-            return torch.cat([getattr(s, name).float() if name != "positions" else s.positions for _, s in parts])[
-                order
-            ]
-
-        return EndStates(cat("keys"), cat("values"), cat("hidden"), cat("positions"))
+                s = compute_end_states(self.lm, torch.from_numpy(ids), torch.from_numpy(mask))
+            parts.append(
+                EndStateArrays(
+                    s.keys.float().numpy(), s.values.float().numpy(), s.hidden.float().numpy(), s.positions.numpy()
+                )
+            )
+            order.extend(index)
+        if not parts:
+            raise ValueError("no passages")
+        return EndStateArrays.concat(parts).take(np.argsort(np.asarray(order)))
 
     @torch.inference_mode()
-    def score_states(self, query: str, states: EndStates, batch_size: int = 64) -> np.ndarray:
+    def score_states(self, query: str, states: EndStateArrays, batch_size: int = 64) -> np.ndarray:
         """Fast path: [N] log P(q | d) from cached [E] states; only the query tokens are run."""
+        if not query.strip():
+            raise ValueError("empty query")
         q = torch.tensor(self.tokenizer.ql_queries([query])[0])
-        n = states.hidden.shape[0]
-        out = np.zeros(n, dtype=np.float64)
-        for start in range(0, n, batch_size):
-            sl = slice(start, start + batch_size)
-            part = EndStates(states.keys[sl], states.values[sl], states.hidden[sl], states.positions[sl])
-            ids = q.unsqueeze(0).expand(part.hidden.shape[0], -1)
+        out = np.zeros(len(states), dtype=np.float64)
+        for start in range(0, len(states), batch_size):
+            part = states.take(slice(start, start + batch_size))
+            tensors = EndStates(
+                *(
+                    torch.from_numpy(np.ascontiguousarray(a))
+                    for a in (part.keys, part.values, part.hidden, part.positions)
+                )
+            )
+            ids = q.unsqueeze(0).expand(len(part), -1)
             with autocast(self.bf16):
-                logprobs = query_logprobs_from_states(self.lm, ids, part)
-            out[sl] = logprobs.double().sum(dim=1).numpy()
+                logprobs = query_logprobs_from_states(self.lm, ids, tensors)
+            out[start : start + len(part)] = logprobs.double().sum(dim=1).numpy()
         return out

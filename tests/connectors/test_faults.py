@@ -53,7 +53,9 @@ def test_sigkill_mid_sync_then_resume_gives_exactly_the_source(engine, tiny_expo
     backend = open_backend(engine, url)
     for name in (index, clean):
         backend.drop_index(name)
-    cfg = SyncConfig(corpus=str(corpus), model=str(tiny_export), backend=engine, url=url, index=index, batch_size=16)
+    cfg = SyncConfig(
+        corpus=str(corpus), model=str(tiny_export), backend=engine, url=url, index=index, batch_size=16, runtime="onnx"
+    )
     state = state_path(cfg)
     state.unlink(missing_ok=True)
     command = [
@@ -69,6 +71,8 @@ def test_sigkill_mid_sync_then_resume_gives_exactly_the_source(engine, tiny_expo
         index,
         "--batch-size",
         "16",
+        "--runtime",
+        "onnx",
         "--quiet",
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -95,7 +99,15 @@ def test_sigkill_mid_sync_then_resume_gives_exactly_the_source(engine, tiny_expo
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert summary["indexed"] <= 3000 - committed + 16  # it continued, it did not start over
     report = sync(
-        SyncConfig(corpus=str(corpus), model=str(tiny_export), backend=engine, url=url, index=clean, batch_size=64),
+        SyncConfig(
+            corpus=str(corpus),
+            model=str(tiny_export),
+            backend=engine,
+            url=url,
+            index=clean,
+            batch_size=64,
+            runtime="onnx",
+        ),
         progress=False,
     )
     assert report.ok
@@ -183,7 +195,14 @@ def test_interrupted_embedded_sync_resumes(tiny_export, tmp_path, monkeypatch):
     import llmql.connectors.embedded as embedded
 
     corpus = big_corpus(tmp_path / "corpus.jsonl", 300)
-    cfg = SyncConfig(corpus=str(corpus), model=str(tiny_export), url=str(tmp_path / "db"), index="docs", batch_size=32)
+    cfg = SyncConfig(
+        corpus=str(corpus),
+        model=str(tiny_export),
+        url=str(tmp_path / "db"),
+        index="docs",
+        batch_size=32,
+        runtime="onnx",
+    )
     original, calls = embedded.EmbeddedBackend.upsert, []
 
     def crash_on_fourth_batch(self, index, records):

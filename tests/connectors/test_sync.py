@@ -17,7 +17,16 @@ from llmql.export.runtime import OnnxEncoder, OnnxQLScorer
 
 def config(backend_spec, corpus, model, index, **kw):
     name, location = backend_spec
-    return SyncConfig(corpus=str(corpus), model=str(model), backend=name, url=location, index=index, batch_size=8, **kw)
+    return SyncConfig(
+        corpus=str(corpus),
+        model=str(model),
+        backend=name,
+        url=location,
+        index=index,
+        batch_size=8,
+        runtime="onnx",
+        **kw,
+    )
 
 
 @pytest.fixture

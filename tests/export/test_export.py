@@ -159,3 +159,23 @@ def test_parity_below_the_bar_refuses_the_export(tiny_llama, tmp_path):
     with pytest.raises(ParityError, match="below the bar"):
         export_model(ExportConfig(model=str(tiny_llama), out=str(tmp_path / "out"), min_cosine_fp32=1.01))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_runtime_choice_for_an_export(llama_export):
+    from llmql.export.runtime import load_encoder, load_ql_scorer
+    from llmql.train.cpu import cpu_has_bf16
+    from llmql.train.encoder import Encoder
+
+    forced = load_encoder(llama_export, runtime="onnx")
+    torch_side = load_encoder(llama_export, runtime="torch")
+    assert isinstance(forced, OnnxEncoder) and isinstance(torch_side, Encoder)
+    assert forced.identity == torch_side.identity  # an index built by one runtime is searchable by the other
+    auto = load_encoder(llama_export)
+    assert isinstance(auto, Encoder) == cpu_has_bf16()
+    assert isinstance(load_ql_scorer(llama_export, runtime="onnx"), OnnxQLScorer)
+    texts = ["kelp kelp lagoon", "granite"]
+    np.testing.assert_allclose(
+        forced.encode_passages(texts),
+        Encoder(torch_side.model, torch_side.tokenizer, bf16=False).encode_passages(texts),
+        atol=1e-5,
+    )

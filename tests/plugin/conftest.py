@@ -21,7 +21,13 @@ def synced(backend_spec, toy_beir, ql_export):
     index = f"llmql-plugin-{uuid.uuid4().hex[:8]}"
     report = sync(
         SyncConfig(
-            corpus=str(toy_beir), model=str(ql_export), backend=name, url=location, index=index, ql_cache="fp16"
+            corpus=str(toy_beir),
+            model=str(ql_export),
+            backend=name,
+            url=location,
+            index=index,
+            ql_cache="fp16",
+            runtime="onnx",
         ),
         progress=False,
     )

@@ -61,7 +61,10 @@ def test_reranker_needs_states_for_the_cached_path(tmp_path, ql_export, toy_beir
     from llmql.connectors.registry import open_backend
     from llmql.connectors.sync import SyncConfig, sync
 
-    sync(SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=str(tmp_path), index="plain"), progress=False)
+    sync(
+        SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=str(tmp_path), index="plain", runtime="onnx"),
+        progress=False,
+    )
     backend = open_backend("embedded", str(tmp_path))
     scorer = OnnxQLScorer.from_dir(ql_export)
     with pytest.raises(ValueError, match="no cached QL states"):

@@ -13,7 +13,9 @@ from llmql.plugin.service import MAX_BODY_BYTES, ServiceConfig, create_app
 def client(ql_export, toy_beir, tmp_path_factory):
     root = tmp_path_factory.mktemp("service")
     sync(
-        SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=str(root), index="docs", ql_cache="fp16"),
+        SyncConfig(
+            corpus=str(toy_beir), model=str(ql_export), url=str(root), index="docs", ql_cache="fp16", runtime="onnx"
+        ),
         progress=False,
     )
     app = create_app(
