@@ -129,11 +129,23 @@ class ElasticsearchBackend:
         actions = [{"_op_type": "delete", "_index": index, "_id": i} for i in ids]
         return sum(int(ok) for ok, _ in helpers.streaming_bulk(self.client, actions, raise_on_error=False))
 
-    def fetch(self, index: str, ids: Sequence[str], with_state: bool = False) -> dict[str, Record]:
+    def fetch(
+        self, index: str, ids: Sequence[str], with_state: bool = False, with_vector: bool = False
+    ) -> dict[str, Record]:
         if not ids:
             return {}
-        excludes = ["vector", "search_text"] + ([] if with_state else ["ql_state"])
-        response = self._call(self.client.mget, index=index, ids=list(ids), source_excludes=excludes)
+        excludes = ["search_text"] + ([] if with_state else ["ql_state"]) + ([] if with_vector else ["vector"])
+        if with_vector:  # Elasticsearch 9 leaves vectors out of _source unless asked (_source_exclude_vectors)
+            response = self._call(
+                self.client.perform_request,
+                "POST",
+                f"/{index}/_mget",
+                body={"ids": list(ids)},
+                params={"_source_exclude_vectors": "false", "_source_excludes": ",".join(excludes)},
+                headers={"accept": "application/json", "content-type": "application/json"},
+            )
+        else:
+            response = self._call(self.client.mget, index=index, ids=list(ids), source_excludes=excludes)
         return {d["_id"]: _record(d["_id"], d["_source"]) for d in response["docs"] if d.get("found")}
 
     def count(self, index: str) -> int:

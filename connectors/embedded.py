@@ -145,11 +145,14 @@ class EmbeddedBackend:
             table.delete("id IN (" + ", ".join(_quote(i) for i in ids[start : start + 1000]) + ")")
         return before - table.count_rows()
 
-    def fetch(self, index: str, ids: Sequence[str], with_state: bool = False) -> dict[str, Record]:
+    def fetch(
+        self, index: str, ids: Sequence[str], with_state: bool = False, with_vector: bool = False
+    ) -> dict[str, Record]:
         if not ids:
             return {}
         table = self._table(index)
-        columns = ["id", "title", "text", "content_hash", "fields"] + (["ql_state"] if with_state else [])
+        columns = ["id", "title", "text", "content_hash", "fields"]
+        columns += (["ql_state"] if with_state else []) + (["vector"] if with_vector else [])
         where = "id IN (" + ", ".join(_quote(i) for i in ids) + ")"
         rows = table.search().where(where).select(columns).limit(len(ids)).to_list()
         return {
@@ -157,6 +160,7 @@ class EmbeddedBackend:
                 r["id"],
                 r["title"],
                 r["text"],
+                vector=np.asarray(r["vector"], dtype=np.float32) if with_vector else None,
                 content_hash=r["content_hash"],
                 ql_state=r.get("ql_state"),
                 fields=json.loads(r["fields"] or "{}"),

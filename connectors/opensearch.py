@@ -41,6 +41,7 @@ def _record(doc_id: str, src: dict) -> Record:
         doc_id,
         src.get("title", ""),
         src.get("text", ""),
+        vector=np.asarray(src["vector"], dtype=np.float32) if src.get("vector") is not None else None,
         content_hash=src.get("content_hash", ""),
         ql_state=base64.b64decode(state) if state else None,
         fields=src.get("fields") or {},
@@ -155,10 +156,12 @@ class OpenSearchBackend:
             deleted += int(ok)
         return deleted
 
-    def fetch(self, index: str, ids: Sequence[str], with_state: bool = False) -> dict[str, Record]:
+    def fetch(
+        self, index: str, ids: Sequence[str], with_state: bool = False, with_vector: bool = False
+    ) -> dict[str, Record]:
         if not ids:
             return {}
-        excludes = ["vector", "search_text"] + ([] if with_state else ["ql_state"])
+        excludes = ["search_text"] + ([] if with_state else ["ql_state"]) + ([] if with_vector else ["vector"])
         response = self._call(
             self.client.mget, index=index, body={"ids": list(ids)}, params={"_source_excludes": ",".join(excludes)}
         )

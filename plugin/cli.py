@@ -219,11 +219,19 @@ def serve(backend, url, index, runtime, model, ql_model, host, port, max_k) -> N
     help="BEIR collection (default: ../shared/data/scifact or $LLMQL_DATA).",
 )
 @click.option("--model", default="smollm2-135m", help="Base model: name, directory or .gguf.")
-@click.option("--workdir", default="llmql-quickstart", help="Where models, export, index and runs go.")
+@click.option(
+    "--workdir", default=None, help="Where models, export, index and runs go [default: $LLMQL_CACHE/quickstart]."
+)
+@click.option(
+    "--corpus-docs",
+    type=int,
+    default=1500,
+    help="Search a slice: every test-judged document plus random others up to this size (0: whole corpus).",
+)
 @click.option("--budget", type=float, default=1.0, help="Scales the training steps (1.0: about 15 min on 2 cores).")
 @_backend_options
 @cli_errors
-def quickstart_cmd(data, model, workdir, budget, backend, url, index, runtime) -> None:
+def quickstart_cmd(data, model, workdir, corpus_docs, budget, backend, url, index, runtime) -> None:
     """Train (stage 1 + 2), export, sync and evaluate end to end; reuses whatever is already built."""
     from llmql.plugin.quickstart import QuickstartConfig, default_data, quickstart
 
@@ -235,7 +243,9 @@ def quickstart_cmd(data, model, workdir, budget, backend, url, index, runtime) -
             data=str(data),
             model=model,
             workdir=workdir,
+            corpus_docs=corpus_docs or None,
             budget=budget,
+            runtime=runtime,
             backend=backend,
             url=None if (backend == "embedded" and url == "./llmql-index") else url,
             index=index if index != "llmql" else "llmql-quickstart",

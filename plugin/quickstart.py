@@ -25,19 +25,53 @@ def default_data() -> Path | None:
     return next((Path(c) for c in candidates if c and (Path(c) / "corpus.jsonl").is_file()), None)
 
 
+def default_workdir() -> Path:
+    from llmql.train.model_sources import cache_root
+
+    return cache_root() / "quickstart"
+
+
+def corpus_slice(data: Path, out: Path, size: int, seed: int = 0) -> Path:
+    """A BEIR view with every test-judged document plus random others up to `size` documents (queries and qrels
+    linked, nothing copied but the corpus lines). Quick, and clearly not the full-corpus figure."""
+    import json
+    import random
+
+    if (out / "corpus.jsonl").is_file():
+        return out
+    judged = set()
+    for split in ("test",):
+        lines = (data / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]
+        judged |= {line.split("\t")[1] for line in lines if line.strip()}
+    rows = (data / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    ids = [json.loads(r)["_id"] for r in rows]
+    others = [i for i in ids if i not in judged]
+    keep = judged | set(random.Random(seed).sample(others, max(0, min(len(others), size - len(judged)))))
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    for name in ("queries.jsonl", "qrels/test.tsv", "qrels/train.tsv"):
+        if (data / name).exists() and not (out / name).exists():
+            (out / name).symlink_to((data / name).resolve())
+    tmp = out / "corpus.jsonl.tmp"
+    tmp.write_text("\n".join(r for r, i in zip(rows, ids, strict=True) if i in keep) + "\n", encoding="utf-8")
+    tmp.rename(out / "corpus.jsonl")
+    return out
+
+
 @dataclass(frozen=True)
 class QuickstartConfig:
     data: str
     model: str = "smollm2-135m"
-    workdir: str = "llmql-quickstart"
+    workdir: str | None = None  # default: $LLMQL_CACHE/quickstart (outside any repository)
     budget: float = 1.0
+    corpus_docs: int | None = 1500  # searched corpus: the test-judged documents + others; None = all
     backend: str = "embedded"
     url: str | None = None  # default: WORKDIR/index for the embedded backend
     index: str = "llmql-quickstart"
-    ql_steps: int = 40
-    cl_steps: int = 40
+    ql_steps: int = 30
+    cl_steps: int = 30
     max_passage_tokens: int = 128
     seed: int = 0
+    runtime: str = "auto"
 
 
 def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
@@ -47,8 +81,13 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
     from llmql.train.config import ContrastiveTrainConfig, LoraSettings, OptimConfig, QLTrainConfig
     from llmql.train.run import train_contrastive, train_ql
 
-    work = Path(cfg.workdir)
+    work = Path(cfg.workdir) if cfg.workdir else default_workdir()
     work.mkdir(parents=True, exist_ok=True)
+    searched = (
+        Path(cfg.data)
+        if cfg.corpus_docs is None
+        else corpus_slice(Path(cfg.data), work / "corpus-slice", cfg.corpus_docs, cfg.seed)
+    )
     steps = {"ql": max(1, round(cfg.ql_steps * cfg.budget)), "cl": max(1, round(cfg.cl_steps * cfg.budget))}
     stage1, stage2, export = work / "stage1", work / "stage2", work / "export"
 
@@ -98,7 +137,7 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
     echo(f"[4/5] sync into {cfg.backend} ({url}, index {cfg.index}) with cached [E] states")
     report = sync(
         SyncConfig(
-            corpus=cfg.data,
+            corpus=str(searched),
             model=str(export),
             backend=cfg.backend,
             url=url,
@@ -106,6 +145,7 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
             incremental=True,
             delete_missing=True,
             ql_cache="fp16",
+            runtime=cfg.runtime,
             failures_file=str(work / "sync-failures.jsonl"),
         )
     )
@@ -115,7 +155,8 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
     echo("[5/5] evaluation on the test queries")
     summary = evaluate(
         EvalConfig(
-            data=cfg.data,
+            data=str(searched),
+            runtime=cfg.runtime,
             split="test",
             backend=cfg.backend,
             url=url,
@@ -128,4 +169,9 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
         )
     )
     echo(format_table(summary))
+    if cfg.corpus_docs is not None:
+        echo(
+            f"(searched corpus: {report.indexed + report.unchanged} documents = every test-judged document plus "
+            "random others; a quick check, not comparable to full-corpus figures: see BENCHMARKS.md)"
+        )
     return summary

@@ -45,7 +45,9 @@ def test_write_search_fetch_delete(backend):
     assert [h.id for h in backend.bm25(index, "kelp", 10, {"year": [2021]})] == ["c"]
     assert backend.bm25(index, "kelp", 10, {"year": 2020, "lang": "en"})[0].id == "a"
 
-    fetched = backend.fetch(index, ["a", "b", "missing"], with_state=True)
+    fetched = backend.fetch(index, ["a", "b", "missing"], with_state=True, with_vector=True)
+    np.testing.assert_allclose(fetched["a"].vector, unit(1, 0, 0, 0), atol=1e-6)
+    assert backend.fetch(index, ["a"])["a"].vector is None
     assert set(fetched) == {"a", "b"}
     assert fetched["a"].ql_state == b"\x01\x02" and fetched["b"].ql_state is None
     assert fetched["a"].fields["year"] == 2020 and fetched["a"].content_hash == "h-a"

@@ -31,12 +31,7 @@ def big_corpus(path: Path, n: int) -> Path:
 
 
 def stored_vectors(backend, index: str, ids: list[str]) -> dict[str, np.ndarray]:
-    response = (
-        backend.client.mget(index=index, body={"ids": ids}, params={"_source_includes": "vector"})
-        if backend.name == "opensearch"
-        else backend.client.mget(index=index, ids=ids, source_includes=["vector"])
-    )
-    return {d["_id"]: np.asarray(d["_source"]["vector"], dtype=np.float32) for d in response["docs"] if d["found"]}
+    return {i: r.vector for i, r in backend.fetch(index, ids, with_vector=True).items()}
 
 
 def all_ids(backend, index: str) -> list[str]:
