@@ -11,6 +11,13 @@ from llmql.train.errors import cli_errors
 _BOOL_AUTO = click.Choice(["auto", "on", "off"])
 
 
+def _is_main_process() -> bool:
+    """Under torchrun or accelerate launch only rank 0 reports."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _optim_options(lr: float, warmup: str, batch_size: int):
     """Options shared by both stages, with each stage's own defaults."""
 
@@ -148,7 +155,8 @@ def ql(**kw) -> None:
     lora_r = kw.pop("lora_r")
     lora = LoraSettings(r=lora_r, alpha=2 * lora_r) if kw.pop("lora") else None
     out = train_ql(QLTrainConfig(loss_on=kw.pop("ql_loss_on"), lora=lora, optim=optim, **kw), resume=resume)
-    click.echo(f"stage-1 model written to {out}")
+    if _is_main_process():
+        click.echo(f"stage-1 model written to {out}")
 
 
 @main.command()
@@ -179,7 +187,8 @@ def contrastive(**kw) -> None:
     r, dropout = kw.pop("lora_r"), kw.pop("lora_dropout")
     lora = LoraSettings(r=r, alpha=2 * r, dropout=dropout) if r > 0 else None
     out = train_contrastive(ContrastiveTrainConfig(lora=lora, optim=optim, **kw), resume=resume)
-    click.echo(f"retriever written to {out} (base = QL scorer, adapter = retriever)")
+    if _is_main_process():
+        click.echo(f"retriever written to {out} (base = QL scorer, adapter = retriever)")
 
 
 @main.command("mine-negatives")

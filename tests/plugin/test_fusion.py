@@ -47,3 +47,13 @@ def test_interpolate():
     assert out == {"a": 0.5, "b": 0.5}
     assert interpolate({"a": 1.0, "b": 0.0}, {"a": -10.0, "b": -5.0}, alpha=1.0) == {"a": 0.0, "b": 1.0}
     assert math.isclose(interpolate({"a": 3.0}, {"a": 1.0}, 0.25)["a"], 1.0)
+
+
+def test_opensearch_hybrid_query_and_pipeline_shapes():
+    from llmql.plugin.server_fusion import hybrid_query, normalization_pipeline
+
+    query = hybrid_query("kelp", [0.1, 0.2], k=50, size=5)
+    lexical, dense = query["query"]["hybrid"]["queries"]
+    assert lexical["multi_match"]["query"] == "kelp" and dense["knn"]["vector"] == {"vector": [0.1, 0.2], "k": 50}
+    processor = normalization_pipeline(weights=(0.3, 0.7))["phase_results_processors"][0]["normalization-processor"]
+    assert processor["combination"]["parameters"]["weights"] == [0.3, 0.7]

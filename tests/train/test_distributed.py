@@ -45,3 +45,48 @@ def test_gather_adds_the_other_process_negatives():
     # With only local passages the loss of rank 0 would be over 2 candidates; with gathering it is over 4.
     local_only = info_nce(torch.tensor([[1.0, 0.0]]), torch.tensor(expected[:2]), 2, 1.0)
     assert loss0 > local_only.item()
+
+
+def test_two_process_training_under_torchrun(tiny_llama, toy_beir, tmp_path):
+    """The real trainer under torchrun with two gloo processes: it runs, and rank 0 alone writes the output."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        [
+            str(bin_dir / "torchrun"),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            str(bin_dir / "llmql-train"),
+            "contrastive",
+            "--model",
+            str(tiny_llama),
+            "--data",
+            str(toy_beir),
+            "--out",
+            str(out),
+            "--max-steps",
+            "3",
+            "--group-size",
+            "2",
+            "--lora-r",
+            "4",
+            "--warmup",
+            "1",
+            "--batch-size",
+            "2",
+            "--bf16",
+            "off",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("retriever written") == 1
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "llmql.json").is_file()
