@@ -101,13 +101,14 @@ def main() -> None:
         "int8_exclusions",
         {"model": "smollm2-135m", "passages": len(texts), "cosine_to_torch_fp32": quality["smollm2-135m"]},
     )
+    bf16_encoder = Encoder(torch_encoder.model, tok, bf16=True)
+    quality["smollm2-135m"]["torch_bf16_autocast"] = cosine(reference, bf16_encoder.encode_ids(reference_rows, 16))
     params = sum(p.numel() for n, p in torch_encoder.model.named_parameters() if "embed_tokens" not in n)
     smol_paths = {
         "torch fp32": lambda rows: torch_encoder.encode_ids(rows, len(rows)),
         "torch bf16 autocast": None,
         "onnx fp32": lambda rows: onnx_fp32.encode_ids(rows, len(rows)),
     }
-    bf16_encoder = Encoder(torch_encoder.model, tok, bf16=True)
     smol_paths["torch bf16 autocast"] = lambda rows: bf16_encoder.encode_ids(rows, len(rows))
     int8_session = OnnxEncoder(session(kept_int8), tok)
     smol_paths["onnx int8"] = lambda rows: int8_session.encode_ids(rows, len(rows))

@@ -51,7 +51,7 @@ class Protocol:
     cl_batch: int = 8
     group_size: int = 4
     lora_r: int = 32
-    lora_dropout: float = 0.0  # paper 0.1; 0 is 1.4x faster on this CPU (bench/results/lora_speed.json)
+    lora_dropout: float = 0.0  # paper 0.1; 0 is faster on this CPU (bench/results/train_speed.json)
     temperature: float = 0.01
     cl_lr_grid: tuple[float, ...] = (1e-4, 3e-4)
     ql_weight_grid: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # hybrid + QL interpolation, on validation

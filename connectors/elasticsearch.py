@@ -3,26 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from typing import ClassVar
 
-import numpy as np
-
-from llmql.connectors.base import BackendError, Filter, Hit, IndexInfo, IndexMismatch, Record, WriteResult
-from llmql.connectors.bulk import collect
+from llmql.connectors.base import BackendError, Filter
 from llmql.connectors.credentials import check_url, credentials_for
-from llmql.connectors.mappings import (
-    META_KEY,
-    SOURCE_EXCLUDES,
-    bm25_query,
-    cosine_from_dot_product_score,
-    elasticsearch_knn,
-    elasticsearch_mapping,
-)
-from llmql.connectors.opensearch import _hit, _record, _source
+from llmql.connectors.lucene import LuceneBackend
+from llmql.connectors.mappings import cosine_from_dot_product_score, elasticsearch_knn, elasticsearch_mapping
 
 
-class ElasticsearchBackend:
+class ElasticsearchBackend(LuceneBackend):
     name = "elasticsearch"
+    # Elasticsearch 9 leaves dense vectors out of _source unless asked.
+    vector_source_params: ClassVar[dict[str, str]] = {"_source_exclude_vectors": "false"}
 
     def __init__(
         self,
@@ -33,7 +25,8 @@ class ElasticsearchBackend:
         shards: int = 1,
         replicas: int = 0,
     ):
-        from elasticsearch import Elasticsearch
+        import elastic_transport
+        from elasticsearch import ApiError, Elasticsearch, helpers
 
         self.location = check_url(url)
         auth = credentials_for("elasticsearch")
@@ -51,6 +44,8 @@ class ElasticsearchBackend:
             retry_on_status=(502, 503, 504),
             **kwargs,
         )
+        self.helpers = helpers
+        self.transport_errors = (elastic_transport.TransportError, ApiError)
         self.quantization, self.shards, self.replicas = quantization, shards, replicas
         # GET / lives in the rest-root module, which minimal distributions lack: check health instead.
         self._call(self.client.cluster.health)
@@ -59,7 +54,7 @@ class ElasticsearchBackend:
         import elastic_transport
         from elasticsearch import exceptions as ex
 
-        index = kwargs.get("index") or kwargs.get("name")
+        index = kwargs.pop("about", None) or kwargs.get("index") or kwargs.get("name")
         where = f"{self.location}" + (f" index {index!r}" if index else "")
         try:
             return fn(*args, **kwargs)
@@ -79,113 +74,25 @@ class ElasticsearchBackend:
         except elastic_transport.TransportError as err:
             raise BackendError(f"{where}: cannot connect ({type(err).__name__}); is the server running?") from None
 
-    def _resolve(self, index: str) -> str | None:
-        if not self._call(self.client.indices.exists, index=index):
-            return None
-        if self._call(self.client.indices.exists_alias, name=index):
-            return sorted(self._call(self.client.indices.get_alias, name=index).body)[0]
-        return index
+    def _request(self, method, path, body=None, params=None, index=None) -> dict:
+        # the 9.x client takes query parameters through the path
+        from urllib.parse import urlencode
 
-    def open_index(self, index: str, dim: int, model: str, create: bool = True) -> IndexInfo:
-        name = self._resolve(index)
-        if name is not None:
-            mapping = self._call(self.client.indices.get_mapping, index=name)[name]["mappings"]
-            meta = mapping.get("_meta", {}).get(META_KEY, {})
-            if meta.get("dim") != dim or meta.get("model") != model:
-                raise IndexMismatch(
-                    f"{self.location} index {name!r}: holds {meta.get('dim')}-d vectors of model "
-                    f"{meta.get('model')!r}, not {dim}-d of {model!r}; use --recreate or another --index"
-                )
-            return IndexInfo(name, dim, model, self.count(name))
-        if not create:
-            raise BackendError(f"{self.location}: no index or alias named {index!r}")
-        body = elasticsearch_mapping(dim, model, self.quantization, shards=self.shards, replicas=self.replicas)
-        self._call(self.client.indices.create, index=index, settings=body["settings"], mappings=body["mappings"])
-        return IndexInfo(index, dim, model, 0)
-
-    def upsert(self, index: str, records: Sequence[Record]) -> WriteResult:
-        import elastic_transport
-        from elasticsearch import ApiError, helpers
-
-        actions = [{"_op_type": "index", "_index": index, "_id": r.id, "_source": _source(r)} for r in records]
-        where = f"{self.location} index {index!r}"
-        stream = helpers.streaming_bulk(
-            self.client,
-            actions,
-            chunk_size=max(1, len(actions)),
-            max_retries=5,
-            initial_backoff=1,
-            max_backoff=30,
-            raise_on_error=False,
+        if params:
+            path = f"{path}?{urlencode(params)}"
+        headers = (
+            {"accept": "application/json", "content-type": "application/json"}
+            if body is not None
+            else {"accept": "application/json"}
         )
-        try:
-            return collect(stream, where)
-        except (elastic_transport.TransportError, ApiError) as err:
-            raise BackendError(f"{where}: bulk write failed ({type(err).__name__}); is the server running?") from None
+        response = self._call(self.client.perform_request, method, path, body=body, headers=headers, about=index)
+        return response.body
 
-    def delete(self, index: str, ids: Sequence[str]) -> int:
-        from elasticsearch import helpers
+    def _mapping(self, dim: int, model: str) -> dict:
+        return elasticsearch_mapping(dim, model, self.quantization, shards=self.shards, replicas=self.replicas)
 
-        actions = [{"_op_type": "delete", "_index": index, "_id": i} for i in ids]
-        return sum(int(ok) for ok, _ in helpers.streaming_bulk(self.client, actions, raise_on_error=False))
+    def _knn_body(self, vector: list[float], k: int, filter: Filter | None) -> dict:
+        return {"knn": elasticsearch_knn(vector, k, filter)}
 
-    def fetch(
-        self, index: str, ids: Sequence[str], with_state: bool = False, with_vector: bool = False
-    ) -> dict[str, Record]:
-        if not ids:
-            return {}
-        excludes = ["search_text"] + ([] if with_state else ["ql_state"]) + ([] if with_vector else ["vector"])
-        if with_vector:  # Elasticsearch 9 leaves vectors out of _source unless asked (_source_exclude_vectors)
-            response = self._call(
-                self.client.perform_request,
-                "POST",
-                f"/{index}/_mget",
-                body={"ids": list(ids)},
-                params={"_source_exclude_vectors": "false", "_source_excludes": ",".join(excludes)},
-                headers={"accept": "application/json", "content-type": "application/json"},
-            )
-        else:
-            response = self._call(self.client.mget, index=index, ids=list(ids), source_excludes=excludes)
-        return {d["_id"]: _record(d["_id"], d["_source"]) for d in response["docs"] if d.get("found")}
-
-    def count(self, index: str) -> int:
-        return int(self._call(self.client.count, index=index)["count"])
-
-    def bm25(self, index: str, query: str, k: int, filter: Filter | None = None) -> list[Hit]:
-        response = self._call(
-            self.client.search, index=index, query=bm25_query(query, filter), size=k, source_excludes=SOURCE_EXCLUDES
-        )
-        return [_hit(h, float(h["_score"])) for h in response["hits"]["hits"]]
-
-    def knn(self, index: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
-        knn = elasticsearch_knn(np.asarray(vector, dtype=np.float32).tolist(), k, filter)
-        response = self._call(self.client.search, index=index, knn=knn, size=k, source_excludes=SOURCE_EXCLUDES)
-        return [_hit(h, cosine_from_dot_product_score(float(h["_score"]))) for h in response["hits"]["hits"]]
-
-    def content_hashes(self, index: str) -> Iterator[tuple[str, str]]:
-        from elasticsearch import helpers
-
-        for doc in helpers.scan(
-            self.client, index=index, query={"query": {"match_all": {}}}, _source=["content_hash"], size=1000
-        ):
-            yield doc["_id"], doc["_source"].get("content_hash", "")
-
-    def swap_alias(self, alias: str, index: str) -> list[str]:
-        previous = []
-        if self._call(self.client.indices.exists_alias, name=alias):
-            previous = sorted(self._call(self.client.indices.get_alias, name=alias).body)
-        elif self._call(self.client.indices.exists, index=alias):
-            raise BackendError(f"{self.location}: {alias!r} is an index, not an alias")
-        actions = [{"remove": {"index": old, "alias": alias}} for old in previous]
-        actions.append({"add": {"index": index, "alias": alias}})
-        self._call(self.client.indices.update_aliases, actions=actions)
-        return previous
-
-    def drop_index(self, index: str) -> None:
-        self._call(self.client.indices.delete, index=index, ignore_unavailable=True)
-
-    def refresh(self, index: str) -> None:
-        self._call(self.client.indices.refresh, index=index)
-
-    def close(self) -> None:
-        self.client.close()
+    def _cosine(self, score: float) -> float:
+        return cosine_from_dot_product_score(score)

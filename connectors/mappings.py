@@ -20,6 +20,12 @@ def _common_properties() -> dict[str, Any]:
     }
 
 
+def _common_mappings(dim: int, model: str) -> dict[str, Any]:
+    """The model's identity in _meta, and string metadata under `fields.*` as exact-match keywords."""
+    template = {"path_match": "fields.*", "match_mapping_type": "string", "mapping": {"type": "keyword"}}
+    return {"_meta": index_meta(dim, model), "dynamic_templates": [{"fields_as_keywords": template}]}
+
+
 def index_meta(dim: int, model: str) -> dict[str, Any]:
     return {META_KEY: {"format": 1, "dim": dim, "model": model}}
 
@@ -43,16 +49,7 @@ def opensearch_mapping(
     return {
         "settings": {"index": index_settings},
         "mappings": {
-            "_meta": index_meta(dim, model),
-            "dynamic_templates": [
-                {
-                    "fields_as_keywords": {
-                        "path_match": "fields.*",
-                        "match_mapping_type": "string",
-                        "mapping": {"type": "keyword"},
-                    }
-                }
-            ],
+            **_common_mappings(dim, model),
             "properties": {
                 **_common_properties(),
                 "vector": {
@@ -85,16 +82,7 @@ def elasticsearch_mapping(
     return {
         "settings": {"index": {"number_of_shards": shards, "number_of_replicas": replicas}},
         "mappings": {
-            "_meta": index_meta(dim, model),
-            "dynamic_templates": [
-                {
-                    "fields_as_keywords": {
-                        "path_match": "fields.*",
-                        "match_mapping_type": "string",
-                        "mapping": {"type": "keyword"},
-                    }
-                }
-            ],
+            **_common_mappings(dim, model),
             "properties": {
                 **_common_properties(),
                 "vector": {

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -17,23 +16,8 @@ from llmql.export.manifest import read_manifest
 from llmql.train.batching import length_batches, pad
 from llmql.train.config import ModelConfig
 from llmql.train.end_states import EndStateArrays
+from llmql.train.text_encoder import TextEncoderBase
 from llmql.train.tokenization import PromptTokenizer
-
-
-class TextEncoder(Protocol):
-    """What connectors and plugin need of an encoder (the torch `Encoder` satisfies it too)."""
-
-    config: ModelConfig
-    identity: str  # the trained model the vectors come from (indexes record it)
-
-    @property
-    def dim(self) -> int: ...
-
-    def encode_queries(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray: ...
-
-    def encode_passages(
-        self, texts: Sequence[str], titles: Sequence[str] | None = None, batch_size: int = 16, progress: bool = False
-    ) -> np.ndarray: ...
 
 
 def session(path: Path, threads: int | None = None):
@@ -47,7 +31,7 @@ def session(path: Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-class OnnxEncoder:
+class OnnxEncoder(TextEncoderBase):
     """Same API as `llmql.train.encoder.Encoder`, running `encoder.onnx` (or its int8 twin)."""
 
     def __init__(self, model_session, tokenizer: PromptTokenizer, identity: str = ""):
@@ -64,34 +48,8 @@ class OnnxEncoder:
             raise FileNotFoundError(f"{directory / name}: not in this export (have: {sorted(manifest['encoders'])})")
         return cls(session(directory / name, threads), PromptTokenizer.from_dir(directory), manifest["source"]["model"])
 
-    @property
-    def config(self) -> ModelConfig:
-        return self.tokenizer.config
-
-    @property
-    def dim(self) -> int:
-        return self.config.embedding_dim
-
-    def encode_queries(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        return self.encode_ids(self.tokenizer.queries(texts), batch_size, progress)
-
-    def encode_passages(
-        self, texts: Sequence[str], titles: Sequence[str] | None = None, batch_size: int = 16, progress: bool = False
-    ) -> np.ndarray:
-        titles = titles if titles is not None else [""] * len(texts)
-        return self.encode_ids(self.tokenizer.passages(titles, texts), batch_size, progress)
-
-    def encode_ids(
-        self, rows: list[list[int]], batch_size: int = 16, progress: bool = False, side: str = "right"
-    ) -> np.ndarray:
-        from tqdm.auto import tqdm
-
-        out = np.zeros((len(rows), self.dim), dtype=np.float32)
-        batches = list(length_batches([len(r) for r in rows], batch_size))
-        for index in tqdm(batches, desc="encode", unit="batch", disable=not progress):
-            ids, mask = pad([rows[i] for i in index], self.config.pad_token_id, side)
-            out[index] = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
-        return out
+    def _embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
 
 
 class OnnxQLScorer:
@@ -185,7 +143,7 @@ def _torch_source(directory: Path, runtime: str) -> str | None:
 
 def load_encoder(
     path: str | Path, file: str | None = None, threads: int | None = None, runtime: str = "auto"
-) -> TextEncoder:
+) -> TextEncoderBase:
     """An export directory -> OnnxEncoder (or PyTorch on its source, see `_torch_source`); a model directory or
     name -> the PyTorch Encoder. Either way `identity` names the trained model, so indexes match across runtimes."""
     from llmql.train.model_sources import model_identity

@@ -225,7 +225,7 @@ def serve(backend, url, index, runtime, model, ql_model, host, port, max_k) -> N
 @click.option(
     "--corpus-docs",
     type=int,
-    default=1500,
+    default=1000,
     help="Search a slice: every test-judged document plus random others up to this size (0: whole corpus).",
 )
 @click.option("--budget", type=float, default=1.0, help="Scales the training steps (1.0: about 15 min on 2 cores).")

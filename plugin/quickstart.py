@@ -63,12 +63,12 @@ class QuickstartConfig:
     model: str = "smollm2-135m"
     workdir: str | None = None  # default: $LLMQL_CACHE/quickstart (outside any repository)
     budget: float = 1.0
-    corpus_docs: int | None = 1500  # searched corpus: the test-judged documents + others; None = all
+    corpus_docs: int | None = 1000  # searched corpus: the test-judged documents + others; None = all
     backend: str = "embedded"
     url: str | None = None  # default: WORKDIR/index for the embedded backend
     index: str = "llmql-quickstart"
-    ql_steps: int = 30
-    cl_steps: int = 30
+    ql_steps: int = 25
+    cl_steps: int = 25
     max_passage_tokens: int = 128
     seed: int = 0
     runtime: str = "auto"

@@ -59,11 +59,15 @@ def fit(
     desc: str = "train",
 ) -> FitResult:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration, set_seed
     from transformers import get_linear_schedule_with_warmup
 
     cuda = torch.cuda.is_available()
     bf16 = resolve_bf16(optim.bf16, "cuda" if cuda else "cpu")
+    # AcceleratorState is a process-wide singleton: a second training in the same process (stage 1 then stage 2,
+    # or another precision) must start from a fresh one. The process group (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
         mixed_precision="bf16" if bf16 else "no",
         gradient_accumulation_steps=optim.grad_accum,

@@ -155,3 +155,16 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_llama, toy_bei
     assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_two_trainings_with_different_precisions_in_one_process(tiny_llama, toy_beir, tmp_path):
+    """accelerate keeps a process-wide state; llmql resets it so a library user can train twice."""
+    for name, bf16 in (("a", True), ("b", False)):
+        cfg = QLTrainConfig(
+            model=str(tiny_llama),
+            data=str(toy_beir),
+            out=str(tmp_path / name),
+            prompts=SHORT,
+            optim=OptimConfig(learning_rate=1e-3, max_steps=2, batch_size=8, bf16=bf16),
+        )
+        assert (train_ql(cfg) / CONFIG_NAME).is_file()

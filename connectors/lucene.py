@@ -1,0 +1,184 @@
+"""What OpenSearch and Elasticsearch share: the same REST API for indexes, aliases, _bulk, _mget, _count and
+_search, reached through each engine's official client (its transport, retries, auth and bulk helpers).
+
+An engine module subclasses `LuceneBackend` and supplies only what differs: the client, its error mapping,
+the vector mapping, the kNN request and how a kNN score maps back to cosine.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from llmql.connectors.base import BackendError, Filter, Hit, IndexInfo, IndexMismatch, Record, WriteResult
+from llmql.connectors.bulk import collect
+from llmql.connectors.mappings import META_KEY, SOURCE_EXCLUDES, bm25_query
+
+
+def source_of(r: Record) -> dict:
+    return {
+        "title": r.title,
+        "text": r.text,
+        "vector": None if r.vector is None else np.asarray(r.vector, dtype=np.float32).tolist(),
+        "content_hash": r.content_hash,
+        "ql_state": None if r.ql_state is None else base64.b64encode(r.ql_state).decode("ascii"),
+        "fields": r.fields,
+    }
+
+
+def record_of(doc_id: str, src: dict) -> Record:
+    state, vector = src.get("ql_state"), src.get("vector")
+    return Record(
+        doc_id,
+        src.get("title", ""),
+        src.get("text", ""),
+        vector=None if vector is None else np.asarray(vector, dtype=np.float32),
+        content_hash=src.get("content_hash", ""),
+        ql_state=base64.b64decode(state) if state else None,
+        fields=src.get("fields") or {},
+    )
+
+
+def hit_of(h: dict, score: float) -> Hit:
+    src = h.get("_source", {})
+    return Hit(h["_id"], score, src.get("title", ""), src.get("text", ""), src.get("fields") or {})
+
+
+class LuceneBackend:
+    name = ""
+    location = ""
+    client: Any = None
+    helpers: Any = None  # the client package's helpers module (streaming_bulk, scan)
+    transport_errors: tuple[type[BaseException], ...] = ()
+    vector_source_params: ClassVar[dict[str, str]] = {}  # extra _mget params that return vectors from _source
+
+    # -- what an engine supplies ------------------------------------------------------------------------------
+    def _call(self, fn, *args, **kwargs):
+        """Run a client call, turning the client's exceptions into BackendError naming URL and index (taken from
+        the call's index= or name=, or from about=, which is not passed on)."""
+        raise NotImplementedError
+
+    def _mapping(self, dim: int, model: str) -> dict:
+        raise NotImplementedError
+
+    def _knn_body(self, vector: list[float], k: int, filter: Filter | None) -> dict:
+        raise NotImplementedError
+
+    def _cosine(self, score: float) -> float:
+        raise NotImplementedError
+
+    # -- shared -----------------------------------------------------------------------------------------------
+    def _request(
+        self, method: str, path: str, body: Any = None, params: dict | None = None, index: str | None = None
+    ) -> dict:
+        headers = {"accept": "application/json", "content-type": "application/json"}
+        response = self._call(
+            self.client.transport.perform_request,
+            method,
+            path,
+            params=params or {},
+            body=body,
+            headers=headers,
+            about=index,
+        )
+        return getattr(response, "body", response)
+
+    def _resolve(self, index: str) -> str | None:
+        """The concrete index behind `index` (itself, or the one an alias points to), or None."""
+        if not self._call(self.client.indices.exists, index=index):
+            return None
+        if self._call(self.client.indices.exists_alias, name=index):
+            return sorted(self._request("GET", f"/_alias/{index}", index=index))[0]
+        return index
+
+    def open_index(self, index: str, dim: int, model: str, create: bool = True) -> IndexInfo:
+        name = self._resolve(index)
+        if name is not None:
+            mapping = self._request("GET", f"/{name}/_mapping", index=name)[name]["mappings"]
+            meta = mapping.get("_meta", {}).get(META_KEY, {})
+            if meta.get("dim") != dim or meta.get("model") != model:
+                raise IndexMismatch(
+                    f"{self.location} index {name!r}: holds {meta.get('dim')}-d vectors of model "
+                    f"{meta.get('model')!r}, not {dim}-d of {model!r}; use --recreate or another --index"
+                )
+            return IndexInfo(name, dim, model, self.count(name))
+        if not create:
+            raise BackendError(f"{self.location}: no index or alias named {index!r}")
+        self._request("PUT", f"/{index}", body=self._mapping(dim, model), index=index)
+        return IndexInfo(index, dim, model, 0)
+
+    def upsert(self, index: str, records: Sequence[Record]) -> WriteResult:
+        actions = [{"_op_type": "index", "_index": index, "_id": r.id, "_source": source_of(r)} for r in records]
+        where = f"{self.location} index {index!r}"
+        stream = self.helpers.streaming_bulk(
+            self.client,
+            actions,
+            chunk_size=max(1, len(actions)),
+            max_retries=5,
+            initial_backoff=1,
+            max_backoff=30,
+            raise_on_error=False,
+        )
+        try:
+            return collect(stream, where)
+        except self.transport_errors as err:
+            raise BackendError(f"{where}: bulk write failed ({type(err).__name__}); is the server running?") from None
+
+    def delete(self, index: str, ids: Sequence[str]) -> int:
+        actions = [{"_op_type": "delete", "_index": index, "_id": i} for i in ids]
+        stream = self.helpers.streaming_bulk(self.client, actions, raise_on_error=False, max_retries=5)
+        return sum(int(ok) for ok, _ in stream)
+
+    def fetch(
+        self, index: str, ids: Sequence[str], with_state: bool = False, with_vector: bool = False
+    ) -> dict[str, Record]:
+        if not ids:
+            return {}
+        excludes = ["search_text"] + ([] if with_state else ["ql_state"]) + ([] if with_vector else ["vector"])
+        params = {"_source_excludes": ",".join(excludes), **(self.vector_source_params if with_vector else {})}
+        response = self._request("POST", f"/{index}/_mget", body={"ids": list(ids)}, params=params, index=index)
+        return {d["_id"]: record_of(d["_id"], d["_source"]) for d in response["docs"] if d.get("found")}
+
+    def count(self, index: str) -> int:
+        return int(self._request("GET", f"/{index}/_count", index=index)["count"])
+
+    def _search(self, index: str, body: dict) -> list[dict]:
+        body = {**body, "_source": {"excludes": SOURCE_EXCLUDES}}
+        return self._request("POST", f"/{index}/_search", body=body, index=index)["hits"]["hits"]
+
+    def bm25(self, index: str, query: str, k: int, filter: Filter | None = None) -> list[Hit]:
+        hits = self._search(index, {"size": k, "query": bm25_query(query, filter)})
+        return [hit_of(h, float(h["_score"])) for h in hits]
+
+    def knn(self, index: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
+        body = {"size": k, **self._knn_body(np.asarray(vector, dtype=np.float32).tolist(), k, filter)}
+        return [hit_of(h, self._cosine(float(h["_score"]))) for h in self._search(index, body)]
+
+    def content_hashes(self, index: str) -> Iterator[tuple[str, str]]:
+        for doc in self.helpers.scan(
+            self.client, index=index, query={"query": {"match_all": {}}}, _source=["content_hash"], size=1000
+        ):
+            yield doc["_id"], doc["_source"].get("content_hash", "")
+
+    def swap_alias(self, alias: str, index: str) -> list[str]:
+        previous = []
+        if self._call(self.client.indices.exists_alias, name=alias):
+            previous = sorted(self._request("GET", f"/_alias/{alias}", index=alias))
+        elif self._call(self.client.indices.exists, index=alias):
+            raise BackendError(f"{self.location}: {alias!r} is an index, not an alias")
+        actions = [{"remove": {"index": old, "alias": alias}} for old in previous]
+        actions.append({"add": {"index": index, "alias": alias}})
+        self._request("POST", "/_aliases", body={"actions": actions}, index=index)  # one atomic request
+        return previous
+
+    def drop_index(self, index: str) -> None:
+        self._request("DELETE", f"/{index}", params={"ignore_unavailable": "true"}, index=index)
+
+    def refresh(self, index: str) -> None:
+        self._request("POST", f"/{index}/_refresh", index=index)
+
+    def close(self) -> None:
+        self.client.close()
