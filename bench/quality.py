@@ -472,6 +472,105 @@ def minilm_reference() -> dict:
     }
 
 
+def _paired(a: dict[str, float], b: dict[str, float], resamples: int = 10_000) -> dict:
+    """Paired comparison of per-query scores: mean difference, bootstrap 95% interval, paired t-test p."""
+    import numpy as np
+    from scipy import stats
+
+    queries = sorted(set(a) & set(b))
+    diff = np.array([a[q] - b[q] for q in queries])
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    return {
+        "mean_difference": float(diff.mean()),
+        "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+        "t_test_p": float(stats.ttest_rel([a[q] for q in queries], [b[q] for q in queries]).pvalue),
+        "queries": len(queries),
+    }
+
+
+def cmd_report(_args) -> dict:
+    """Tables from whatever jobs have finished, and bench/results/quality.json."""
+    import numpy as np
+
+    from bench.common import write_results
+
+    results = {p.stem: json.loads(p.read_text()) for p in sorted((WORK / "results").glob("*.json"))}
+    rows, per_query = [], {}
+    print("| run | configuration | nDCG@10 | MRR@10 | R@100 | seeds |\n|---|---|---:|---:|---:|---:|")
+    for key, label in (("run1-bm25", "1"), ("run2-zeroshot", "2"), ("reference-minilm", "ref")):
+        if key in results:
+            m = results[key]["metrics"]
+            print(
+                f"| {label} | {results[key]['label']} | {m['nDCG@10']:.4f} | {m['MRR@10']:.4f} | {m['R@100']:.4f} | - |"
+            )
+            rows.append({"run": label, "label": results[key]["label"], **m})
+    for run, (label, _) in ARMS.items():
+        seeds = [results[k] for k in sorted(results) if k.startswith(f"run{run}-seed")]
+        if not seeds:
+            continue
+        stats_ = {
+            m: (float(np.mean([s["metrics"][m] for s in seeds])), float(np.std([s["metrics"][m] for s in seeds])))
+            for m in ("nDCG@10", "MRR@10", "R@100")
+        }
+        cells = " | ".join(f"{mean:.4f} ± {std:.4f}" for mean, std in stats_.values())
+        print(f"| {run} | {label} | {cells} | {len(seeds)} |")
+        rows.append(
+            {
+                "run": run,
+                "label": label,
+                "seeds": [s["seed"] for s in seeds],
+                "per_seed_ndcg10": [s["metrics"]["nDCG@10"] for s in seeds],
+                **{f"{m}_mean": v[0] for m, v in stats_.items()},
+                **{f"{m}_std": v[1] for m, v in stats_.items()},
+            }
+        )
+        queries = seeds[0]["per_query_ndcg10"]
+        per_query[run] = {q: float(np.mean([s["per_query_ndcg10"][q] for s in seeds])) for q in queries}
+    comparisons = {}
+    for a, b in ((4, 3), (4, 5), (4, 6)):
+        if a in per_query and b in per_query:
+            comparisons[f"run{a}_vs_run{b}"] = _paired(per_query[a], per_query[b])
+    rerank = results.get("run7-8-rerank")
+    if rerank:
+        print(
+            f"\nRuns 7-8 (seed-0 LLM-QL retriever and its stage-1 model; QL weight {rerank['ql_weight']} chosen on"
+            " validation):\n\n| configuration | nDCG@10 | MRR@10 | R@100 |\n|---|---:|---:|---:|"
+        )
+        for name, block in rerank["runs"].items():
+            m = block["metrics"]
+            print(f"| {name} | {m['nDCG@10']:.4f} | {m['MRR@10']:.4f} | {m['R@100']:.4f} |")
+        runs = rerank["runs"]
+        if "ql" in runs and "ql-dirichlet" in runs:
+            comparisons["llm_ql_vs_dirichlet_ql"] = _paired(
+                runs["ql"]["per_query_ndcg10"], runs["ql-dirichlet"]["per_query_ndcg10"]
+            )
+        if "hybrid+ql" in runs and "hybrid" in runs:
+            comparisons["hybrid_ql_vs_hybrid"] = _paired(
+                runs["hybrid+ql"]["per_query_ndcg10"], runs["hybrid"]["per_query_ndcg10"]
+            )
+    print("\nPaired comparisons on per-query nDCG@10 (seed-averaged for runs 3-6):\n")
+    for name, c in comparisons.items():
+        print(
+            f"- {name}: {c['mean_difference']:+.4f} (95% bootstrap interval {c['ci95'][0]:+.4f} to "
+            f"{c['ci95'][1]:+.4f}, paired t-test p = {c['t_test_p']:.3g}, {c['queries']} queries)"
+        )
+    tuning = {k: v for k, v in results.items() if k.startswith("tune")}
+    wall = {k: v.get("wall_seconds") for k, v in results.items()}
+    write_results(
+        "quality",
+        {
+            "protocol": {k: v for k, v in P.__dict__.items() if k != "extra"},
+            "rows": rows,
+            "comparisons": comparisons,
+            "runs_7_8": rerank,
+            "tuning": tuning,
+            "wall_seconds": wall,
+        },
+    )
+    return comparisons
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -479,6 +578,7 @@ def main() -> None:
     sub.add_parser("tune-ql").set_defaults(fn=cmd_tune_ql)
     sub.add_parser("tune-cl").set_defaults(fn=cmd_tune_cl)
     sub.add_parser("main").set_defaults(fn=cmd_main)
+    sub.add_parser("report").set_defaults(fn=cmd_report)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.fn(args)
