@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from llmql.connectors.base import Backend, BackendError, Record
+from llmql.connectors.base import Record
 from llmql.connectors.corpus import (
     BadLine,
     CorpusFormat,
@@ -228,13 +228,3 @@ def _pack_states(ql, docs: list[SourceDoc], fmt: str) -> list[bytes] | None:
     from llmql.export.ql_cache import pack
 
     return pack(ql.end_states([d.text for d in docs], [d.title for d in docs]), fmt)
-
-
-def open_for_search(backend: str, url: str, index: str, **options) -> Backend:
-    """A backend connection for search, checking that the index exists."""
-    handle = open_backend(backend, url, **options)
-    handle.count(index)
-    return handle
-
-
-__all__ = ["BackendError", "SyncConfig", "SyncReport", "open_for_search", "state_path", "sync"]
