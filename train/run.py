@@ -183,7 +183,10 @@ def train_contrastive(cfg: ContrastiveTrainConfig, resume: bool = False) -> Path
     """Stage 2: InfoNCE bi-encoder. Writes the base weights plus a LoRA adapter (and optionally a merged copy)."""
     out = Path(cfg.out)
     _prepare_out(out, resume)
-    groups = contrastive_groups(cfg, out)
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():  # under torchrun, rank 0 mines and writes; the others read
+        groups = contrastive_groups(cfg, out)
     lm, tokenizer, config, history = _load_base(cfg.model, cfg.prompts, cfg.max_passage_tokens, cfg.max_query_tokens)
     lm.train()
     if cfg.lora:
