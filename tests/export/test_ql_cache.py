@@ -1,0 +1,48 @@
+"""The QL cache blobs: self-describing, exact shapes and positions, fp16/int8 errors bounded, scores kept."""
+
+import numpy as np
+import pytest
+
+from llmql.export.ql_cache import bytes_per_document, pack, unpack
+from llmql.train.end_states import EndStateArrays
+
+
+@pytest.fixture
+def states():
+    rng = np.random.default_rng(0)
+    return EndStateArrays(
+        rng.normal(size=(3, 4, 2, 8)).astype(np.float32),
+        rng.normal(size=(3, 4, 2, 8)).astype(np.float32),
+        rng.normal(size=(3, 16)).astype(np.float32),
+        np.array([5, 200, 17]),
+    )
+
+
+@pytest.mark.parametrize(("fmt", "tolerance"), [("fp16", 2e-3), ("int8", 3e-2)])
+def test_round_trip(states, fmt, tolerance):
+    blobs = pack(states, fmt)
+    assert len(blobs) == 3 and all(len(b) == bytes_per_document(4, 2, 8, 16, fmt) for b in blobs)
+    back = unpack(blobs)
+    assert back.positions.tolist() == [5, 200, 17] and back.keys.shape == states.keys.shape
+    for name in ("keys", "values", "hidden"):
+        np.testing.assert_allclose(getattr(back, name), getattr(states, name), atol=tolerance)
+
+
+def test_foreign_or_mixed_blobs_are_refused(states):
+    with pytest.raises(ValueError, match="not an llmql"):
+        unpack([b"\x00" * 64])
+    other = EndStateArrays(states.keys[:, :2], states.values[:, :2], states.hidden, states.positions)
+    with pytest.raises(ValueError, match="different shapes"):
+        unpack(pack(states)[:1] + pack(other)[:1])
+
+
+def test_int8_cache_keeps_the_ranking(llama_export):
+    from llmql.export.runtime import OnnxQLScorer
+
+    scorer = OnnxQLScorer.from_dir(llama_export)
+    texts = ["kelp kelp lagoon study", "granite ridge models", "amber", "the field data shows new results"]
+    exact = scorer.end_states(texts)
+    full = scorer.score_states("kelp lagoon", exact)
+    approx = scorer.score_states("kelp lagoon", unpack(pack(exact, "int8")))
+    np.testing.assert_allclose(approx, full, atol=0.05)
+    assert np.argsort(-approx).tolist() == np.argsort(-full).tolist()
