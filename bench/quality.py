@@ -382,6 +382,32 @@ def arm_result(run: int, seed: int) -> dict:
     return job(name)(work)()
 
 
+def zeroshot_model() -> Path:
+    """The untrained backbone with the protocol's lengths (the same 128-token passages as every trained arm)."""
+    from llmql.train.config import save_llmql_config
+    from llmql.train.model_sources import resolve_model
+    from llmql.train.modeling import build_model_config, load_causal_lm, load_tokenizer
+
+    out = WORK / "models" / "zeroshot"
+    if (out / "llmql.json").is_file():
+        return out
+    source = resolve_model(MODEL)
+    out.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.name != "llmql.json" and not (out / item.name).exists():
+            (out / item.name).symlink_to(item)
+    tokenizer = load_tokenizer(source)
+    config = build_model_config(
+        tokenizer,
+        load_causal_lm(source),
+        base_model=MODEL,
+        max_passage_tokens=P.max_passage_tokens,
+        max_query_tokens=P.max_query_tokens,
+    )
+    save_llmql_config(out, config)
+    return out
+
+
 def cmd_main(args) -> None:
     """All runs, the main comparison first: baselines, tuning, runs 3-4 and 7-8 at seed 0, runs 3-4 at the other
     seeds, then the ablations (runs 5-6), so that a partial run already answers the central question."""
@@ -389,7 +415,10 @@ def cmd_main(args) -> None:
         lambda: {
             "run": 1,
             "label": "BM25 (embedded engine)",
-            **_metrics(run_eval("bm25", build_index(MODEL, "zeroshot", DATA), DATA, "test", ("bm25",)), "bm25"),
+            **_metrics(
+                run_eval("bm25", build_index(str(zeroshot_model()), "zeroshot", DATA), DATA, "test", ("bm25",)),
+                "bm25",
+            ),
         }
     )()
     job("run2-zeroshot")(
@@ -397,7 +426,14 @@ def cmd_main(args) -> None:
             "run": 2,
             "label": "SmolLM2-135M untrained (zero-shot)",
             **_metrics(
-                run_eval("zeroshot", build_index(MODEL, "zeroshot", DATA), DATA, "test", ("dense",), model=MODEL),
+                run_eval(
+                    "zeroshot",
+                    build_index(str(zeroshot_model()), "zeroshot", DATA),
+                    DATA,
+                    "test",
+                    ("dense",),
+                    model=str(zeroshot_model()),
+                ),
                 "dense",
             ),
         }
