@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmql.train.data import jsonl_lines
+
 
 @dataclass(frozen=True)
 class CorpusFormat:
@@ -86,19 +88,8 @@ def read_corpus(path: str | Path, fmt: CorpusFormat = CorpusFormat()) -> Iterato
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | BadLine]]:
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as err:
-                yield number, BadLine(number, f"invalid UTF-8 ({err.reason})")
-                continue
-            except json.JSONDecodeError as err:
-                yield number, BadLine(number, f"malformed JSON ({err.msg})")
-                continue
-            yield number, obj if isinstance(obj, dict) else BadLine(number, "not a JSON object")
+    for number, obj in jsonl_lines(path):
+        yield number, BadLine(number, obj) if isinstance(obj, str) else obj
 
 
 def _tsv_rows(path: Path) -> Iterator[tuple[int, dict | BadLine]]:

@@ -40,24 +40,35 @@ class BeirData:
     qrels: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object); malformed JSON or invalid UTF-8 is a DataError naming path:line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    with path.open("rb") as handle:
+def jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """Yield (line number, object), or (line number, reason) for a line that is not a JSON object.
+
+    Blank lines are skipped. Callers choose the policy: training raises, sync may skip and report.
+    """
+    with Path(path).open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
             try:
                 obj = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as err:
-                raise DataError(f"{path}:{number}: invalid UTF-8 ({err.reason})") from None
+                yield number, f"invalid UTF-8 ({err.reason})"
+                continue
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: malformed JSON ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
-            yield number, obj
+                yield number, f"malformed JSON ({err.msg})"
+                continue
+            yield number, obj if isinstance(obj, dict) else f"expected a JSON object, got {type(obj).__name__}"
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object); a bad line is a DataError naming path:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    for number, obj in jsonl_lines(path):
+        if isinstance(obj, str):
+            raise DataError(f"{path}:{number}: {obj}")
+        yield number, obj
 
 
 def _string_field(obj: dict[str, Any], key: str, where: str, required: bool = True) -> str:
