@@ -131,6 +131,21 @@ def job(name: str):
     return wrap
 
 
+def trained(name: str, train, cfg) -> Path:
+    """The model `cfg.out`, trained now if it is not there yet (resuming a checkpoint); the training's wall time
+    goes to bench/results/quality/train-NAME.json (a model rebuilt on another machine overwrites it)."""
+    out = Path(cfg.out)
+    if (out / "llmql.json").is_file():
+        return out
+    resumed = (out / "checkpoints").is_dir()
+    start = time.perf_counter()
+    train(cfg, resume=resumed)
+    record = {"model": name, "wall_seconds": round(time.perf_counter() - start, 1), "resumed": resumed}
+    JOBS.mkdir(parents=True, exist_ok=True)
+    (JOBS / f"train-{name}.json").write_text(json.dumps(record) + "\n")
+    return out
+
+
 def train_stage1(
     name: str,
     lr: float,
@@ -142,13 +157,10 @@ def train_stage1(
     from llmql.train.config import OptimConfig, QLTrainConfig
     from llmql.train.run import train_ql
 
-    out = WORK / "models" / name
-    if (out / "llmql.json").is_file():
-        return out
     cfg = QLTrainConfig(
         model=MODEL,
         data=str(DATA),
-        out=str(out),
+        out=str(WORK / "models" / name),
         exclude_queries=str(validation_ids()),
         pseudo_queries=P.pseudo_queries,
         max_passage_tokens=P.ql_max_passage_tokens,
@@ -157,7 +169,7 @@ def train_stage1(
         attention_stop=attention_stop,
         optim=OptimConfig(learning_rate=lr, max_steps=steps, batch_size=P.ql_batch, seed=seed, save_every=25),
     )
-    return train_ql(cfg, resume=(out / "checkpoints").is_dir())
+    return trained(name, train_ql, cfg)
 
 
 def validation_ql_nll(model: Path) -> dict:
@@ -205,13 +217,10 @@ def train_stage2(name: str, base: str, lr: float, seed: int) -> Path:
     from llmql.train.config import ContrastiveTrainConfig, LoraSettings, OptimConfig
     from llmql.train.run import train_contrastive
 
-    out = WORK / "models" / name
-    if (out / "llmql.json").is_file():
-        return out
     cfg = ContrastiveTrainConfig(
         model=base,
         data=str(DATA),
-        out=str(out),
+        out=str(WORK / "models" / name),
         exclude_queries=str(validation_ids()),
         group_size=P.group_size,
         temperature=P.temperature,
@@ -227,7 +236,7 @@ def train_stage2(name: str, base: str, lr: float, seed: int) -> Path:
             save_every=20,
         ),
     )
-    return train_contrastive(cfg, resume=(out / "checkpoints").is_dir())
+    return trained(name, train_contrastive, cfg)
 
 
 def validation_corpus() -> Path:
