@@ -101,6 +101,7 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
 
 
 def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
+    """Encode and write `cfg.corpus` into the index; see the module docstring for the guarantees."""
     from tqdm.auto import tqdm
 
     from llmql.export.runtime import load_encoder
@@ -110,46 +111,24 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     if not source.is_file():
         raise FileNotFoundError(f"{source}: corpus file not found")
     encoder = load_encoder(cfg.model, runtime=cfg.runtime)
-    identity = encoder.identity
-    ql = _ql_scorer(cfg)
+    writer = _BatchWriter(cfg, encoder, _ql_scorer(cfg))
     options = dict(cfg.backend_options)
     if cfg.backend != "embedded" and cfg.insecure:
         options["verify_certs"] = False
     backend = open_backend(cfg.backend, cfg.url, **options)
-
-    state_file = state_path(cfg)
-    state = json.loads(state_file.read_text()) if state_file.is_file() else None
-    if state and not cfg.resume:
-        log.warning("an interrupted sync of this corpus was found; starting over (use --resume to continue it)")
-        state = None
-    if state and state.get("model") != identity:
-        raise LLMQLError(
-            f"{state_file}: the interrupted sync used model {state.get('model')!r}, not {identity!r}; "
-            "run without --resume"
-        )
-    target = (
-        state["target"]
-        if state
-        else (f"{cfg.alias}-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}" if cfg.alias else cfg.index)
-    )
-    if cfg.recreate and not state:
-        backend.drop_index(target)
-    info = backend.open_index(target, encoder.dim, identity, create=True)  # refuses a mismatch before writing
-    committed = state["committed_line"] if state else 0
-    report = SyncReport(index=info.name, resumed_after_line=committed, alias=cfg.alias)
-    _save_state(
-        state_file, {"target": info.name, "model": identity, "committed_line": committed, "config": asdict(cfg)}
-    )
-
-    existing: dict[str, str] = {}
-    if cfg.incremental or cfg.delete_missing:
-        existing = dict(backend.content_hashes(info.name))
+    progress_file = _Progress(state_path(cfg), cfg, encoder.identity)
+    if cfg.recreate and not progress_file.resumed:
+        backend.drop_index(progress_file.target)
+    info = backend.open_index(progress_file.target, encoder.dim, encoder.identity, create=True)  # refuses a mismatch
+    progress_file.save(info.name)
+    report = SyncReport(index=info.name, resumed_after_line=progress_file.committed, alias=cfg.alias)
+    existing = dict(backend.content_hashes(info.name)) if (cfg.incremental or cfg.delete_missing) else {}
     seen: set[str] = set()
     failures: list[dict] = []
     total = count_lines(source)
     bar = tqdm(
         total=total,
-        initial=min(committed, total),
+        initial=min(progress_file.committed, total),
         unit="doc",
         desc=f"sync {info.name}",
         disable=not progress,
@@ -157,58 +136,115 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     )
     try:
         for batch in _batches(read_corpus(source, cfg.corpus_format), cfg.batch_size):
-            last_line = batch[-1].line
-            docs: list[SourceDoc] = []
-            for item in batch:
-                if isinstance(item, BadLine):
-                    failure = {"line": item.line, "id": item.id, "reason": item.reason}
-                    if cfg.on_error == "fail":
-                        raise DataError(f"{source}:{item.line}: {item.reason} (use --on-error skip to skip it)")
-                    if item.line > committed:
-                        failures.append(failure)
-                    continue
-                seen.add(item.id)
-                if item.line > committed:
-                    docs.append(item)
-            hashes = {d.id: content_hash(d, identity) for d in docs}
-            todo = [d for d in docs if not (cfg.incremental and existing.get(d.id) == hashes[d.id])]
-            report.unchanged += len(docs) - len(todo)
-            if todo:
-                vectors = encoder.encode_passages([d.text for d in todo], [d.title for d in todo])
-                states = _pack_states(ql, todo, cfg.ql_cache)
-                records = [
-                    Record(d.id, d.title, d.text, vectors[i], hashes[d.id], states[i] if states else None, d.fields)
-                    for i, d in enumerate(todo)
-                ]
-                result = backend.upsert(info.name, records)
-                report.indexed += len(result.written)
-                failures += [
-                    {"line": next(d.line for d in todo if d.id == i), "id": i, "reason": r} for i, r in result.failed
-                ]
-            committed = max(committed, last_line)
-            _save_state(
-                state_file, {"target": info.name, "model": identity, "committed_line": committed, "config": asdict(cfg)}
-            )
+            docs = _accept(batch, source, cfg.on_error, progress_file.committed, seen, failures)
+            writer.write(backend, info.name, docs, existing, report, failures)
+            progress_file.commit(info.name, batch[-1].line)
             bar.update(sum(1 for item in batch if item.line > report.resumed_after_line))
     finally:
         bar.close()
-    if cfg.delete_missing:
-        gone = sorted(set(existing) - seen)
-        report.deleted = backend.delete(info.name, gone) if gone else 0
-    backend.refresh(info.name)
-    if cfg.alias:
-        report.replaced = backend.swap_alias(cfg.alias, info.name)
-        for old in report.replaced:
-            if old != info.name:
-                backend.drop_index(old)
+    _finish(cfg, backend, info.name, report, sorted(set(existing) - seen) if cfg.delete_missing else [])
     report.failed = len(failures)
     if failures:
         path = Path(cfg.failures_file or "llmql-sync-failures.jsonl")
         path.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
         report.failures_file = str(path)
-    state_file.unlink(missing_ok=True)
+    progress_file.remove()
     report.seconds = time.perf_counter() - start
     return report
+
+
+class _Progress:
+    """The state file of one sync: which index generation it writes and the last line the engine acknowledged."""
+
+    def __init__(self, path: Path, cfg: SyncConfig, identity: str):
+        self.path, self.cfg, self.identity = path, cfg, identity
+        state = json.loads(path.read_text()) if path.is_file() else None
+        if state and not cfg.resume:
+            log.warning("an interrupted sync of this corpus was found; starting over (use --resume to continue it)")
+            state = None
+        if state and state.get("model") != identity:
+            raise LLMQLError(
+                f"{path}: the interrupted sync used model {state.get('model')!r}, not {identity!r}; "
+                "run without --resume"
+            )
+        self.resumed = state is not None
+        self.committed: int = state["committed_line"] if state else 0
+        if state:
+            self.target = state["target"]
+        elif cfg.alias:
+            self.target = f"{cfg.alias}-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        else:
+            self.target = cfg.index
+
+    def save(self, index: str) -> None:
+        _save_state(
+            self.path,
+            {"target": index, "model": self.identity, "committed_line": self.committed, "config": asdict(self.cfg)},
+        )
+
+    def commit(self, index: str, line: int) -> None:
+        """Called only after the engine acknowledged every line up to `line`."""
+        self.committed = max(self.committed, line)
+        self.save(index)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _accept(
+    batch: list, source: Path, on_error: str, committed: int, seen: set[str], failures: list[dict]
+) -> list[SourceDoc]:
+    """The batch's documents past the committed line; bad lines fail the sync or are recorded (`on_error`)."""
+    docs: list[SourceDoc] = []
+    for item in batch:
+        if isinstance(item, BadLine):
+            if on_error == "fail":
+                raise DataError(f"{source}:{item.line}: {item.reason} (use --on-error skip to skip it)")
+            if item.line > committed:
+                failures.append({"line": item.line, "id": item.id, "reason": item.reason})
+            continue
+        seen.add(item.id)
+        if item.line > committed:
+            docs.append(item)
+    return docs
+
+
+class _BatchWriter:
+    """Encodes a batch (vectors, and [E] states with --ql-cache) and upserts what changed."""
+
+    def __init__(self, cfg: SyncConfig, encoder, ql):
+        self.cfg, self.encoder, self.ql = cfg, encoder, ql
+
+    def write(
+        self, backend, index: str, docs: list[SourceDoc], existing: dict, report: SyncReport, failures: list[dict]
+    ) -> None:
+        hashes = {d.id: content_hash(d, self.encoder.identity) for d in docs}
+        todo = [d for d in docs if not (self.cfg.incremental and existing.get(d.id) == hashes[d.id])]
+        report.unchanged += len(docs) - len(todo)
+        if not todo:
+            return
+        vectors = self.encoder.encode_passages([d.text for d in todo], [d.title for d in todo])
+        states = _pack_states(self.ql, todo, self.cfg.ql_cache)
+        records = [
+            Record(d.id, d.title, d.text, vectors[i], hashes[d.id], states[i] if states else None, d.fields)
+            for i, d in enumerate(todo)
+        ]
+        result = backend.upsert(index, records)
+        report.indexed += len(result.written)
+        line_of = {d.id: d.line for d in todo}
+        failures += [{"line": line_of[i], "id": i, "reason": r} for i, r in result.failed]
+
+
+def _finish(cfg: SyncConfig, backend, index: str, report: SyncReport, gone: list[str]) -> None:
+    """Deletions, refresh, and the alias swap that makes a new generation visible only once complete."""
+    if gone:
+        report.deleted = backend.delete(index, gone)
+    backend.refresh(index)
+    if cfg.alias:
+        report.replaced = backend.swap_alias(cfg.alias, index)
+        for old in report.replaced:
+            if old != index:
+                backend.drop_index(old)
 
 
 def _ql_scorer(cfg: SyncConfig):
