@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,51 +59,18 @@ def fit(
     resume: bool = False,
     desc: str = "train",
 ) -> FitResult:
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import DataLoaderConfiguration, set_seed
-    from transformers import get_linear_schedule_with_warmup
-
-    cuda = torch.cuda.is_available()
-    bf16 = resolve_bf16(optim.bf16, "cuda" if cuda else "cpu")
-    # AcceleratorState is a process-wide singleton: a second training in the same process (stage 1 then stage 2,
-    # or another precision) must start from a fresh one. The process group (PartialState) is kept.
-    AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(
-        mixed_precision="bf16" if bf16 else "no",
-        gradient_accumulation_steps=optim.grad_accum,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        cpu=not cuda,
-    )
-    set_seed(optim.seed)
-    if len(dataset) < optim.batch_size * accelerator.num_processes:
-        raise ValueError(f"{len(dataset)} training examples is fewer than one batch ({optim.batch_size} per process)")
-    loader = DataLoader(
-        dataset,
-        batch_size=optim.batch_size,
-        shuffle=True,
-        collate_fn=collate,
-        drop_last=True,
-        num_workers=optim.num_workers,
-    )
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=optim.learning_rate, weight_decay=optim.weight_decay)
-    batches_per_epoch = math.ceil(len(loader) / accelerator.num_processes)
-    steps_per_epoch = max(1, batches_per_epoch // optim.grad_accum)
-    total = optim.max_steps or max(1, math.ceil(optim.epochs * steps_per_epoch))
-    warmup = optim.warmup_steps if optim.warmup_steps is not None else int(optim.warmup_ratio * total)
-    scheduler = get_linear_schedule_with_warmup(optimizer, min(warmup, total), total)
-    module, optimizer, loader, scheduler = accelerator.prepare(module, optimizer, loader, scheduler)
-
+    """Train `module` for `optim.max_steps` (or `optim.epochs`) optimizer steps; resumable from checkpoints."""
+    run = _Run.prepare(module, dataset, collate, optim)
+    accelerator = run.accelerator
     step = 0
     checkpoint = latest_checkpoint(out_dir) if resume else None
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         step = json.loads((checkpoint / STATE_FILE).read_text())["step"]
-        log.info("resumed from %s (step %d of %d)", checkpoint, step, total)
+        log.info("resumed from %s (step %d of %d)", checkpoint, step, run.total)
 
     bar = tqdm(
-        total=total,
+        total=run.total,
         initial=step,
         desc=desc,
         unit="step",
@@ -110,46 +78,108 @@ def fit(
         dynamic_ncols=True,
     )
     start, tokens, last_loss = time.perf_counter(), 0, float("nan")
-    epoch, skip = divmod(step, steps_per_epoch)
-    module.train()
-    while step < total:
-        loader.set_epoch(epoch)
+    epoch, skip = divmod(step, run.steps_per_epoch)
+    run.module.train()
+    while step < run.total:
+        run.loader.set_epoch(epoch)
         dataset.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(loader, skip * optim.grad_accum) if skip else loader
+        batches = accelerator.skip_first_batches(run.loader, skip * optim.grad_accum) if skip else run.loader
         for batch in batches:
-            with accelerator.accumulate(module), accelerator.autocast():
-                loss, n_tokens = loss_fn(module, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and optim.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, optim.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
+            loss, n_tokens = run.update(batch, loss_fn)
             tokens += n_tokens * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
             step += 1
             last_loss = float(loss.detach())
             rate = tokens / max(time.perf_counter() - start, 1e-9)
-            bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{rate:,.0f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{rate:,.0f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
             bar.update(1)
-            if step % optim.save_every == 0 and step < total:
+            if step % optim.save_every == 0 and step < run.total:
                 _save_checkpoint(accelerator, Path(out_dir), step)
-            if step >= total:
+            if step >= run.total:
                 break
         epoch, skip = epoch + 1, 0
     bar.close()
     seconds = time.perf_counter() - start
     accelerator.wait_for_everyone()
-    module.eval()
+    run.module.eval()
     return FitResult(
-        accelerator.unwrap_model(module),
+        accelerator.unwrap_model(run.module),
         step,
         seconds,
         tokens / max(seconds, 1e-9),
         last_loss,
         accelerator.is_main_process,
     )
+
+
+@dataclass
+class _Run:
+    """What accelerate prepared for one training: the wrapped module, optimizer, loader and schedule."""
+
+    accelerator: Any
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: Any
+    scheduler: Any
+    params: list[nn.Parameter]
+    optim: OptimConfig
+    total: int  # optimizer steps
+    steps_per_epoch: int
+
+    @classmethod
+    def prepare(cls, module: nn.Module, dataset: EpochDataset, collate: Callable, optim: OptimConfig) -> _Run:
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+        from accelerate.utils import DataLoaderConfiguration, set_seed
+        from transformers import get_linear_schedule_with_warmup
+
+        cuda = torch.cuda.is_available()
+        bf16 = resolve_bf16(optim.bf16, "cuda" if cuda else "cpu")
+        # AcceleratorState is a process-wide singleton: a second training in the same process (stage 1 then
+        # stage 2, or another precision) must start from a fresh one. The process group (PartialState) is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
+        accelerator = Accelerator(
+            mixed_precision="bf16" if bf16 else "no",
+            gradient_accumulation_steps=optim.grad_accum,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+            cpu=not cuda,
+        )
+        set_seed(optim.seed)
+        if len(dataset) < optim.batch_size * accelerator.num_processes:
+            raise ValueError(
+                f"{len(dataset)} training examples is fewer than one batch ({optim.batch_size} per process)"
+            )
+        loader = DataLoader(
+            dataset,
+            batch_size=optim.batch_size,
+            shuffle=True,
+            collate_fn=collate,
+            drop_last=True,
+            num_workers=optim.num_workers,
+        )
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=optim.learning_rate, weight_decay=optim.weight_decay)
+        batches_per_epoch = math.ceil(len(loader) / accelerator.num_processes)
+        steps_per_epoch = max(1, batches_per_epoch // optim.grad_accum)
+        total = optim.max_steps or max(1, math.ceil(optim.epochs * steps_per_epoch))
+        warmup = optim.warmup_steps if optim.warmup_steps is not None else int(optim.warmup_ratio * total)
+        scheduler = get_linear_schedule_with_warmup(optimizer, min(warmup, total), total)
+        module, optimizer, loader, scheduler = accelerator.prepare(module, optimizer, loader, scheduler)
+        return cls(accelerator, module, optimizer, loader, scheduler, params, optim, total, steps_per_epoch)
+
+    def update(self, batch: dict[str, torch.Tensor], loss_fn: LossFn) -> tuple[torch.Tensor, int]:
+        """Forward, backward and (when the accumulation window closes) one optimizer step."""
+        accelerator = self.accelerator
+        with accelerator.accumulate(self.module), accelerator.autocast():
+            loss, n_tokens = loss_fn(self.module, batch)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and self.optim.max_grad_norm:
+                accelerator.clip_grad_norm_(self.params, self.optim.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad()
+        return loss, n_tokens
 
 
 def _save_checkpoint(accelerator, out_dir: Path, step: int) -> None:
