@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -11,27 +12,34 @@ from llmql.train.errors import cli_errors
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
-def _backend_options(func):
-    options = [
-        click.option("--backend", type=click.Choice(["embedded", "opensearch", "elasticsearch"]), default="embedded"),
-        click.option("--url", default="./llmql-index", help="Server URL, or the embedded backend's directory."),
-        click.option("--index", default="llmql", help="Index (or alias) name."),
-        click.option(
-            "--runtime",
-            type=click.Choice(["auto", "onnx", "torch"]),
-            default="auto",
-            help="For exports: ONNX Runtime, or PyTorch on the source model (auto: PyTorch bf16 where "
-            "the CPU has native bf16).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def _backend_options(url: str | None = "./llmql-index", index: str = "llmql", url_note: str = ""):
+    """--backend, --url, --index and --runtime, with per-command defaults."""
+
+    def wrap(func):
+        options = [
+            click.option(
+                "--backend", type=click.Choice(["embedded", "opensearch", "elasticsearch"]), default="embedded"
+            ),
+            click.option("--url", default=url, help=f"Server URL, or the embedded backend's directory.{url_note}"),
+            click.option("--index", default=index, help="Index (or alias) name."),
+            click.option(
+                "--runtime",
+                type=click.Choice(["auto", "onnx", "torch"]),
+                default="auto",
+                help="For exports: ONNX Runtime, or PyTorch on the source model (auto: PyTorch bf16 where "
+                "the CPU has native bf16).",
+            ),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return wrap
 
 
 @click.command("search", context_settings=CONTEXT)
 @click.argument("query")
-@_backend_options
+@_backend_options()
 @click.option("--model", default=None, help="Export (or model) directory to encode the query (dense, hybrid).")
 @click.option("--ql-model", default=None, help="Export with --ql-scorer (or model directory) for --rerank.")
 @click.option("--mode", type=click.Choice(["hybrid", "bm25", "dense"]), default="hybrid")
@@ -120,7 +128,7 @@ def search_main(
 @click.command("eval", context_settings=CONTEXT)
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder.")
 @click.option("--split", default="test")
-@_backend_options
+@_backend_options()
 @click.option("--model", default=None, help="Export (or model) directory for query encoding.")
 @click.option("--ql-model", default=None, help="Export with --ql-scorer (or model directory) for QL runs.")
 @click.option(
@@ -190,7 +198,7 @@ def eval_main(
 
 
 @click.command("serve", context_settings=CONTEXT)
-@_backend_options
+@_backend_options()
 @click.option("--model", default=None, help="Export (or model) directory for query encoding.")
 @click.option("--ql-model", default=None, help="Export with --ql-scorer for /rerank and rerank=true.")
 @click.option("--host", default="127.0.0.1")
@@ -229,7 +237,7 @@ def serve(backend, url, index, runtime, model, ql_model, host, port, max_k) -> N
     help="Search a slice: every test-judged document plus random others up to this size (0: whole corpus).",
 )
 @click.option("--budget", type=float, default=1.0, help="Scales the training steps (1.0: about 15 min on 2 cores).")
-@_backend_options
+@_backend_options(url=None, index="llmql-quickstart", url_note=" [default: WORKDIR/index]")
 @cli_errors
 def quickstart_cmd(data, model, workdir, corpus_docs, budget, backend, url, index, runtime) -> None:
     """Train (stage 1 + 2), export, sync and evaluate end to end; reuses whatever is already built."""
@@ -238,6 +246,10 @@ def quickstart_cmd(data, model, workdir, corpus_docs, budget, backend, url, inde
     data = data or default_data()
     if data is None:
         raise click.UsageError("no collection found; pass --data BEIR_DIR (or set LLMQL_DATA)")
+    if backend != "embedded" and not url:
+        url = os.environ.get(f"LLMQL_{backend.upper()}_URL")
+        if not url:
+            raise click.UsageError(f"--backend {backend} needs --url (or LLMQL_{backend.upper()}_URL)")
     quickstart(
         QuickstartConfig(
             data=str(data),
@@ -247,8 +259,8 @@ def quickstart_cmd(data, model, workdir, corpus_docs, budget, backend, url, inde
             budget=budget,
             runtime=runtime,
             backend=backend,
-            url=None if (backend == "embedded" and url == "./llmql-index") else url,
-            index=index if index != "llmql" else "llmql-quickstart",
+            url=url,
+            index=index,
         ),
         echo=click.echo,
     )

@@ -75,11 +75,9 @@ class QuickstartConfig:
 
 
 def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
-    from llmql.connectors.sync import SyncConfig, sync
+    """The five steps in order; each is skipped when its output already exists."""
     from llmql.export.convert import ExportConfig, export_model
-    from llmql.plugin.evaluate import EvalConfig, evaluate, format_table
-    from llmql.train.config import ContrastiveTrainConfig, LoraSettings, OptimConfig, QLTrainConfig
-    from llmql.train.run import train_contrastive, train_ql
+    from llmql.plugin.evaluate import format_table
 
     work = Path(cfg.workdir) if cfg.workdir else default_workdir()
     work.mkdir(parents=True, exist_ok=True)
@@ -88,56 +86,84 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
         if cfg.corpus_docs is None
         else corpus_slice(Path(cfg.data), work / "corpus-slice", cfg.corpus_docs, cfg.seed)
     )
-    steps = {"ql": max(1, round(cfg.ql_steps * cfg.budget)), "cl": max(1, round(cfg.cl_steps * cfg.budget))}
+    ql_steps, cl_steps = max(1, round(cfg.ql_steps * cfg.budget)), max(1, round(cfg.cl_steps * cfg.budget))
     stage1, stage2, export = work / "stage1", work / "stage2", work / "export"
 
-    echo(f"[1/5] stage 1: query likelihood, {steps['ql']} steps -> {stage1}")
+    echo(f"[1/5] stage 1: query likelihood, {ql_steps} steps -> {stage1}")
     if not (stage1 / "llmql.json").is_file():
-        train_ql(
-            QLTrainConfig(
-                model=cfg.model,
-                data=cfg.data,
-                out=str(stage1),
-                pseudo_queries="titles",
-                max_passage_tokens=cfg.max_passage_tokens,
-                max_query_tokens=64,
-                optim=OptimConfig(
-                    learning_rate=5e-5, max_steps=steps["ql"], batch_size=8, seed=cfg.seed, save_every=10
-                ),
-            ),
-            resume=(stage1 / "checkpoints").is_dir(),
-        )
-    echo(f"[2/5] stage 2: contrastive LoRA, {steps['cl']} steps -> {stage2}")
+        _train_stage1(cfg, stage1, ql_steps)
+    echo(f"[2/5] stage 2: contrastive LoRA, {cl_steps} steps -> {stage2}")
     if not (stage2 / "llmql.json").is_file():
-        train_contrastive(
-            ContrastiveTrainConfig(
-                model=str(stage1),
-                data=cfg.data,
-                out=str(stage2),
-                group_size=4,
-                temperature=0.01,
-                max_passage_tokens=cfg.max_passage_tokens,
-                max_query_tokens=64,
-                lora=LoraSettings(r=32, alpha=64, dropout=0.0),
-                optim=OptimConfig(
-                    learning_rate=1e-4,
-                    warmup_steps=max(1, steps["cl"] // 10),
-                    max_steps=steps["cl"],
-                    batch_size=4,
-                    seed=cfg.seed,
-                    save_every=10,
-                ),
-            ),
-            resume=(stage2 / "checkpoints").is_dir(),
-        )
+        _train_stage2(cfg, stage1, stage2, cl_steps)
     echo(f"[3/5] ONNX export with the QL scorer -> {export}")
     if not (export / "manifest.json").is_file():
         export_model(ExportConfig(model=str(stage2), out=str(export), ql_scorer=True, validation_data=cfg.data))
     url = cfg.url or str(work / "index")
     echo(f"[4/5] sync into {cfg.backend} ({url}, index {cfg.index}) with cached [E] states")
+    report = _sync(cfg, searched, export, url, work)
+    echo(f"      indexed {report.indexed}, unchanged {report.unchanged} in {report.seconds:.0f} s")
+    echo("[5/5] evaluation on the test queries")
+    summary = _evaluate(cfg, searched, export, url, work)
+    echo(format_table(summary))
+    if cfg.corpus_docs is not None:
+        echo(
+            f"(searched corpus: {report.indexed + report.unchanged} documents = every test-judged document plus "
+            "random others; a quick check, not comparable to full-corpus figures: see BENCHMARKS.md)"
+        )
+    return summary
+
+
+def _train_stage1(cfg: QuickstartConfig, out: Path, steps: int) -> None:
+    from llmql.train.config import OptimConfig, QLTrainConfig
+    from llmql.train.run import train_ql
+
+    train_ql(
+        QLTrainConfig(
+            model=cfg.model,
+            data=cfg.data,
+            out=str(out),
+            pseudo_queries="titles",
+            max_passage_tokens=cfg.max_passage_tokens,
+            max_query_tokens=64,
+            optim=OptimConfig(learning_rate=5e-5, max_steps=steps, batch_size=8, seed=cfg.seed, save_every=10),
+        ),
+        resume=(out / "checkpoints").is_dir(),
+    )
+
+
+def _train_stage2(cfg: QuickstartConfig, stage1: Path, out: Path, steps: int) -> None:
+    from llmql.train.config import ContrastiveTrainConfig, LoraSettings, OptimConfig
+    from llmql.train.run import train_contrastive
+
+    train_contrastive(
+        ContrastiveTrainConfig(
+            model=str(stage1),
+            data=cfg.data,
+            out=str(out),
+            group_size=4,
+            temperature=0.01,
+            max_passage_tokens=cfg.max_passage_tokens,
+            max_query_tokens=64,
+            lora=LoraSettings(r=32, alpha=64, dropout=0.0),
+            optim=OptimConfig(
+                learning_rate=1e-4,
+                warmup_steps=max(1, steps // 10),
+                max_steps=steps,
+                batch_size=4,
+                seed=cfg.seed,
+                save_every=10,
+            ),
+        ),
+        resume=(out / "checkpoints").is_dir(),
+    )
+
+
+def _sync(cfg: QuickstartConfig, corpus: Path, export: Path, url: str, work: Path):
+    from llmql.connectors.sync import SyncConfig, sync
+
     report = sync(
         SyncConfig(
-            corpus=str(searched),
+            corpus=str(corpus),
             model=str(export),
             backend=cfg.backend,
             url=url,
@@ -151,11 +177,15 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
     )
     if not report.ok:
         raise LLMQLError(f"{report.failed} documents failed to sync; see {report.failures_file}")
-    echo(f"      indexed {report.indexed}, unchanged {report.unchanged} in {report.seconds:.0f} s")
-    echo("[5/5] evaluation on the test queries")
-    summary = evaluate(
+    return report
+
+
+def _evaluate(cfg: QuickstartConfig, data: Path, export: Path, url: str, work: Path) -> dict:
+    from llmql.plugin.evaluate import EvalConfig, evaluate
+
+    return evaluate(
         EvalConfig(
-            data=str(searched),
+            data=str(data),
             runtime=cfg.runtime,
             split="test",
             backend=cfg.backend,
@@ -168,10 +198,3 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
             out_dir=str(work / "eval"),
         )
     )
-    echo(format_table(summary))
-    if cfg.corpus_docs is not None:
-        echo(
-            f"(searched corpus: {report.indexed + report.unchanged} documents = every test-judged document plus "
-            "random others; a quick check, not comparable to full-corpus figures: see BENCHMARKS.md)"
-        )
-    return summary

@@ -1,8 +1,12 @@
 """The main job end to end on a tiny model and the toy collection: train, export, sync, evaluate; then reuse."""
 
+import uuid
+
+import pytest
 from click.testing import CliRunner
 
 from llmql.plugin.cli import main
+from tests.conftest import server_url
 
 
 def test_quickstart_runs_end_to_end_and_reuses_its_work(tiny_llama, toy_beir, tmp_path):
@@ -29,3 +33,32 @@ def test_quickstart_runs_end_to_end_and_reuses_its_work(tiny_llama, toy_beir, tm
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0
     assert "indexed 0, unchanged 24" in again.output  # nothing retrained, re-exported or re-embedded
+
+
+def test_server_backend_needs_a_url(toy_beir, tmp_path, monkeypatch):
+    monkeypatch.delenv("LLMQL_OPENSEARCH_URL", raising=False)
+    args = ["quickstart", "--data", str(toy_beir), "--workdir", str(tmp_path), "--backend", "opensearch"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert "LLMQL_OPENSEARCH_URL" in result.output
+    assert not (tmp_path / "stage1").exists()  # refused before any work
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("engine", ["opensearch", "elasticsearch"])
+def test_quickstart_on_a_real_server(engine, tiny_llama, toy_beir, tmp_path):
+    url = server_url(engine)
+    index = f"llmql-qs-{uuid.uuid4().hex[:8]}"
+    args = ["quickstart", "--data", str(toy_beir), "--model", str(tiny_llama), "--workdir", str(tmp_path)]
+    args += ["--corpus-docs", "10", "--budget", "0.2", "--runtime", "onnx", "--backend", engine, "--url", url]
+    result = CliRunner().invoke(main, [*args, "--index", index])
+    assert result.exit_code == 0, result.output
+    assert f"sync into {engine} ({url}, index {index})" in result.output
+    assert any(line.startswith("hybrid+ql ") for line in result.output.splitlines())
+    from llmql.connectors.registry import open_backend
+
+    backend = open_backend(engine, url)
+    try:
+        assert backend.count(index) == 24  # the toy slice: every judged document plus others
+    finally:
+        backend.drop_index(index)
