@@ -74,9 +74,52 @@ class EmbedRequest(BaseModel):
     kind: Literal["query", "passage"] = "query"
 
 
+class BodyLimit:
+    """ASGI middleware: refuse a request body over `limit` bytes with 413, whether it declares a Content-Length
+    or streams in chunks without one. A chunked body is read here up to the limit (no more is ever buffered)
+    and replayed to the app."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                return await self._refuse(scope, receive, send, 400, "invalid Content-Length header")
+            if int(declared) > self.limit:
+                return await self._refuse(scope, receive, send, 413, f"request body over {self.limit} bytes")
+            return await self.app(scope, receive, send)
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                return await self._refuse(scope, receive, send, 413, f"request body over {self.limit} bytes")
+            if not message.get("more_body", False):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, status: int, detail: str) -> None:
+        from fastapi.responses import JSONResponse
+
+        await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+
+
 def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None):
     """Build the app; encoder, scorer and backend are loaded from `config` unless given (tests pass them)."""
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import FastAPI, HTTPException
     from fastapi.responses import JSONResponse
 
     from llmql.connectors.base import BackendError
@@ -94,12 +137,7 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
         description="LLM-QL dense retrieval, hybrid search and query-likelihood re-ranking.",
     )
 
-    @app.middleware("http")
-    async def bounded_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and int(length) > MAX_BODY_BYTES:
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     def index_of(name: str | None) -> str:
         index = name or config.index

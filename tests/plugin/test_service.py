@@ -76,3 +76,25 @@ def test_bad_input_is_a_clear_4xx_and_the_service_stays_up(client, method, path,
     assert response.status_code == status
     assert text in response.text
     assert client.get("/health").status_code == 200
+
+
+def test_a_chunked_body_is_counted_too(client):
+    def chunks():  # no Content-Length: the client streams the body
+        for _ in range(MAX_BODY_BYTES // 4096 + 2):
+            yield b"x" * 4096
+
+    response = client.post("/search", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "bytes" in response.text
+    assert client.get("/health").status_code == 200
+
+
+def test_a_small_chunked_body_is_served(client):
+    response = client.post(
+        "/search", content=iter([b'{"query": "kelp",', b' "k": 2}']), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200 and len(response.json()["hits"]) == 2
+
+
+def test_an_invalid_content_length_is_a_400(client):
+    response = client.post("/search", content=b"{}", headers={"content-length": "abc"})
+    assert response.status_code == 400 and "Content-Length" in response.text
