@@ -61,7 +61,7 @@ class Protocol:
     # tuning run at the chosen rate is that arm's seed-0 model.
     cl_lr_grid: tuple[float, ...] = (1e-4, 1e-3)
     # hybrid + QL: weight of the min-max QL score against the min-max fused score (0: hybrid, 1: QL alone),
-    # chosen on validation from one QL pass (ql_weight_curve)
+    # chosen on validation from one QL pass (the weight sweep of llmql-eval)
     ql_weight_grid: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
     seeds: tuple[int, ...] = (0, 1, 2)
     rerank_depth: int = 100
@@ -292,7 +292,7 @@ def run_eval(
     runs: tuple[str, ...],
     model: str | None = None,
     ql_model: str | None = None,
-    ql_weight: float = 0.5,
+    ql_weights: tuple[float, ...] = (0.5,),
 ) -> dict:
     from llmql.plugin.evaluate import EvalConfig, evaluate
 
@@ -307,7 +307,7 @@ def run_eval(
             runs=runs,
             depth=P.rerank_depth,
             rerank_depth=P.rerank_depth,
-            ql_weight=ql_weight,
+            ql_weights=ql_weights,
             runtime="torch",
             out_dir=str(WORK / "runs" / name),
         )
@@ -459,50 +459,6 @@ def cmd_main(args) -> None:
             arm_result(run, seed)
 
 
-def ql_weight_curve(retriever: Path, index: str, data: Path, split: str) -> dict[str, dict]:
-    """Metrics (aggregate, per query nDCG@10, latency) of hybrid + QL for every weight, from one QL pass per query.
-
-    Each query is searched once with the QL scores kept beside the fused ones (the result's per-stage scores);
-    every weight then re-ranks those same numbers with the searcher's own `interpolate`, so the sweep costs one
-    re-ranking instead of one per weight. Equal to `llmql-eval --runs hybrid+ql --ql-weight W` at depth 100.
-    """
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from llmql.connectors.registry import open_backend
-    from llmql.export.runtime import load_encoder, load_ql_scorer
-    from llmql.plugin.evaluate import score_run
-    from llmql.plugin.fusion import interpolate
-    from llmql.plugin.search import HybridSearcher, SearchConfig
-    from llmql.train.data import load_beir
-
-    beir = load_beir(data, split)
-    depth = P.rerank_depth
-    searcher = HybridSearcher(
-        open_backend("embedded", str(WORK / "indexes")),
-        index,
-        load_encoder(str(retriever), runtime="torch"),
-        load_ql_scorer(str(retriever), runtime="torch"),
-        SearchConfig(bm25_k=depth, knn_k=depth, rerank_depth=depth, ql_weight=1.0),
-    )
-    kept, latencies = {}, []
-    for qid in tqdm(sorted(beir.qrels), desc="hybrid+ql stages", unit="q"):
-        start = time.perf_counter()
-        hits = searcher.search(beir.queries[qid], k=depth).hits
-        latencies.append((time.perf_counter() - start) * 1000)
-        kept[qid] = ({h.id: h.stages["fused"] for h in hits}, {h.id: h.stages["ql"] for h in hits})
-    curve = {}
-    for weight in P.ql_weight_grid:
-        run = {q: interpolate(fused, ql, weight) for q, (fused, ql) in kept.items()}
-        scored = score_run(beir.qrels, run, depth)
-        curve[f"{weight:g}"] = {
-            "metrics": scored["metrics"],
-            "per_query_ndcg10": {q: v["nDCG@10"] for q, v in scored["per_query"].items()},
-            "latency_ms": {"p50": float(np.percentile(latencies, 50)), "p95": float(np.percentile(latencies, 95))},
-        }
-    return curve
-
-
 def tune_ql_weight(retriever: Path) -> float:
     """Weight of the QL score in hybrid + QL, by validation nDCG@10 on the validation slice."""
     if len(P.ql_weight_grid) == 1:
@@ -511,9 +467,19 @@ def tune_ql_weight(retriever: Path) -> float:
     def work():
         corpus = validation_corpus()
         index = build_index(str(retriever), "val-hybrid-ql", corpus, ql_cache=True)
-        curve = ql_weight_curve(retriever, index, corpus, "validation")
-        chosen = max(curve, key=lambda w: curve[w]["metrics"]["nDCG@10"])
-        return {"metrics_by_weight": {w: c["metrics"] for w, c in curve.items()}, "chosen": float(chosen)}
+        summary = run_eval(
+            "val-hybrid-ql",
+            index,
+            corpus,
+            "validation",
+            ("hybrid+ql",),
+            model=str(retriever),
+            ql_model=str(retriever),
+            ql_weights=P.ql_weight_grid,
+        )
+        curve = {f"{w:g}": summary["runs"][f"hybrid+ql@{w:g}"]["metrics"] for w in P.ql_weight_grid}
+        chosen = max(curve, key=lambda w: curve[w]["nDCG@10"])
+        return {"metrics_by_weight": curve, "chosen": float(chosen)}
 
     return job("tune-ql-weight")(work)()["chosen"]
 
@@ -525,25 +491,22 @@ def rerank_runs() -> dict:
     # One directory is both: adapter on = the retriever, adapter off = the stage-1 QL scorer.
     weight = tune_ql_weight(retriever)
     index = build_index(str(retriever), "run4-seed0", DATA, ql_cache=True)
+    # hybrid + QL at every weight from one QL pass: the validation-chosen one is reported, the others are kept for
+    # information only (choosing on them would be tuning on the test claims)
     summary = run_eval(
         "run7-8",
         index,
         DATA,
         "test",
-        ("bm25", "dense", "hybrid", "ql", "ql-dirichlet"),
+        ("bm25", "dense", "hybrid", "hybrid+ql", "ql", "ql-dirichlet"),
         model=str(retriever),
         ql_model=str(retriever),
+        ql_weights=P.ql_weight_grid,
     )
-    runs = {r: _metrics(summary, r) for r in summary["runs"]}
-    # hybrid + QL at the validation-chosen weight; the same pass gives every other weight, kept for information
-    # only (choosing on these would be tuning on the test claims)
-    curve = ql_weight_curve(retriever, index, DATA, "test")
-    runs["hybrid+ql"] = curve[f"{weight:g}"]
-    return {
-        "ql_weight": weight,
-        "runs": runs,
-        "test_weight_curve_not_used_for_choice": {w: c["metrics"] for w, c in curve.items()},
-    }
+    runs = {r: _metrics(summary, r) for r in summary["runs"] if not r.startswith("hybrid+ql@")}
+    runs["hybrid+ql"] = _metrics(summary, f"hybrid+ql@{weight:g}")
+    curve = {f"{w:g}": summary["runs"][f"hybrid+ql@{w:g}"]["metrics"] for w in P.ql_weight_grid}
+    return {"ql_weight": weight, "runs": runs, "test_weight_curve_not_used_for_choice": curve}
 
 
 def minilm_reference() -> dict:

@@ -125,6 +125,13 @@ def search_main(
         )
 
 
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, got {text!r}", param_hint=option) from None
+
+
 @click.command("eval", context_settings=CONTEXT)
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder.")
 @click.option("--split", default="test")
@@ -137,7 +144,12 @@ def search_main(
 @click.option("--depth", type=int, default=100, help="First-stage candidates and run-file depth (R@1000 needs 1000).")
 @click.option("--rerank-depth", type=int, default=100, help="Candidates re-ranked by QL (LLM or Dirichlet).")
 @click.option("--fusion", type=click.Choice(["rrf", "minmax", "zscore"]), default="rrf")
-@click.option("--ql-weight", type=float, default=0.5, help="hybrid+ql: weight of the QL score.")
+@click.option(
+    "--ql-weight",
+    default="0.5",
+    help="hybrid+ql: weight of the QL score in [0, 1] (0: hybrid, 1: QL alone). Several, comma-separated, give one "
+    "row each (hybrid+ql@W) from a single QL pass: a cheap sweep on a validation split.",
+)
 @click.option(
     "--ql-path",
     type=click.Choice(["auto", "cached", "full"]),
@@ -182,7 +194,7 @@ def eval_main(
         depth=depth,
         rerank_depth=rerank_depth,
         fusion=fusion,
-        ql_weight=ql_weight,
+        ql_weights=_floats(ql_weight, "--ql-weight"),
         ql_path=ql_path,
         dirichlet_mu=mu,
         out_dir=out,

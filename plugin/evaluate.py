@@ -2,7 +2,8 @@
 files, and score them with ir-measures (nDCG@10, MRR@10, Recall@100, and Recall@1000 when the depth allows).
 
 Runs: bm25, dense, hybrid, hybrid+ql (QL re-rank of the fused top-n), ql (QL re-rank of BM25's top-n, QL score
-alone) and ql-dirichlet (Dirichlet-smoothed word QL re-ranking the same BM25 list).
+alone) and ql-dirichlet (Dirichlet-smoothed word QL re-ranking the same BM25 list). Several QL weights for
+hybrid+ql cost one QL pass: each query keeps its fused and QL scores and every weight re-ranks those numbers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
+
+from llmql.plugin.fusion import rerank_head
 
 RUNS = ("bm25", "dense", "hybrid", "hybrid+ql", "ql", "ql-dirichlet")
 
@@ -30,7 +34,7 @@ class EvalConfig:
     depth: int = 100  # first-stage candidates per query (and run-file depth)
     rerank_depth: int = 100
     fusion: str = "rrf"
-    ql_weight: float = 0.5  # hybrid+ql: weight of the QL score against the fused score
+    ql_weights: tuple[float, ...] = (0.5,)  # hybrid+ql: weight(s) of the QL score against the fused score
     ql_path: str = "auto"
     dirichlet_mu: float = 1000.0
     out_dir: str = "llmql-eval"
@@ -76,29 +80,20 @@ def write_trec(path: Path, run: dict[str, dict[str, float]], name: str) -> None:
 
 
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
-    from tqdm.auto import tqdm
-
+    """Every run in `cfg.runs` over the split's judged queries; writes NAME.run files and summary.json."""
     from llmql.connectors.registry import open_backend
     from llmql.export.runtime import load_encoder, load_ql_scorer
     from llmql.plugin.search import HybridSearcher, SearchConfig
     from llmql.plugin.word_ql import DirichletQL
     from llmql.train.data import load_beir
 
-    unknown = set(cfg.runs) - set(RUNS)
-    if unknown:
-        raise ValueError(f"unknown run(s) {sorted(unknown)}; choose from {', '.join(RUNS)}")
+    _check(cfg)
     data = load_beir(Path(cfg.data), cfg.split)
     qids = sorted(data.qrels)[: cfg.max_queries] if cfg.max_queries else sorted(data.qrels)
     backend = open_backend(cfg.backend, cfg.url, **cfg.backend_options)
     backend.count(cfg.index)  # fails clearly if the index does not exist
-    needs_encoder = {"dense", "hybrid", "hybrid+ql"} & set(cfg.runs)
-    needs_ql = {"hybrid+ql", "ql"} & set(cfg.runs)
-    if needs_encoder and not cfg.model:
-        raise ValueError(f"runs {sorted(needs_encoder)} need --model (the encoder)")
-    if needs_ql and not cfg.ql_model:
-        raise ValueError(f"runs {sorted(needs_ql)} need --ql-model (an export with --ql-scorer or a model dir)")
-    encoder = load_encoder(cfg.model, runtime=cfg.runtime) if needs_encoder else None
-    scorer = load_ql_scorer(cfg.ql_model, runtime=cfg.runtime) if needs_ql else None
+    encoder = load_encoder(cfg.model, runtime=cfg.runtime) if {"dense", "hybrid", "hybrid+ql"} & set(cfg.runs) else None
+    scorer = load_ql_scorer(cfg.ql_model, runtime=cfg.runtime) if {"hybrid+ql", "ql"} & set(cfg.runs) else None
     dirichlet = None
     if "ql-dirichlet" in cfg.runs:
         dirichlet = DirichletQL(((d.id, f"{d.title} {d.text}") for d in data.corpus.values()), mu=cfg.dirichlet_mu)
@@ -108,37 +103,85 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         "bm25": replace(base, mode="bm25"),
         "dense": replace(base, mode="dense"),
         "hybrid": replace(base, mode="hybrid"),
-        "hybrid+ql": replace(base, mode="hybrid", rerank_depth=cfg.rerank_depth, ql_weight=cfg.ql_weight),
+        "hybrid+ql": replace(base, mode="hybrid", rerank_depth=cfg.rerank_depth, ql_weight=1.0),
         "ql": replace(base, mode="bm25", rerank_depth=cfg.rerank_depth, ql_weight=1.0),
         "ql-dirichlet": replace(base, mode="bm25"),
     }
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"config": asdict(cfg), "queries": len(qids), "runs": {}}
+    k = max(cfg.depth, cfg.rerank_depth)  # hybrid+ql re-weights the whole re-ranked head
     for name in cfg.runs:
         searcher = HybridSearcher(backend, cfg.index, encoder, scorer, configs[name])
-        run: dict[str, dict[str, float]] = {}
-        latencies: list[float] = []
+        results, latencies = {}, []
         for qid in tqdm(qids, desc=name, unit="q", disable=not progress):
             start = time.perf_counter()
-            result = searcher.search(data.queries[qid], k=cfg.depth)
-            docs = {h.id: h.score for h in result.hits}
+            results[qid] = searcher.search(data.queries[qid], k=k)
             if name == "ql-dirichlet":
-                head = [h.id for h in result.hits[: cfg.rerank_depth]]
-                rescored = dirichlet.score(data.queries[qid], head)
-                low = min(rescored.values(), default=0.0)
-                docs = {
-                    **{d: low - 1.0 - r for r, d in enumerate(h.id for h in result.hits[cfg.rerank_depth :])},
-                    **rescored,
-                }
+                results[qid] = _dirichlet_rerank(results[qid], dirichlet, data.queries[qid], cfg.rerank_depth)
             latencies.append((time.perf_counter() - start) * 1000)
-            run[qid] = docs
-        write_trec(out_dir / f"{name}.run", run, name)
-        scored = score_run(data.qrels, run, cfg.depth)
-        scored["latency_ms"] = {"p50": float(np.percentile(latencies, 50)), "p95": float(np.percentile(latencies, 95))}
-        summary["runs"][name] = scored
+        if name == "hybrid+ql":
+            weights = cfg.ql_weights
+            runs = {
+                ("hybrid+ql" if len(weights) == 1 else f"hybrid+ql@{w:g}"): {
+                    q: _top(_reweighted(r, w), cfg.depth) for q, r in results.items()
+                }
+                for w in weights
+            }
+        else:
+            runs = {name: {q: _top({h.id: h.score for h in r.hits}, cfg.depth) for q, r in results.items()}}
+        for run_name, run in runs.items():
+            write_trec(out_dir / f"{run_name}.run", run, run_name)
+            scored = score_run(data.qrels, run, cfg.depth)
+            scored["latency_ms"] = {
+                "p50": float(np.percentile(latencies, 50)),
+                "p95": float(np.percentile(latencies, 95)),
+            }
+            summary["runs"][run_name] = scored
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _check(cfg: EvalConfig) -> None:
+    unknown = set(cfg.runs) - set(RUNS)
+    if unknown:
+        raise ValueError(f"unknown run(s) {sorted(unknown)}; choose from {', '.join(RUNS)}")
+    needs_encoder = {"dense", "hybrid", "hybrid+ql"} & set(cfg.runs)
+    needs_ql = {"hybrid+ql", "ql"} & set(cfg.runs)
+    if needs_encoder and not cfg.model:
+        raise ValueError(f"runs {sorted(needs_encoder)} need --model (the encoder)")
+    if needs_ql and not cfg.ql_model:
+        raise ValueError(f"runs {sorted(needs_ql)} need --ql-model (an export with --ql-scorer or a model dir)")
+    if not cfg.ql_weights or any(not 0.0 <= w <= 1.0 for w in cfg.ql_weights):
+        raise ValueError(f"QL weights must lie in [0, 1], got {list(cfg.ql_weights)}")
+
+
+def _top(scores: dict[str, float], depth: int) -> dict[str, float]:
+    return dict(sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:depth])
+
+
+def _reweighted(result, alpha: float) -> dict[str, float]:
+    """A hybrid+ql result searched with the QL score alone, re-ranked at weight `alpha` (same as searching with it).
+
+    The head is the set of hits with a QL score; the tail keeps its fused order below it.
+    """
+    head = [h.id for h in result.hits if "ql" in h.stages]
+    tail = [h.id for h in result.hits if "ql" not in h.stages]
+    fused = {h.id: h.stages["fused"] for h in result.hits}
+    ql = {h.id: h.stages["ql"] for h in result.hits if "ql" in h.stages}
+    return rerank_head(fused, ql, head, tail, alpha)
+
+
+def _dirichlet_rerank(result, dirichlet, query: str, depth: int):
+    """BM25's top `depth` re-scored by Dirichlet-smoothed word QL; the rest keep their order below them."""
+    ids = [h.id for h in result.hits]
+    rescored = dirichlet.score(query, ids[:depth])
+    scores = rerank_head(dict.fromkeys(ids, 0.0), rescored, ids[:depth], ids[depth:], alpha=1.0)
+    hits = []
+    for h in result.hits:
+        stages = {**h.stages, "ql-dirichlet": rescored[h.id]} if h.id in rescored else h.stages
+        hits.append(replace(h, score=scores[h.id], stages=stages))
+    return replace(result, hits=sorted(hits, key=lambda h: (-h.score, h.id)))
 
 
 def format_table(summary: dict) -> str:

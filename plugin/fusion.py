@@ -61,3 +61,16 @@ def interpolate(first: Scores, second: Scores, alpha: float) -> dict[str, float]
     """(1 - alpha) * minmax(first) + alpha * minmax(second) over `first`'s documents; alpha = 1 uses `second`."""
     a, b = min_max(first), min_max(second)
     return {d: (1 - alpha) * a[d] + alpha * b.get(d, 0.0) for d in first}
+
+
+def rerank_head(fused: Scores, ql: Scores, head: list[str], tail: list[str], alpha: float) -> dict[str, float]:
+    """Scores after QL re-ranking of the head: interpolated for `head`, then `tail` in its given order scored
+    strictly below the head (min(head) - 1, - 2, ...), so sorting by score gives the ranked list as served.
+
+    A run file scored this way evaluates the order the searcher returns (the head's interpolated values and the
+    tail's fused values live on different scales and must not be compared).
+    """
+    scores = interpolate({d: fused[d] for d in head}, ql, alpha)
+    floor = min(scores.values(), default=0.0)
+    scores.update({d: floor - 1.0 - i for i, d in enumerate(tail)})
+    return scores

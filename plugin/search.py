@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from llmql.connectors.base import Backend, Filter, Hit
-from llmql.plugin.fusion import fuse, interpolate
+from llmql.plugin.fusion import fuse, rerank_head
 from llmql.plugin.rerank import QLReranker
 
 
@@ -92,10 +92,9 @@ class HybridSearcher:
             timings["ql_rerank"] = result.seconds * 1000
             ql_path = result.path
             stages["ql"] = result.scores
-            head = interpolate({d: scores[d] for d in top}, result.scores, cfg.ql_weight)
             # the re-ranked head stays above the tail, whose order is unchanged
-            order = sorted(head, key=lambda d: (-head[d], d)) + tail
-            scores = {**scores, **head}
+            scores = rerank_head(scores, result.scores, top, tail, cfg.ql_weight)
+            order = sorted(scores, key=lambda d: (-scores[d], d))
         out = [
             ResultHit(
                 d,

@@ -33,3 +33,49 @@ def test_dirichlet_ql_by_hand():
     assert scores["d1"] == pytest.approx(math.log((2 + 2 * p_kelp) / (3 + 2)))
     assert scores["d2"] == pytest.approx(math.log((0 + 2 * p_kelp) / (1 + 2)))
     assert ql.score("unknownword", ["d1", "d2"]) == {"d1": 0.0, "d2": 0.0}
+
+
+@pytest.mark.parametrize("weights", [(0.3,), (0.0, 0.3, 1.0)])
+def test_weight_sweep_equals_searching_at_each_weight(synced, ql_export, toy_beir, tmp_path, weights):
+    """One QL pass re-weighted per weight gives exactly the ranking of a search at that weight (head and tail)."""
+    from llmql.export.runtime import OnnxEncoder, OnnxQLScorer
+    from llmql.plugin.evaluate import EvalConfig, evaluate
+    from llmql.plugin.search import HybridSearcher, SearchConfig
+    from llmql.train.data import load_beir
+
+    backend, index = synced
+    cfg = EvalConfig(
+        data=str(toy_beir),
+        backend=backend.name,
+        url=backend.location,
+        index=index,
+        model=str(ql_export),
+        ql_model=str(ql_export),
+        runs=("hybrid+ql",),
+        depth=12,
+        rerank_depth=5,
+        ql_weights=weights,
+        runtime="onnx",
+        out_dir=str(tmp_path / "eval"),
+    )
+    summary = evaluate(cfg, progress=False)
+    names = ["hybrid+ql"] if len(weights) == 1 else [f"hybrid+ql@{w:g}" for w in weights]
+    assert list(summary["runs"]) == names
+    data = load_beir(toy_beir, "test")
+    encoder, scorer = OnnxEncoder.from_dir(ql_export), OnnxQLScorer.from_dir(ql_export)
+    for name, weight in zip(names, weights, strict=True):
+        lines = (tmp_path / "eval" / f"{name}.run").read_text().splitlines()
+        served = HybridSearcher(
+            backend, index, encoder, scorer, SearchConfig(bm25_k=12, knn_k=12, rerank_depth=5, ql_weight=weight)
+        )
+        for qid in sorted(data.qrels)[:4]:
+            ranked = [line.split()[2] for line in lines if line.split()[0] == qid]
+            assert ranked == [h.id for h in served.search(data.queries[qid], k=12).hits], (name, qid)
+
+
+def test_ql_weights_outside_0_1_are_refused(toy_beir, tmp_path):
+    from llmql.plugin.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(data=str(toy_beir), runs=("bm25",), ql_weights=(1.5,), out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        evaluate(cfg, progress=False)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from llmql.plugin.fusion import fuse, interpolate, min_max, rrf, z_score
+from llmql.plugin.fusion import fuse, interpolate, min_max, rerank_head, rrf, z_score
 
 
 def test_min_max_with_ties_and_single_results():
@@ -57,3 +57,16 @@ def test_opensearch_hybrid_query_and_pipeline_shapes():
     assert lexical["multi_match"]["query"] == "kelp" and dense["knn"]["vector"] == {"vector": [0.1, 0.2], "k": 50}
     processor = normalization_pipeline(weights=(0.3, 0.7))["phase_results_processors"][0]["normalization-processor"]
     assert processor["combination"]["parameters"]["weights"] == [0.3, 0.7]
+
+
+def test_rerank_head_keeps_the_tail_below_the_head():
+    fused = {"a": 0.9, "b": 0.8, "c": 0.7, "t1": 0.03, "t2": 0.02}
+    ql = {"a": -30.0, "b": -10.0, "c": -20.0}
+    # alpha 1: QL alone orders the head b, c, a; minmax gives b 1.0, c 0.5, a 0.0
+    out = rerank_head(fused, ql, ["a", "b", "c"], ["t1", "t2"], alpha=1.0)
+    assert out == {"b": 1.0, "c": 0.5, "a": 0.0, "t1": -1.0, "t2": -2.0}
+    assert sorted(out, key=lambda d: -out[d]) == ["b", "c", "a", "t1", "t2"]
+    # alpha 0: the head keeps its fused order, the tail's small fused scores never overtake a head document
+    out = rerank_head(fused, ql, ["a", "b", "c"], ["t1", "t2"], alpha=0.0)
+    assert out["c"] == 0.0 and out["t1"] == -1.0 and out["t2"] == -2.0
+    assert rerank_head(fused, {}, [], ["t1"], alpha=0.5) == {"t1": -1.0}

@@ -70,3 +70,15 @@ def test_reranker_needs_states_for_the_cached_path(tmp_path, ql_export, toy_beir
     with pytest.raises(ValueError, match="no cached QL states"):
         QLReranker(scorer, backend, "plain", path="cached").rerank("kelp", ["d1"])
     assert QLReranker(scorer, backend, "plain", path="auto").rerank("kelp", ["d1", "d2"]).path == "full"
+
+
+def test_reranked_scores_follow_the_served_order(synced, ql_export):
+    """The tail below a re-ranked head is scored below it, so a run file sorted by score is the served list."""
+    backend, index = synced
+    encoder, scorer = OnnxEncoder.from_dir(ql_export), OnnxQLScorer.from_dir(ql_export)
+    searcher = HybridSearcher(backend, index, encoder, scorer, SearchConfig(rerank_depth=5, ql_weight=0.5))
+    hits = searcher.search("granite ridge data", k=20).hits
+    assert len(hits) == 20
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert all("ql" in h.stages for h in hits[:5]) and not any("ql" in h.stages for h in hits[5:])
