@@ -206,6 +206,8 @@ def cmd_tune_ql(_args) -> dict:
                 **validation_ql_nll(train_stage1(name, lr, seed=0, steps=P.ql_steps)),
             }
         )()
+    # the untrained backbone's held-out QL loss, for scale (the prompt layout and mask are the same)
+    job("ql-nll-untrained")(lambda: {"lr": None, **validation_ql_nll(zeroshot_model())})()
     best = min(results.values(), key=lambda r: r["val_nll_per_token"])
     print(f"stage-1 learning rate chosen on validation: {best['lr']:g}")
     return best
@@ -629,7 +631,7 @@ def cmd_report(_args) -> dict:
             f"- {name}: {c['mean_difference']:+.4f} (95% bootstrap interval {c['ci95'][0]:+.4f} to "
             f"{c['ci95'][1]:+.4f}, paired t-test p = {c['t_test_p']:.3g}, {c['queries']} queries)"
         )
-    tuning = {k: v for k, v in results.items() if k.startswith("tune")}
+    tuning = {k: v for k, v in results.items() if k.startswith("tune") or k == "ql-nll-untrained"}
     wall = {k: v.get("wall_seconds") for k, v in results.items()}
     if DRY:  # a dry run must not overwrite the real figures
         return comparisons
