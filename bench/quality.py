@@ -560,6 +560,21 @@ def _paired(a: dict[str, float], b: dict[str, float], resamples: int = 10_000) -
     }
 
 
+def _print_tuning(tuning: dict) -> None:
+    """The choices made on validation (held-out training claims), never on the test claims."""
+    print("\nChoices on validation:\n")
+    if "ql-nll-untrained" in tuning:
+        print(f"- held-out QL loss of the untrained backbone: {tuning['ql-nll-untrained']['val_nll_per_token']:.3f}")
+    for key, t in sorted(tuning.items()):
+        if key.startswith("tune-ql-lr"):
+            print(f"- stage 1 at lr {t['lr']:g}: held-out QL loss {t['val_nll_per_token']:.3f} nats/token")
+        elif key.startswith("tune-cl-"):
+            print(f"- stage 2, {t['arm']} at lr {t['lr']:g}: validation nDCG@10 {t['nDCG@10']:.4f}")
+        elif key == "tune-ql-weight":
+            curve = ", ".join(f"{w}: {m['nDCG@10']:.4f}" for w, m in t["metrics_by_weight"].items())
+            print(f"- hybrid+QL weight: validation nDCG@10 {curve}; chosen {t['chosen']:g}")
+
+
 def cmd_report(_args) -> dict:
     """Tables from whatever jobs have finished, and bench/results/quality.json."""
     import numpy as np
@@ -568,24 +583,31 @@ def cmd_report(_args) -> dict:
 
     results = {p.stem: json.loads(p.read_text()) for p in sorted(JOBS.glob("*.json"))}
     rows, per_query = [], {}
-    print("| run | configuration | nDCG@10 | MRR@10 | R@100 | seeds |\n|---|---|---:|---:|---:|---:|")
+    print(
+        "| run | configuration | nDCG@10 | MRR@10 | R@100 | seeds | nDCG@10 per seed |\n"
+        "|---|---|---:|---:|---:|---:|---|"
+    )
     for key, label in (("run1-bm25", "1"), ("run2-zeroshot", "2"), ("reference-minilm", "ref")):
         if key in results:
             m = results[key]["metrics"]
-            print(
-                f"| {label} | {results[key]['label']} | {m['nDCG@10']:.4f} | {m['MRR@10']:.4f} | {m['R@100']:.4f} | - |"
-            )
+            cells = f"{m['nDCG@10']:.4f} | {m['MRR@10']:.4f} | {m['R@100']:.4f}"
+            print(f"| {label} | {results[key]['label']} | {cells} | - | - |")
             rows.append({"run": label, "label": results[key]["label"], **m})
     for run, (label, _) in ARMS.items():
         seeds = [results[k] for k in sorted(results) if k.startswith(f"run{run}-seed")]
         if not seeds:
             continue
+        ddof = 1 if len(seeds) > 1 else 0  # sample standard deviation over seeds
         stats_ = {
-            m: (float(np.mean([s["metrics"][m] for s in seeds])), float(np.std([s["metrics"][m] for s in seeds])))
+            m: (
+                float(np.mean([s["metrics"][m] for s in seeds])),
+                float(np.std([s["metrics"][m] for s in seeds], ddof=ddof)),
+            )
             for m in ("nDCG@10", "MRR@10", "R@100")
         }
         cells = " | ".join(f"{mean:.4f} ± {std:.4f}" for mean, std in stats_.values())
-        print(f"| {run} | {label} | {cells} | {len(seeds)} |")
+        per_seed = ", ".join(f"{s['metrics']['nDCG@10']:.4f}" for s in seeds)
+        print(f"| {run} | {label} | {cells} | {len(seeds)} | {per_seed} |")
         rows.append(
             {
                 "run": run,
@@ -633,6 +655,9 @@ def cmd_report(_args) -> dict:
         )
     tuning = {k: v for k, v in results.items() if k.startswith("tune") or k == "ql-nll-untrained"}
     wall = {k: v.get("wall_seconds") for k, v in results.items()}
+    _print_tuning(tuning)
+    print("\nWall time per job, minutes (train-*: training alone; the others include index and evaluation):\n")
+    print(", ".join(f"{k} {v / 60:.1f}" for k, v in sorted(wall.items()) if v))
     if DRY:  # a dry run must not overwrite the real figures
         return comparisons
     write_results(
