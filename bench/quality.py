@@ -3,7 +3,8 @@
 One command per table, each resumable (finished jobs are skipped, interrupted training resumes):
 
     .venv/bin/python -m bench.quality split        # validation split of the training claims
-    .venv/bin/python -m bench.quality tune         # stage-1 and stage-2 learning rates, on validation only
+    .venv/bin/python -m bench.quality tune-ql      # stage-1 learning rate, by held-out QL loss on validation
+    .venv/bin/python -m bench.quality tune-cl      # stage-2 learning rate per arm, by validation nDCG@10
     .venv/bin/python -m bench.quality main         # runs 1-8 on the 300 test claims, 3 seeds for runs 3-6
     .venv/bin/python -m bench.quality report       # tables + bench/results/quality.json
 
@@ -605,7 +606,10 @@ def cmd_report(_args) -> dict:
             )
             for m in ("nDCG@10", "MRR@10", "R@100")
         }
-        cells = " | ".join(f"{mean:.4f} ± {std:.4f}" for mean, std in stats_.values())
+        # one seed has no spread: say so rather than print a misleading ± 0
+        cells = " | ".join(
+            f"{mean:.4f} ± {std:.4f}" if len(seeds) > 1 else f"{mean:.4f}" for mean, std in stats_.values()
+        )
         per_seed = ", ".join(f"{s['metrics']['nDCG@10']:.4f}" for s in seeds)
         print(f"| {run} | {label} | {cells} | {len(seeds)} | {per_seed} |")
         rows.append(
@@ -620,6 +624,14 @@ def cmd_report(_args) -> dict:
         )
         queries = seeds[0]["per_query_ndcg10"]
         per_query[run] = {q: float(np.mean([s["per_query_ndcg10"][q] for s in seeds])) for q in queries}
+    by_run = {r["run"]: r for r in rows}
+    if 3 in by_run and 4 in by_run:  # the bar: the difference of means against the spread over seeds
+        gap = by_run[4]["nDCG@10_mean"] - by_run[3]["nDCG@10_mean"]
+        print(
+            f"\nRun 4 - run 3, mean nDCG@10 over seeds: {gap:+.4f}; seed standard deviation "
+            f"run 3 {by_run[3]['nDCG@10_std']:.4f}, run 4 {by_run[4]['nDCG@10_std']:.4f} "
+            f"({len(by_run[3]['seeds'])} and {len(by_run[4]['seeds'])} seeds)"
+        )
     comparisons = {}
     for a, b in ((4, 3), (4, 5), (4, 6)):
         if a in per_query and b in per_query:
