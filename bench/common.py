@@ -84,3 +84,16 @@ def matmul_peak_gflops(dtype_name: str = "float32", size: int = 2048, repeats: i
     b = torch.randn(size, size, dtype=dtype)
     seconds = median(timed(lambda: a @ b, repeats))
     return 2 * size**3 / seconds / 1e9
+
+
+def engine_targets(embedded_dir: Path) -> list[tuple[str, str]]:
+    """The engines a speed benchmark measures: the embedded one always, each server whose URL is set
+    (`eval "$(scripts/search-server env)"`); a missing server is said, not silently dropped."""
+    targets = [("embedded", str(embedded_dir))]
+    for engine in ("opensearch", "elasticsearch"):
+        url = os.environ.get(f"LLMQL_{engine.upper()}_URL")
+        if url:
+            targets.append((engine, url))
+        else:
+            print(f"{engine}: LLMQL_{engine.upper()}_URL not set, skipped", flush=True)
+    return targets

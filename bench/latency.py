@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import SHARED_DATA, write_results
+from bench.common import SHARED_DATA, engine_targets, write_results
 
 
 def percentiles(values: list[float]) -> dict:
@@ -64,13 +63,7 @@ def main() -> None:
         Record(d.id, d.title, d.text, vectors[i], content_hash(d, identity), states[i]) for i, d in enumerate(docs)
     ]
 
-    targets = [("embedded", str(work / "lancedb"))]
-    for engine in ("opensearch", "elasticsearch"):
-        url = os.environ.get(f"LLMQL_{engine.upper()}_URL")
-        if url:
-            targets.append((engine, url))
-        else:
-            print(f"{engine}: LLMQL_{engine.upper()}_URL not set, skipped", flush=True)
+    targets = engine_targets(work / "lancedb")
     results = {
         "storage_bytes_per_document": {"ql_state_fp16": len(states[0]), "vector_float32": int(vectors.shape[1] * 4)},
         "engines": {},

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import SHARED_DATA, write_results
+from bench.common import SHARED_DATA, engine_targets, write_results
 
 
 def main() -> None:
@@ -51,13 +50,7 @@ def main() -> None:
     rows = [{"target": "encoding alone", "seconds": encode_seconds, "docs_per_s": len(docs) / encode_seconds}]
     print(json.dumps(rows[-1]), flush=True)
 
-    targets = [("embedded", str(work / "lancedb"))]
-    for engine in ("opensearch", "elasticsearch"):
-        url = os.environ.get(f"LLMQL_{engine.upper()}_URL")
-        if url:
-            targets.append((engine, url))
-        else:
-            print(f"{engine}: LLMQL_{engine.upper()}_URL not set, skipped", flush=True)
+    targets = engine_targets(work / "lancedb")
     for engine, location in targets:
         index = "llmql-sync-speed"
         open_backend(engine, location).drop_index(index)

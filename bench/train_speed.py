@@ -53,6 +53,17 @@ def main() -> None:
         f"bf16 {results['matmul_gflops']['bf16']:.0f} GFLOP/s"
     )
 
+    def record(stage: str, bf16: bool, tokens: int, seconds: float) -> None:
+        row = {
+            "stage": stage,
+            "precision": "bf16 autocast" if bf16 else "fp32",
+            "tokens_per_step": tokens,
+            "seconds_per_step": seconds,
+            "tokens_per_second": tokens / seconds,
+        }
+        results["stages"].append(row)
+        print(row)
+
     def autocast(bf16: bool):
         return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
@@ -69,16 +80,7 @@ def main() -> None:
             optimizer.step()
             optimizer.zero_grad()
 
-        seconds = median(timed(step, args.steps))
-        row = {
-            "stage": "ql (full fine-tune)",
-            "precision": "bf16 autocast" if bf16 else "fp32",
-            "tokens_per_step": tokens,
-            "seconds_per_step": seconds,
-            "tokens_per_second": tokens / seconds,
-        }
-        results["stages"].append(row)
-        print(row)
+        record("ql (full fine-tune)", bf16, tokens, median(timed(step, args.steps)))
 
     # Stage 2: LoRA r32 on all projections, InfoNCE.
     lora = get_peft_model(
@@ -104,16 +106,7 @@ def main() -> None:
         optimizer.zero_grad()
 
     def measure(stage: str, bf16: bool) -> None:
-        seconds = median(timed(lambda: contrastive_step(bf16), args.steps))
-        row = {
-            "stage": stage,
-            "precision": "bf16 autocast" if bf16 else "fp32",
-            "tokens_per_step": tokens,
-            "seconds_per_step": seconds,
-            "tokens_per_second": tokens / seconds,
-        }
-        results["stages"].append(row)
-        print(row)
+        record(stage, bf16, tokens, median(timed(lambda: contrastive_step(bf16), args.steps)))
 
     measure("contrastive (LoRA r32)", bf16=False)
     measure("contrastive (LoRA r32)", bf16=True)
