@@ -18,6 +18,25 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _io_options(model_help: str):
+    """What both stages read and write: the starting model, the collection, the split and the output."""
+
+    def decorate(func):
+        options = [
+            click.option("--model", required=True, help=model_help),
+            click.option(
+                "--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder."
+            ),
+            click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory."),
+            click.option("--split", default="train", help="qrels split to train on (qrels/SPLIT.tsv)."),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 def _optim_options(lr: float, warmup: str, batch_size: int):
     """Options shared by both stages, with each stage's own defaults."""
 
@@ -110,10 +129,7 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--model", required=True, help="Base model: name, directory or .gguf.")
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--split", default="train", help="qrels split to train on (qrels/SPLIT.tsv).")
+@_io_options(model_help="Base model: name, directory or .gguf.")
 @click.option(
     "--train-file",
     type=click.Path(exists=True, dir_okay=False),
@@ -160,10 +176,7 @@ def ql(**kw) -> None:
 
 
 @main.command()
-@click.option("--model", required=True, help="Stage-1 output (LLM-QL) or any base model (contrastive-only baseline).")
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--split", default="train", help="qrels split to train on.")
+@_io_options(model_help="Stage-1 output (LLM-QL) or any base model (contrastive-only baseline).")
 @click.option(
     "--negatives",
     type=click.Path(exists=True, dir_okay=False),
