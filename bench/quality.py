@@ -627,10 +627,14 @@ def cmd_report(_args) -> dict:
     by_run = {r["run"]: r for r in rows}
     if 3 in by_run and 4 in by_run:  # the bar: the difference of means against the spread over seeds
         gap = by_run[4]["nDCG@10_mean"] - by_run[3]["nDCG@10_mean"]
+
+        def spread(run: int) -> str:
+            row = by_run[run]
+            return f"{row['nDCG@10_std']:.4f}" if len(row["seeds"]) > 1 else "n/a (one seed)"
+
         print(
             f"\nRun 4 - run 3, mean nDCG@10 over seeds: {gap:+.4f}; seed standard deviation "
-            f"run 3 {by_run[3]['nDCG@10_std']:.4f}, run 4 {by_run[4]['nDCG@10_std']:.4f} "
-            f"({len(by_run[3]['seeds'])} and {len(by_run[4]['seeds'])} seeds)"
+            f"run 3 {spread(3)}, run 4 {spread(4)}"
         )
     comparisons = {}
     for a, b in ((4, 3), (4, 5), (4, 6)):
