@@ -659,6 +659,10 @@ def cmd_report(_args) -> dict:
             comparisons["llm_ql_vs_dirichlet_ql"] = _paired(
                 runs["ql"]["per_query_ndcg10"], runs["ql-dirichlet"]["per_query_ndcg10"]
             )
+        if "hybrid" in runs and "bm25" in runs:  # the bar: at least as good as the best single stage
+            comparisons["hybrid_vs_bm25"] = _paired(
+                runs["hybrid"]["per_query_ndcg10"], runs["bm25"]["per_query_ndcg10"]
+            )
         if "hybrid+ql" in runs and "hybrid" in runs:
             comparisons["hybrid_ql_vs_hybrid"] = _paired(
                 runs["hybrid+ql"]["per_query_ndcg10"], runs["hybrid"]["per_query_ndcg10"]
