@@ -598,17 +598,16 @@ def cmd_report(_args) -> dict:
         seeds = [results[k] for k in sorted(results) if k.startswith(f"run{run}-seed")]
         if not seeds:
             continue
-        ddof = 1 if len(seeds) > 1 else 0  # sample standard deviation over seeds
+        # sample standard deviation over seeds; one seed has none (None, never a misleading ± 0)
         stats_ = {
             m: (
                 float(np.mean([s["metrics"][m] for s in seeds])),
-                float(np.std([s["metrics"][m] for s in seeds], ddof=ddof)),
+                float(np.std([s["metrics"][m] for s in seeds], ddof=1)) if len(seeds) > 1 else None,
             )
             for m in ("nDCG@10", "MRR@10", "R@100")
         }
-        # one seed has no spread: say so rather than print a misleading ± 0
         cells = " | ".join(
-            f"{mean:.4f} ± {std:.4f}" if len(seeds) > 1 else f"{mean:.4f}" for mean, std in stats_.values()
+            f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "") for mean, std in stats_.values()
         )
         per_seed = ", ".join(f"{s['metrics']['nDCG@10']:.4f}" for s in seeds)
         print(f"| {run} | {label} | {cells} | {len(seeds)} | {per_seed} |")
@@ -629,8 +628,8 @@ def cmd_report(_args) -> dict:
         gap = by_run[4]["nDCG@10_mean"] - by_run[3]["nDCG@10_mean"]
 
         def spread(run: int) -> str:
-            row = by_run[run]
-            return f"{row['nDCG@10_std']:.4f}" if len(row["seeds"]) > 1 else "n/a (one seed)"
+            std = by_run[run]["nDCG@10_std"]
+            return f"{std:.4f}" if std is not None else "n/a (one seed)"
 
         print(
             f"\nRun 4 - run 3, mean nDCG@10 over seeds: {gap:+.4f}; seed standard deviation "
