@@ -636,7 +636,9 @@ def cmd_report(_args) -> dict:
             f"run 3 {spread(3)}, run 4 {spread(4)}"
         )
     comparisons = {}
-    for a, b in ((4, 3), (4, 5), (4, 6)):
+    # 4 against 3 is the question; 4 against 5 and 6 asks what each component adds, 5 and 6 against 3
+    # whether stage 1 still helps without it
+    for a, b in ((4, 3), (4, 5), (4, 6), (5, 3), (6, 3)):
         if a in per_query and b in per_query:
             comparisons[f"run{a}_vs_run{b}"] = _paired(per_query[a], per_query[b])
     rerank = results.get("run7-8-rerank")
