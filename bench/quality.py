@@ -647,6 +647,8 @@ def cmd_report(_args) -> dict:
         if a in per_query and b in per_query:
             # only the seeds both arms have, so that an arm with fewer seeds is not compared against a smoother mean
             shared = sorted(set(per_query[a]) & set(per_query[b]))
+            if not shared:  # e.g. one arm has only seed 1 so far: nothing to pair yet
+                continue
             comparisons[f"run{a}_vs_run{b}"] = {
                 **_paired(_seed_mean(per_query[a], shared), _seed_mean(per_query[b], shared)),
                 "seeds": shared,
