@@ -1,9 +1,17 @@
-"""Cross-process gathering for contrastive training under torchrun or accelerate."""
+"""The process group under torchrun or accelerate, and cross-process gathering for contrastive training."""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+
+
+def process_state():
+    """accelerate's process state, on the CPU when there is no GPU. Plain `PartialState()` on a CPU host ignores
+    torchrun and reports one process, so `main_process_first` would let every rank write shared files at once."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def gather_with_grad(local: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -30,7 +30,7 @@ from llmql.train.data import (
     title_pseudo_queries,
     write_training_jsonl,
 )
-from llmql.train.distributed import gather_with_grad
+from llmql.train.distributed import gather_with_grad, process_state
 from llmql.train.errors import LLMQLError
 from llmql.train.losses import info_nce, ql_loss
 from llmql.train.model_sources import resolve_model
@@ -183,9 +183,7 @@ def train_contrastive(cfg: ContrastiveTrainConfig, resume: bool = False) -> Path
     """Stage 2: InfoNCE bi-encoder. Writes the base weights plus a LoRA adapter (and optionally a merged copy)."""
     out = Path(cfg.out)
     _prepare_out(out, resume)
-    from accelerate import PartialState
-
-    with PartialState().main_process_first():  # under torchrun, rank 0 mines and writes; the others read
+    with process_state().main_process_first():  # under torchrun, rank 0 mines and writes; the others read
         groups = contrastive_groups(cfg, out)
     lm, tokenizer, config, history = _load_base(cfg.model, cfg.prompts, cfg.max_passage_tokens, cfg.max_query_tokens)
     lm.train()

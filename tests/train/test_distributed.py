@@ -90,3 +90,43 @@ def test_two_process_training_under_torchrun(tiny_llama, toy_beir, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("retriever written") == 1
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "llmql.json").is_file()
+
+
+def test_process_state_orders_ranks_under_torchrun_on_the_cpu(tmp_path):
+    """Under torchrun on a CPU host, rank 0 finishes inside `main_process_first` before the others enter it, so a
+    file rank 0 writes there (the mined negatives) is complete when the others read it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ranks.py"
+    script.write_text(
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from llmql.train.distributed import process_state\n"
+        "state = process_state()\n"
+        "shared = Path(sys.argv[1])\n"
+        "with state.main_process_first():\n"
+        "    if state.is_main_process:\n"
+        "        time.sleep(1.0)\n"
+        "        shared.write_text('written')\n"
+        "    seen = shared.read_text() if shared.exists() else 'missing'\n"
+        "print(f'rank {state.process_index} of {state.num_processes}: {seen}', flush=True)\n"
+    )
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "torchrun"),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            str(script),
+            str(tmp_path / "shared.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(result.stdout.split("\n")[:2]) == ["rank 0 of 2: written", "rank 1 of 2: written"]
