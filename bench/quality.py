@@ -5,7 +5,8 @@ One command per table, each resumable (finished jobs are skipped, interrupted tr
     .venv/bin/python -m bench.quality split        # validation split of the training claims
     .venv/bin/python -m bench.quality tune-ql      # stage-1 learning rate, by held-out QL loss on validation
     .venv/bin/python -m bench.quality tune-cl      # stage-2 learning rate per arm, by validation nDCG@10
-    .venv/bin/python -m bench.quality main         # runs 1-8 on the 300 test claims, 3 seeds for runs 3-6
+    .venv/bin/python -m bench.quality main         # runs 1-8 on the 300 test claims, 3 seeds for runs 3-6,
+                                                   # then run 8 again with 200-token passages in the index
     .venv/bin/python -m bench.quality report       # tables + bench/results/quality.json
 
 Work (models, indexes, run files) goes to $LLMQL_BENCH_DIR (default ~/.cache/llmql/bench/quality); each finished
@@ -395,6 +396,14 @@ def arm_result(run: int, seed: int) -> dict:
     return job(name)(work)()
 
 
+def _link_model_files(source: Path, out: Path) -> None:
+    """`out` gets every file of `source` but llmql.json as a symlink: a second view of the same weights."""
+    out.mkdir(parents=True, exist_ok=True)
+    for item in Path(source).iterdir():
+        if item.name != "llmql.json" and not (out / item.name).exists():
+            (out / item.name).symlink_to(item.resolve())
+
+
 def zeroshot_model() -> Path:
     """The untrained backbone with the protocol's lengths (the same 128-token passages as every trained arm)."""
     from llmql.train.config import save_llmql_config
@@ -405,10 +414,7 @@ def zeroshot_model() -> Path:
     if (out / "llmql.json").is_file():
         return out
     source = resolve_model(MODEL)
-    out.mkdir(parents=True, exist_ok=True)
-    for item in source.iterdir():
-        if item.name != "llmql.json" and not (out / item.name).exists():
-            (out / item.name).symlink_to(item)
+    _link_model_files(source, out)
     tokenizer = load_tokenizer(source)
     config = build_model_config(
         tokenizer,
@@ -460,6 +466,7 @@ def cmd_main(args) -> None:
     for seed in P.seeds:
         for run in (5, 6):
             arm_result(run, seed)
+    job("run8-passages200")(ql_passage_length)()  # a check on run 8's reading, added after it was scored
 
 
 def tune_ql_weight(retriever: Path) -> float:
@@ -510,6 +517,26 @@ def rerank_runs() -> dict:
     runs["hybrid+ql"] = _metrics(summary, f"hybrid+ql@{weight:g}")
     curve = {f"{w:g}": summary["runs"][f"hybrid+ql@{w:g}"]["metrics"] for w in P.ql_weight_grid}
     return {"ql_weight": weight, "runs": runs, "test_weight_curve_not_used_for_choice": curve}
+
+
+def ql_passage_length() -> dict:
+    """Run 8 again with documents cut at stage 1's 200 tokens instead of the index's 128, for the cached [E]
+    states that QL re-ranks from: does the shorter cut explain QL re-ranking below word QL? The seed-0 LLM-QL
+    directory is viewed with a 200-token passage budget (same weights); BM25's list and word QL are unchanged."""
+    from dataclasses import replace
+
+    from llmql.train.config import load_llmql_config, save_llmql_config
+
+    retriever = stage2_model("asic", cmd_tune_cl(None)["asic"], P.seeds[0])
+    out = WORK / "models" / f"{retriever.name}-passages{P.ql_max_passage_tokens}"
+    if not (out / "llmql.json").is_file():
+        _link_model_files(retriever, out)
+        config, history = load_llmql_config(retriever)
+        save_llmql_config(out, replace(config, max_passage_tokens=P.ql_max_passage_tokens), history=history)
+    index = build_index(str(out), out.name, DATA, ql_cache=True)
+    runs = ("bm25", "dense", "ql", "ql-dirichlet")
+    summary = run_eval("run8-passages200", index, DATA, "test", runs, model=str(out), ql_model=str(out))
+    return {"max_passage_tokens": P.ql_max_passage_tokens, "runs": {r: _metrics(summary, r) for r in runs}}
 
 
 def minilm_reference() -> dict:
@@ -680,6 +707,24 @@ def cmd_report(_args) -> dict:
             comparisons["hybrid_ql_vs_hybrid"] = _paired(
                 runs["hybrid+ql"]["per_query_ndcg10"], runs["hybrid"]["per_query_ndcg10"]
             )
+    longer = results.get("run8-passages200")
+    if longer:
+        print(
+            f"\nRun 8 with {longer['max_passage_tokens']}-token passages in the index (QL's cached [E] states and "
+            "dense; BM25 and word QL read the same text as before):\n\n"
+            "| configuration | nDCG@10 | MRR@10 | R@100 |\n|---|---:|---:|---:|"
+        )
+        for name, block in longer["runs"].items():
+            m = block["metrics"]
+            print(f"| {name} | {m['nDCG@10']:.4f} | {m['MRR@10']:.4f} | {m['R@100']:.4f} |")
+        runs = longer["runs"]
+        comparisons["llm_ql_passages200_vs_dirichlet_ql"] = _paired(
+            runs["ql"]["per_query_ndcg10"], runs["ql-dirichlet"]["per_query_ndcg10"]
+        )
+        if rerank and "ql" in rerank["runs"]:
+            comparisons["llm_ql_passages200_vs_passages128"] = _paired(
+                runs["ql"]["per_query_ndcg10"], rerank["runs"]["ql"]["per_query_ndcg10"]
+            )
     print("\nPaired comparisons on per-query nDCG@10 (runs 3-6 averaged over the seeds both arms have):\n")
     for name, c in comparisons.items():
         seeds = f", seeds {', '.join(map(str, c['seeds']))}" if "seeds" in c else ""
@@ -701,6 +746,7 @@ def cmd_report(_args) -> dict:
             "rows": rows,
             "comparisons": comparisons,
             "runs_7_8": rerank,
+            "run_8_passages200": longer,
             "tuning": tuning,
             "wall_seconds": wall,
         },
