@@ -466,7 +466,7 @@ def cmd_main(args) -> None:
     for seed in P.seeds:
         for run in (5, 6):
             arm_result(run, seed)
-    job("run8-passages200")(ql_passage_length)()  # a check on run 8's reading, added after it was scored
+    job(LONGER_RUN8)(ql_passage_length)()  # a check on run 8's reading, added after it was scored
 
 
 def tune_ql_weight(retriever: Path) -> float:
@@ -519,6 +519,9 @@ def rerank_runs() -> dict:
     return {"ql_weight": weight, "runs": runs, "test_weight_curve_not_used_for_choice": curve}
 
 
+LONGER_RUN8 = f"run8-passages{P.ql_max_passage_tokens}"  # job, run-file folder and result file of the check
+
+
 def ql_passage_length() -> dict:
     """Run 8 again with documents cut at stage 1's 200 tokens instead of the index's 128, for the cached [E]
     states that QL re-ranks from: does the shorter cut explain QL re-ranking below word QL? The seed-0 LLM-QL
@@ -535,7 +538,7 @@ def ql_passage_length() -> dict:
         save_llmql_config(out, replace(config, max_passage_tokens=P.ql_max_passage_tokens), history=history)
     index = build_index(str(out), out.name, DATA, ql_cache=True)
     runs = ("bm25", "dense", "ql", "ql-dirichlet")
-    summary = run_eval("run8-passages200", index, DATA, "test", runs, model=str(out), ql_model=str(out))
+    summary = run_eval(LONGER_RUN8, index, DATA, "test", runs, model=str(out), ql_model=str(out))
     return {"max_passage_tokens": P.ql_max_passage_tokens, "runs": {r: _metrics(summary, r) for r in runs}}
 
 
@@ -707,7 +710,7 @@ def cmd_report(_args) -> dict:
             comparisons["hybrid_ql_vs_hybrid"] = _paired(
                 runs["hybrid+ql"]["per_query_ndcg10"], runs["hybrid"]["per_query_ndcg10"]
             )
-    longer = results.get("run8-passages200")
+    longer = results.get(LONGER_RUN8)
     if longer:
         print(
             f"\nRun 8 with {longer['max_passage_tokens']}-token passages in the index (QL's cached [E] states and "
