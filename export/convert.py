@@ -16,11 +16,12 @@ from typing import Literal
 
 import numpy as np
 
-from llmql.export.manifest import onnx_versions, write_manifest
+from llmql.export.manifest import MANIFEST, onnx_versions, read_manifest, write_manifest
 from llmql.export.onnx_config import ENCODER, QL_DOCUMENT, QL_QUERY, onnx_config_for
 from llmql.train.config import save_llmql_config
 from llmql.train.errors import LLMQLError, ModelError
-from llmql.train.model_sources import model_identity
+from llmql.train.identity import model_identity
+from llmql.train.model_sources import model_location
 from llmql.train.tokenization import TOKENIZER_FILE
 
 log = logging.getLogger(__name__)
@@ -51,20 +52,15 @@ class ExportConfig:
 
 
 def export_model(cfg: ExportConfig) -> Path:
-    out = Path(cfg.out)
-    if out.exists() and not cfg.overwrite:
-        raise LLMQLError(f"{out}: already exists; pass --overwrite to replace it")
+    out = Path(cfg.out).expanduser().resolve()
+    _check_replaceable(out, cfg.overwrite)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
         manifest = _export_into(cfg, tmp)
         write_manifest(tmp, manifest)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, out)
+        _replace(tmp, out)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if err.errno == errno.ENOSPC:
@@ -74,6 +70,49 @@ def export_model(cfg: ExportConfig) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    """--overwrite replaces an earlier llmql export and nothing else: a folder without a manifest, or holding
+    files the manifest does not list, may hold a user's own work. Checked before the (long) export starts."""
+    if not out.exists():
+        if out.parent != out and not out.parent.exists():
+            out.parent.mkdir(parents=True)
+        return
+    if not overwrite:
+        raise LLMQLError(f"{out}: already exists; pass --overwrite to replace an earlier export")
+    if not out.is_dir() or out == out.parent:
+        raise LLMQLError(f"{out}: not an llmql export folder; --overwrite replaces only those")
+    try:
+        listed = set(read_manifest(out)["files"]) | {MANIFEST}
+    except (FileNotFoundError, ValueError, KeyError):
+        raise LLMQLError(
+            f"{out}: has no llmql export manifest; --overwrite replaces only an earlier export, never another folder"
+        ) from None
+    present = {str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir()}
+    foreign = sorted(present - listed)
+    if foreign:
+        raise LLMQLError(f"{out}: holds files that are not part of its export ({', '.join(foreign[:3])}); not replaced")
+    locked = [d for d in [out, *(p for p in out.rglob("*") if p.is_dir())] if not os.access(d, os.W_OK | os.X_OK)]
+    if locked or not os.access(out.parent, os.W_OK | os.X_OK):
+        raise LLMQLError(f"{out}: cannot be deleted ({(locked or [out.parent])[0]} is not writable); not replaced")
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Swap the finished export into place; the earlier one is deleted only once the new one is there, and a
+    deletion that fails is undone rather than left as a hidden folder."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    os.replace(out, old)
+    os.replace(tmp, out)
+    try:
+        shutil.rmtree(old)
+    except OSError as err:
+        os.replace(out, tmp)
+        os.replace(old, out)
+        raise LLMQLError(f"{out}: the earlier export could not be deleted ({err}); it was kept unchanged") from None
 
 
 def _export_into(cfg: ExportConfig, tmp: Path) -> dict:
@@ -124,7 +163,11 @@ def _export_into(cfg: ExportConfig, tmp: Path) -> dict:
         ql = _export_ql(base, prompt, cfg, tmp, passages)
 
     manifest = {
-        "source": {"model": model_identity(cfg.model), "base_model": model_config.base_model},
+        "source": {
+            "model": model_location(cfg.model),
+            "identity": model_identity(cfg.model),
+            "base_model": model_config.base_model,
+        },
         "export_config": asdict(cfg),
         "embedding_dim": export_config.embedding_dim,
         "encoders": encoders,
@@ -231,7 +274,8 @@ def _int8_ndcg_delta(data_dir: str, fp32, int8, queries: int = 50, extra_docs: i
     split = "test" if (root / "qrels" / "test.tsv").is_file() else "train"
     data = load_beir(root, split)
     query_ids = sorted(data.qrels)[:queries]
-    doc_ids = list(dict.fromkeys([d for q in query_ids for d in data.qrels[q]] + list(data.corpus)[:extra_docs]))
+    judged = [d for q in query_ids for d in data.qrels[q] if d in data.corpus]
+    doc_ids = list(dict.fromkeys(judged + list(data.corpus)[:extra_docs]))
     docs = [data.corpus[d] for d in doc_ids]
     result = {}
     for name, encoder in (("fp32", fp32), ("int8", int8)):

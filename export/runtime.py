@@ -6,6 +6,8 @@ which also accepts a PyTorch model directory (then torch is imported).
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +18,11 @@ from llmql.export.manifest import read_manifest
 from llmql.train.batching import length_batches, pad
 from llmql.train.config import ModelConfig
 from llmql.train.end_states import EndStateArrays
+from llmql.train.errors import ModelError
 from llmql.train.text_encoder import TextEncoderBase
 from llmql.train.tokenization import PromptTokenizer
+
+log = logging.getLogger(__name__)
 
 
 def session(path: Path, threads: int | None = None):
@@ -46,7 +51,7 @@ class OnnxEncoder(TextEncoderBase):
         name = file or manifest["default_encoder"]
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory / name}: not in this export (have: {sorted(manifest['encoders'])})")
-        return cls(session(directory / name, threads), PromptTokenizer.from_dir(directory), manifest["source"]["model"])
+        return cls(session(directory / name, threads), PromptTokenizer.from_dir(directory), export_identity(manifest))
 
     def _embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
@@ -55,10 +60,11 @@ class OnnxEncoder(TextEncoderBase):
 class OnnxQLScorer:
     """log P(q | d) under Attention Stop: `ql_document.onnx` once per document, `ql_query.onnx` per query."""
 
-    def __init__(self, document_session, query_session, tokenizer: PromptTokenizer):
+    def __init__(self, document_session, query_session, tokenizer: PromptTokenizer, identity: str = ""):
         self.document = document_session
         self.query = query_session
         self.tokenizer = tokenizer
+        self.identity = identity
 
     @classmethod
     def from_dir(cls, directory: str | Path, threads: int | None = None) -> OnnxQLScorer:
@@ -71,6 +77,7 @@ class OnnxQLScorer:
             session(directory / graphs["document"], threads),
             session(directory / graphs["query"], threads),
             PromptTokenizer.from_dir(directory),
+            export_identity(manifest),
         )
 
     @property
@@ -115,22 +122,39 @@ class OnnxQLScorer:
         return self.score_states(query, self.end_states(passages, titles))
 
 
+def export_identity(manifest: dict) -> str:
+    """The identity of the model an export was made from (recorded at export); for an export from before it was
+    recorded, a digest of the export's own files, which is just as specific."""
+    import hashlib
+
+    from llmql.train.identity import PREFIX
+
+    recorded = manifest["source"].get("identity")
+    if recorded:
+        return recorded
+    files = json.dumps(sorted((name, entry["sha256"]) for name, entry in manifest["files"].items()))
+    return PREFIX + hashlib.sha256(files.encode()).hexdigest()[:32]
+
+
 def _torch_source(directory: Path, runtime: str) -> str | None:
     """The trained model an export came from, when PyTorch should run it instead of ONNX Runtime.
 
-    runtime="auto" picks PyTorch bf16 where the CPU has native bf16 and the source directory is here: measured
-    1.7x faster than ONNX fp32 for SmolLM2-135M on such a CPU (bench/results/encode_speed.json), at a cosine
-    of 0.999+ to fp32; elsewhere ONNX Runtime. "onnx" and "torch" force one.
+    runtime="auto" picks PyTorch bf16 where the CPU has native bf16 and the source directory is here, unchanged
+    since the export: measured 1.7x faster than ONNX fp32 for SmolLM2-135M on such a CPU
+    (bench/results/encode_speed.json), at a cosine of 0.999+ to fp32; elsewhere ONNX Runtime. "onnx" and "torch"
+    force one; "torch" refuses a source retrained since the export (its vectors would not match the index).
     """
     if runtime == "onnx":
         return None
     from llmql.train.cpu import cpu_has_bf16
 
-    source = read_manifest(directory)["source"]["model"]
+    manifest = read_manifest(directory)
+    source = manifest["source"]["model"]
     available = Path(source).is_dir() or not source.startswith(("/", "."))
     if runtime == "torch":
         if not available:
             raise FileNotFoundError(f"{directory}: its source model {source!r} is not on this machine")
+        _check_unchanged(directory, manifest, source)
         return source
     if not (available and cpu_has_bf16()):
         return None
@@ -138,7 +162,20 @@ def _torch_source(directory: Path, runtime: str) -> str | None:
         import torch  # noqa: F401
     except ImportError:
         return None
+    try:
+        _check_unchanged(directory, manifest, source)
+    except ModelError as err:
+        log.warning("%s; using the export's ONNX graphs", err)
+        return None
     return source
+
+
+def _check_unchanged(directory: Path, manifest: dict, source: str) -> None:
+    from llmql.train.identity import model_identity
+
+    recorded = manifest["source"].get("identity")
+    if recorded and model_identity(source) != recorded:
+        raise ModelError(f"{directory}: its source model {source} has changed since the export (retrained?)")
 
 
 def load_encoder(
@@ -146,7 +183,7 @@ def load_encoder(
 ) -> TextEncoderBase:
     """An export directory -> OnnxEncoder (or PyTorch on its source, see `_torch_source`); a model directory or
     name -> the PyTorch Encoder. Either way `identity` names the trained model, so indexes match across runtimes."""
-    from llmql.train.model_sources import model_identity
+    from llmql.train.identity import model_identity
 
     path_obj = Path(path)
     if (path_obj / "manifest.json").is_file():
@@ -169,6 +206,9 @@ def load_ql_scorer(path: str | Path, threads: int | None = None, runtime: str = 
         if source is None:
             return OnnxQLScorer.from_dir(path_obj, threads)
         path = source
+    from llmql.train.identity import model_identity
     from llmql.train.ql_scorer import QLScorer
 
-    return QLScorer.from_pretrained(path)
+    scorer = QLScorer.from_pretrained(path)
+    scorer.identity = model_identity(path)
+    return scorer

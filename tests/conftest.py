@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Sync state, converted models and quickstart work go to a throw-away cache, never the user's ~/.cache/llmql
+# (subprocesses started by tests inherit it).
+# What scripts/bootstrap installed there (the legacy onnxruntime) is still read from INSTALL_CACHE.
+INSTALL_CACHE = Path(os.environ.get("LLMQL_CACHE", Path.home() / ".cache" / "llmql"))
+os.environ["LLMQL_CACHE"] = tempfile.mkdtemp(prefix="llmql-test-cache-")
 
-from tests.toydata import toy_text, write_toy_beir
+from tests.toydata import toy_text, write_toy_beir  # noqa: E402 (after the environment is set)
 
 
 def build_tokenizer(arch: str):
@@ -88,6 +94,14 @@ def tiny_qwen2(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session", params=["llama", "qwen2", "mistral", "gemma3_text"])
 def tiny_any(request, tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp(f"tiny-{request.param}"), request.param)
+
+
+@pytest.fixture(scope="session")
+def other_export(tiny_qwen2, tmp_path_factory) -> Path:
+    """An export of another model (tiny Qwen2, same dimension as tiny Llama), for model-mismatch tests."""
+    from llmql.export.convert import ExportConfig, export_model
+
+    return export_model(ExportConfig(model=str(tiny_qwen2), out=str(tmp_path_factory.mktemp("other") / "export")))
 
 
 @pytest.fixture(scope="session")

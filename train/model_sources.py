@@ -37,8 +37,8 @@ def cache_root() -> Path:
     return Path(os.environ.get("LLMQL_CACHE", Path.home() / ".cache" / "llmql"))
 
 
-def model_identity(spec: str | Path) -> str:
-    """How an index names the model its vectors came from: a directory's real path, or the name as given."""
+def model_location(spec: str | Path) -> str:
+    """Where a model is found again later (an export names its source so): a directory's real path, or the name."""
     path = Path(spec).expanduser()
     return os.path.realpath(path) if path.exists() else str(spec)
 

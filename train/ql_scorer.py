@@ -22,6 +22,8 @@ from llmql.train.tokenization import PromptTokenizer
 
 
 class QLScorer:
+    identity: str = ""  # the model the scores come from (an index's cached [E] states must match it)
+
     def __init__(self, lm: torch.nn.Module, tokenizer: PromptTokenizer, bf16: bool = False):
         self.lm = lm.eval()
         self.tokenizer = tokenizer

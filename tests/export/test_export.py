@@ -3,10 +3,10 @@
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,6 +18,7 @@ from llmql.export.runtime import OnnxEncoder, OnnxQLScorer
 from llmql.train.encoder import Encoder
 from llmql.train.errors import LLMQLError, ModelError
 from llmql.train.ql_scorer import QLScorer
+from tests.conftest import INSTALL_CACHE
 
 TEXTS = ["granite ridge models improve results", "kelp", "", "naïve café 日本"]
 
@@ -83,7 +84,7 @@ def test_ql_graphs_equal_the_pytorch_full_forward(llama_export, tiny_llama):
 
 
 def test_opensearch_bundle_loads_under_onnxruntime_1_16_3(llama_export, tiny_llama):
-    legacy = Path(os.environ.get("LLMQL_CACHE", Path.home() / ".cache" / "llmql")) / "ort-1.16.3"
+    legacy = INSTALL_CACHE / "ort-1.16.3"
     if not (legacy / "onnxruntime").is_dir():
         message = f"onnxruntime 1.16.3 not installed at {legacy} (scripts/bootstrap installs it)"
         if os.environ.get("CI", "").lower() == "true":
@@ -182,3 +183,56 @@ def test_runtime_choice_for_an_export(llama_export):
         Encoder(torch_side.model, torch_side.tokenizer, bf16=False).encode_passages(texts),
         atol=1e-5,
     )
+
+
+def test_overwrite_refuses_a_folder_that_is_not_an_export(tiny_llama, tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "important.txt").write_text("keep")
+    with pytest.raises(LLMQLError, match="no llmql export manifest"):
+        export_model(ExportConfig(model=str(tiny_llama), out=str(folder), overwrite=True))
+    assert (folder / "important.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_overwrite_refuses_an_export_holding_foreign_files(llama_export, tiny_llama, tmp_path):
+    out = tmp_path / "export"
+    shutil.copytree(llama_export, out)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(LLMQLError, match=r"notes\.txt"):
+        export_model(ExportConfig(model=str(tiny_llama), out=str(out), overwrite=True))
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_of_the_working_directory_is_a_one_line_error(tiny_llama, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from llmql.export.cli import main as export_cli
+
+    (tmp_path / "keep.txt").write_text("keep")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(export_cli, [str(tiny_llama), ".", "--overwrite"])
+    assert result.exit_code == 1 and "no llmql export manifest" in result.output
+    assert "Traceback" not in result.output and (tmp_path / "keep.txt").read_text() == "keep"
+
+
+def test_a_failed_deletion_keeps_the_earlier_export_and_no_hidden_folder(
+    llama_export, tiny_llama, tmp_path, monkeypatch
+):
+    import llmql.export.convert as convert
+
+    out = tmp_path / "export"
+    shutil.copytree(llama_export, out)
+    before = (out / "manifest.json").read_text()
+    real_rmtree = shutil.rmtree
+
+    def refuse_old(path, *args, **kwargs):
+        if ".old-" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(convert.shutil, "rmtree", refuse_old)
+    with pytest.raises(LLMQLError, match="kept unchanged"):
+        export_model(ExportConfig(model=str(tiny_llama), out=str(out), overwrite=True))
+    assert (out / "manifest.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
