@@ -19,12 +19,42 @@ FieldValue = str | int | float | bool
 Filter = dict[str, FieldValue | list[FieldValue]]
 
 
+def check_filter(value: object) -> Filter:
+    """A filter as a user wrote it (parsed JSON) -> the filter, or ValueError saying what is wrong with it."""
+    if not isinstance(value, dict):
+        raise ValueError(f'a filter is a JSON object such as {{"lang": "en"}}, not {type(value).__name__} {value!r}')
+    for key, item in value.items():
+        values = item if isinstance(item, list) else [item]
+        if not values or not all(isinstance(v, str | int | float | bool) for v in values):
+            raise ValueError(
+                f"filter field {key!r}: a value or a non-empty list of values (strings, numbers, true/false)"
+            )
+    return value
+
+
 class BackendError(LLMQLError):
     """A search engine refused or could not be reached; the message names the URL and index."""
 
 
+class BackendUnavailable(BackendError):
+    """The engine could not be reached or answered that it cannot serve now (connection refused, 502-504)."""
+
+
+class UnknownIndex(BackendError):
+    """No index or alias of that name."""
+
+
 class IndexMismatch(BackendError):
     """The index exists but was built for another embedding dimension or model."""
+
+
+def check_index_model(location: str, info: IndexInfo, dim: int, model: str, remedy: str) -> None:
+    """Raise IndexMismatch naming both models when `info` was built by another model or dimension."""
+    if info.dim != dim or info.model != model:
+        raise IndexMismatch(
+            f"{location} index {info.name!r} holds {info.dim}-d vectors of model {info.model!r}, not {dim}-d of "
+            f"{model!r}; {remedy}"
+        )
 
 
 @dataclass(frozen=True)
@@ -71,6 +101,13 @@ class Backend(Protocol):
     def open_index(self, index: str, dim: int, model: str, create: bool = True) -> IndexInfo:
         """Open `index` (or the index an alias points to), creating it if allowed. Raises IndexMismatch if it
         exists with another dimension or model, before anything is written."""
+
+    def index_info(self, index: str) -> IndexInfo:
+        """What `index` (or the index an alias points to) holds: dimension, model identity, document count.
+        Raises BackendError if there is no such index."""
+
+    def resolve(self, index: str) -> str | None:
+        """The concrete index behind a name (itself, or what an alias points to), or None if there is none."""
 
     def upsert(self, index: str, records: Sequence[Record]) -> WriteResult: ...
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmql.train.data import jsonl_lines
+from llmql.train.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,25 @@ def corpus_file(path: str | Path) -> Path:
     return path / "corpus.jsonl" if path.is_dir() else path
 
 
-def count_lines(path: Path) -> int:
-    with Path(path).open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
+@dataclass(frozen=True)
+class CorpusScan:
+    documents: int  # lines that make a document
+    bad: list[BadLine]  # every line that does not, in file order
+
+    @property
+    def lines(self) -> int:
+        return self.documents + len(self.bad)
+
+
+def scan_corpus(path: str | Path, fmt: CorpusFormat = CorpusFormat()) -> CorpusScan:
+    """Read the whole corpus once without keeping it, so a sync can refuse bad input before its first write."""
+    documents, bad = 0, []
+    for item in read_corpus(path, fmt):
+        if isinstance(item, BadLine):
+            bad.append(item)
+        else:
+            documents += 1
+    return CorpusScan(documents, bad)
 
 
 def content_hash(doc: SourceDoc, model: str) -> str:
@@ -61,7 +78,7 @@ def read_corpus(path: str | Path, fmt: CorpusFormat = CorpusFormat()) -> Iterato
     path = corpus_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: corpus file not found")
-    rows = _tsv_rows(path) if path.suffix in (".tsv", ".tab") else _jsonl_rows(path)
+    rows = _tsv_rows(path, fmt) if path.suffix in (".tsv", ".tab") else _jsonl_rows(path)
     seen: dict[str, int] = {}
     for number, obj in rows:
         if isinstance(obj, BadLine):
@@ -92,7 +109,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | BadLine]]:
         yield number, BadLine(number, obj) if isinstance(obj, str) else obj
 
 
-def _tsv_rows(path: Path) -> Iterator[tuple[int, dict | BadLine]]:
+def _tsv_rows(path: Path, fmt: CorpusFormat) -> Iterator[tuple[int, dict | BadLine]]:
     with path.open("rb") as handle:
         header: list[str] | None = None
         for number, raw in enumerate(handle, start=1):
@@ -105,9 +122,21 @@ def _tsv_rows(path: Path) -> Iterator[tuple[int, dict | BadLine]]:
                 continue
             cells = next(csv.reader([line], delimiter="\t", quoting=csv.QUOTE_NONE))
             if header is None:
+                _check_header(path, number, cells, fmt)
                 header = cells
                 continue
             if len(cells) != len(header):
                 yield number, BadLine(number, f"expected {len(header)} tab-separated columns, got {len(cells)}")
                 continue
             yield number, dict(zip(header, cells, strict=True))
+
+
+def _check_header(path: Path, number: int, cells: list[str], fmt: CorpusFormat) -> None:
+    """A TSV's first line must name its columns: a data row taken as the header would lose a document silently."""
+    wanted = [fmt.id_field, fmt.text_field]
+    missing = [name for name in wanted if name not in cells]
+    if missing:
+        raise DataError(
+            f"{path}:{number}: the header line has no column {missing[0]!r} (it reads {cells[:4]}); a TSV corpus "
+            f"needs a first line naming its columns, or --id-field/--text-field naming the ones it has"
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from llmql.connectors.base import BackendError, Filter
+from llmql.connectors.base import Filter
 from llmql.connectors.credentials import check_url, credentials_for
 from llmql.connectors.lucene import LuceneBackend
 from llmql.connectors.mappings import cosine_from_dot_product_score, elasticsearch_knn, elasticsearch_mapping
@@ -45,34 +45,11 @@ class ElasticsearchBackend(LuceneBackend):
             **kwargs,
         )
         self.helpers = helpers
-        self.transport_errors = (elastic_transport.TransportError, ApiError)
+        self.client_errors = (elastic_transport.TransportError, ApiError)
+        self.auth_hint = "set LLMQL_ELASTICSEARCH_API_KEY or LLMQL_ELASTICSEARCH_USERNAME/PASSWORD"
         self.quantization, self.shards, self.replicas = quantization, shards, replicas
         # GET / lives in the rest-root module, which minimal distributions lack: check health instead.
         self._call(self.client.cluster.health)
-
-    def _call(self, fn, *args, **kwargs):
-        import elastic_transport
-        from elasticsearch import exceptions as ex
-
-        index = kwargs.pop("about", None) or kwargs.get("index") or kwargs.get("name")
-        where = f"{self.location}" + (f" index {index!r}" if index else "")
-        try:
-            return fn(*args, **kwargs)
-        except ex.AuthenticationException:
-            raise BackendError(
-                f"{where}: authentication failed (set LLMQL_ELASTICSEARCH_API_KEY or "
-                "LLMQL_ELASTICSEARCH_USERNAME/PASSWORD)"
-            ) from None
-        except ex.AuthorizationException as err:
-            raise BackendError(f"{where}: not authorised ({err.message})") from None
-        except ex.NotFoundError:
-            raise BackendError(f"{where}: not found") from None
-        except ex.UnsupportedProductError as err:
-            raise BackendError(f"{where}: not an Elasticsearch server ({err.message})") from None
-        except ex.ApiError as err:
-            raise BackendError(f"{where}: {err.meta.status} {err.message}") from None
-        except elastic_transport.TransportError as err:
-            raise BackendError(f"{where}: cannot connect ({type(err).__name__}); is the server running?") from None
 
     def _request(self, method, path, body=None, params=None, index=None) -> dict:
         # the 9.x client takes query parameters through the path

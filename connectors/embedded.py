@@ -20,10 +20,27 @@ from pathlib import Path
 
 import numpy as np
 
-from llmql.connectors.base import BackendError, Filter, Hit, IndexInfo, IndexMismatch, Record, WriteResult
+from llmql.connectors.base import (
+    BackendError,
+    Filter,
+    Hit,
+    IndexInfo,
+    Record,
+    UnknownIndex,
+    WriteResult,
+    check_index_model,
+)
 
 ALIASES = "aliases.json"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def _check_name(index: str) -> None:
+    """Index names become directory names: no '.', '..', or a leading dot or dash."""
+    if not _NAME.match(index) or len(index) > 200:
+        raise BackendError(
+            f"{index!r}: index names start with a letter, digit or '_' and use letters, digits, '_', '.', '-' only"
+        )
 
 
 def _quote(value: str) -> str:
@@ -68,12 +85,17 @@ class EmbeddedBackend:
     def _resolve(self, index: str) -> str:
         return self._aliases().get(index, index)
 
+    def resolve(self, index: str) -> str | None:
+        name = self._resolve(index)
+        return name if name in self._tables() else None
+
     def _table(self, index: str):
+        _check_name(index)
         name = self._resolve(index)
         try:
             return self.db.open_table(name)
         except (FileNotFoundError, ValueError):
-            raise BackendError(f"{self.location}: no index or alias named {index!r}") from None
+            raise UnknownIndex(f"{self.location}: no index or alias named {index!r}") from None
 
     def _schema(self, dim: int, model: str):
         import pyarrow as pa
@@ -94,23 +116,24 @@ class EmbeddedBackend:
         )
 
     # -- protocol -------------------------------------------------------------------------------------------
+    def index_info(self, index: str) -> IndexInfo:
+        _check_name(index)
+        table = self._table(index)
+        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        return IndexInfo(
+            self._resolve(index), int(meta.get("llmql.dim", -1)), meta.get("llmql.model", ""), table.count_rows()
+        )
+
     def open_index(self, index: str, dim: int, model: str, create: bool = True) -> IndexInfo:
-        if not _NAME.match(index):
-            raise BackendError(f"{index!r}: index names may use letters, digits, '_', '.', '-' only")
-        name = self._resolve(index)
-        if name in self._tables():
-            table = self.db.open_table(name)
-            meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-            if int(meta.get("llmql.dim", -1)) != dim or meta.get("llmql.model") != model:
-                raise IndexMismatch(
-                    f"{self.location}: index {name!r} holds {meta.get('llmql.dim')}-d vectors of model "
-                    f"{meta.get('llmql.model')!r}, not {dim}-d of {model!r}; use --recreate or another --index"
-                )
-            return IndexInfo(name, dim, model, table.count_rows())
+        _check_name(index)
+        if self.resolve(index) is not None:
+            info = self.index_info(index)
+            check_index_model(self.location, info, dim, model, "use --recreate or another --index")
+            return info
         if not create:
-            raise BackendError(f"{self.location}: no index or alias named {index!r}")
-        self.db.create_table(name, schema=self._schema(dim, model))
-        return IndexInfo(name, dim, model, 0)
+            raise UnknownIndex(f"{self.location}: no index or alias named {index!r}")
+        self.db.create_table(index, schema=self._schema(dim, model))
+        return IndexInfo(index, dim, model, 0)
 
     def upsert(self, index: str, records: Sequence[Record]) -> WriteResult:
         if not records:

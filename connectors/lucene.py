@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
 
-from llmql.connectors.base import BackendError, Filter, Hit, IndexInfo, IndexMismatch, Record, WriteResult
+from llmql.connectors.base import (
+    BackendError,
+    BackendUnavailable,
+    Filter,
+    Hit,
+    IndexInfo,
+    Record,
+    UnknownIndex,
+    WriteResult,
+    check_index_model,
+)
 from llmql.connectors.bulk import collect
 from llmql.connectors.mappings import META_KEY, SOURCE_EXCLUDES, bm25_query
 
@@ -47,19 +58,52 @@ def hit_of(h: dict, score: float) -> Hit:
     return Hit(h["_id"], score, src.get("title", ""), src.get("text", ""), src.get("fields") or {})
 
 
+def client_error(err: BaseException, where: str, auth_hint: str) -> BackendError:
+    """The one mapping of either client's exceptions to llmql's errors. opensearch-py puts the HTTP status on
+    `status_code` ('N/A' for a connection failure), elasticsearch on `meta.status` (its transport errors have
+    none); no status means the server was not reached."""
+    meta = getattr(err, "meta", None)
+    status = getattr(meta, "status", None) if meta is not None else getattr(err, "status_code", None)
+    reason = getattr(err, "message", None) or getattr(err, "error", None) or type(err).__name__
+    if type(err).__name__ == "UnsupportedProductError":
+        return BackendError(f"{where}: not the expected search engine ({reason})")
+    if not isinstance(status, int) or status in (502, 503, 504):
+        return BackendUnavailable(f"{where}: cannot connect ({type(err).__name__}); is the server running?")
+    if status == 401:
+        return BackendError(f"{where}: authentication failed ({auth_hint})")
+    if status == 403:
+        return BackendError(f"{where}: not authorised ({reason})")
+    if status == 404:
+        return UnknownIndex(f"{where}: not found")
+    return BackendError(f"{where}: {status} {reason}")
+
+
 class LuceneBackend:
     name = ""
     location = ""
     client: Any = None
     helpers: Any = None  # the client package's helpers module (streaming_bulk, scan)
-    transport_errors: tuple[type[BaseException], ...] = ()
+    client_errors: tuple[type[BaseException], ...] = ()  # the client's exception bases, mapped by client_error
+    auth_hint = ""  # which variables hold credentials, for the authentication message
     vector_source_params: ClassVar[dict[str, str]] = {}  # extra _mget params that return vectors from _source
 
-    # -- what an engine supplies ------------------------------------------------------------------------------
+    @contextmanager
+    def _errors(self, index: str | None = None):
+        """Every client call runs inside this: the client's exceptions become BackendError naming URL and index."""
+        where = self.location + (f" index {index!r}" if index else "")
+        try:
+            yield
+        except self.client_errors as err:
+            raise client_error(err, where, self.auth_hint) from None
+
     def _call(self, fn, *args, **kwargs):
-        """Run a client call, turning the client's exceptions into BackendError naming URL and index (taken from
-        the call's index= or name=, or from about=, which is not passed on)."""
-        raise NotImplementedError
+        """Run a client call under `_errors`; the index named is the call's index= or name=, or about= (which is
+        not passed on)."""
+        index = kwargs.pop("about", None) or kwargs.get("index") or kwargs.get("name")
+        with self._errors(index):
+            return fn(*args, **kwargs)
+
+    # -- what an engine supplies ------------------------------------------------------------------------------
 
     def _mapping(self, dim: int, model: str) -> dict:
         raise NotImplementedError
@@ -86,7 +130,7 @@ class LuceneBackend:
         )
         return getattr(response, "body", response)
 
-    def _resolve(self, index: str) -> str | None:
+    def resolve(self, index: str) -> str | None:
         """The concrete index behind `index` (itself, or the one an alias points to), or None."""
         if not self._call(self.client.indices.exists, index=index):
             return None
@@ -94,19 +138,21 @@ class LuceneBackend:
             return sorted(self._request("GET", f"/_alias/{index}", index=index))[0]
         return index
 
+    def index_info(self, index: str) -> IndexInfo:
+        name = self.resolve(index)
+        if name is None:
+            raise UnknownIndex(f"{self.location}: no index or alias named {index!r}")
+        mapping = self._request("GET", f"/{name}/_mapping", index=name)[name]["mappings"]
+        meta = mapping.get("_meta", {}).get(META_KEY, {})
+        return IndexInfo(name, int(meta.get("dim", -1)), meta.get("model", ""), self.count(name))
+
     def open_index(self, index: str, dim: int, model: str, create: bool = True) -> IndexInfo:
-        name = self._resolve(index)
-        if name is not None:
-            mapping = self._request("GET", f"/{name}/_mapping", index=name)[name]["mappings"]
-            meta = mapping.get("_meta", {}).get(META_KEY, {})
-            if meta.get("dim") != dim or meta.get("model") != model:
-                raise IndexMismatch(
-                    f"{self.location} index {name!r}: holds {meta.get('dim')}-d vectors of model "
-                    f"{meta.get('model')!r}, not {dim}-d of {model!r}; use --recreate or another --index"
-                )
-            return IndexInfo(name, dim, model, self.count(name))
+        if self.resolve(index) is not None:
+            info = self.index_info(index)
+            check_index_model(self.location, info, dim, model, "use --recreate or another --index")
+            return info
         if not create:
-            raise BackendError(f"{self.location}: no index or alias named {index!r}")
+            raise UnknownIndex(f"{self.location}: no index or alias named {index!r}")
         self._request("PUT", f"/{index}", body=self._mapping(dim, model), index=index)
         return IndexInfo(index, dim, model, 0)
 
@@ -122,15 +168,14 @@ class LuceneBackend:
             max_backoff=30,
             raise_on_error=False,
         )
-        try:
+        with self._errors(index):
             return collect(stream, where)
-        except self.transport_errors as err:
-            raise BackendError(f"{where}: bulk write failed ({type(err).__name__}); is the server running?") from None
 
     def delete(self, index: str, ids: Sequence[str]) -> int:
         actions = [{"_op_type": "delete", "_index": index, "_id": i} for i in ids]
         stream = self.helpers.streaming_bulk(self.client, actions, raise_on_error=False, max_retries=5)
-        return sum(int(ok) for ok, _ in stream)
+        with self._errors(index):
+            return sum(int(ok) for ok, _ in stream)
 
     def fetch(
         self, index: str, ids: Sequence[str], with_state: bool = False, with_vector: bool = False
@@ -158,10 +203,12 @@ class LuceneBackend:
         return [hit_of(h, self._cosine(float(h["_score"]))) for h in self._search(index, body)]
 
     def content_hashes(self, index: str) -> Iterator[tuple[str, str]]:
-        for doc in self.helpers.scan(
+        scan = self.helpers.scan(
             self.client, index=index, query={"query": {"match_all": {}}}, _source=["content_hash"], size=1000
-        ):
-            yield doc["_id"], doc["_source"].get("content_hash", "")
+        )
+        with self._errors(index):
+            for doc in scan:
+                yield doc["_id"], doc["_source"].get("content_hash", "")
 
     def swap_alias(self, alias: str, index: str) -> list[str]:
         previous = []

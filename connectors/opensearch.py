@@ -6,7 +6,7 @@ retries 502/503/504 and timeouts. Tested against a real OpenSearch 3.5 node with
 
 from __future__ import annotations
 
-from llmql.connectors.base import BackendError, Filter
+from llmql.connectors.base import Filter
 from llmql.connectors.credentials import check_url, credentials_for
 from llmql.connectors.lucene import LuceneBackend
 from llmql.connectors.mappings import cosine_from_lucene_inner_product, opensearch_knn_query, opensearch_mapping
@@ -32,27 +32,10 @@ class OpenSearchBackend(LuceneBackend):
             retry_on_status=(502, 503, 504),
         )
         self.helpers = helpers
-        self.transport_errors = (ex.ConnectionError, ex.ConnectionTimeout, ex.TransportError)
+        self.client_errors = (ex.TransportError,)
+        self.auth_hint = "set LLMQL_OPENSEARCH_USERNAME/PASSWORD"
         self.shards, self.replicas = shards, replicas
         self._call(self.client.info)
-
-    def _call(self, fn, *args, **kwargs):
-        from opensearchpy import exceptions as ex
-
-        index = kwargs.pop("about", None) or kwargs.get("index") or kwargs.get("name")
-        where = f"{self.location}" + (f" index {index!r}" if index else "")
-        try:
-            return fn(*args, **kwargs)
-        except ex.AuthenticationException:
-            raise BackendError(f"{where}: authentication failed (set LLMQL_OPENSEARCH_USERNAME/PASSWORD)") from None
-        except ex.AuthorizationException as err:
-            raise BackendError(f"{where}: not authorised ({err.error})") from None
-        except ex.ConnectionError as err:
-            raise BackendError(f"{where}: cannot connect ({type(err).__name__}); is the server running?") from None
-        except ex.NotFoundError:
-            raise BackendError(f"{where}: not found") from None
-        except ex.TransportError as err:
-            raise BackendError(f"{where}: {err.status_code} {err.error}") from None
 
     def _mapping(self, dim: int, model: str) -> dict:
         return opensearch_mapping(dim, model, shards=self.shards, replicas=self.replicas)

@@ -25,8 +25,8 @@ from llmql.connectors.corpus import (
     SourceDoc,
     content_hash,
     corpus_file,
-    count_lines,
     read_corpus,
+    scan_corpus,
 )
 from llmql.connectors.registry import open_backend
 from llmql.train.errors import DataError, LLMQLError
@@ -50,7 +50,7 @@ class SyncConfig:
     on_error: Literal["skip", "fail"] = "fail"
     ql_cache: Literal["none", "fp16", "int8"] = "none"
     corpus_format: CorpusFormat = field(default_factory=CorpusFormat)
-    failures_file: str | None = None  # default: llmql-sync-failures.jsonl next to the state
+    failures_file: str | None = None  # default: llmql-sync-failures.jsonl in the working directory
     insecure: bool = False
     runtime: Literal["auto", "onnx", "torch"] = "auto"
     backend_options: dict = field(default_factory=dict)
@@ -110,6 +110,7 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     source = corpus_file(cfg.corpus)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: corpus file not found")
+    scan = _validate(source, cfg)  # before anything is written: a bad corpus changes no index
     encoder = load_encoder(cfg.model, runtime=cfg.runtime)
     writer = _BatchWriter(cfg, encoder, _ql_scorer(cfg))
     options = dict(cfg.backend_options)
@@ -117,6 +118,7 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
         options["verify_certs"] = False
     backend = open_backend(cfg.backend, cfg.url, **options)
     progress_file = _Progress(state_path(cfg), cfg, encoder.identity)
+    _drop_abandoned(backend, cfg, progress_file.abandoned)
     if cfg.recreate and not progress_file.resumed:
         backend.drop_index(progress_file.target)
     info = backend.open_index(progress_file.target, encoder.dim, encoder.identity, create=True)  # refuses a mismatch
@@ -124,11 +126,10 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     report = SyncReport(index=info.name, resumed_after_line=progress_file.committed, alias=cfg.alias)
     existing = dict(backend.content_hashes(info.name)) if (cfg.incremental or cfg.delete_missing) else {}
     seen: set[str] = set()
-    failures: list[dict] = []
-    total = count_lines(source)
+    failures = FailureLog(Path(progress_file.failures_file), keep=progress_file.resumed)
     bar = tqdm(
-        total=total,
-        initial=min(progress_file.committed, total),
+        total=scan.lines,
+        initial=min(progress_file.committed, scan.lines),
         unit="doc",
         desc=f"sync {info.name}",
         disable=not progress,
@@ -136,21 +137,78 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     )
     try:
         for batch in _batches(read_corpus(source, cfg.corpus_format), cfg.batch_size):
-            docs = _accept(batch, source, cfg.on_error, progress_file.committed, seen, failures)
+            docs = _accept(batch, progress_file.committed, seen, failures)
             writer.write(backend, info.name, docs, existing, report, failures)
             progress_file.commit(info.name, batch[-1].line)
             bar.update(sum(1 for item in batch if item.line > report.resumed_after_line))
     finally:
         bar.close()
     _finish(cfg, backend, info.name, report, sorted(set(existing) - seen) if cfg.delete_missing else [])
-    report.failed = len(failures)
-    if failures:
-        path = Path(cfg.failures_file or "llmql-sync-failures.jsonl")
-        path.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
-        report.failures_file = str(path)
+    report.failed = failures.close()
+    report.failures_file = str(failures.path) if report.failed else None
     progress_file.remove()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _validate(source: Path, cfg: SyncConfig):
+    """Scan the whole corpus: in `fail` mode its first bad line stops the sync before any write, and an empty
+    corpus is refused where it would empty the index (--recreate, --delete-missing)."""
+    scan = scan_corpus(source, cfg.corpus_format)
+    if scan.bad and cfg.on_error == "fail":
+        bad = scan.bad[0]
+        more = f"; {len(scan.bad) - 1} more bad line(s)" if len(scan.bad) > 1 else ""
+        raise DataError(
+            f"{source}:{bad.line}: {bad.reason}{more}; nothing was written (use --on-error skip to skip bad lines)"
+        )
+    if scan.documents == 0:
+        if cfg.recreate or cfg.delete_missing:
+            raise DataError(
+                f"{source}: no documents; refusing to --recreate or --delete-missing (it would empty the index)"
+            )
+        log.warning("%s: no documents to sync (%d line(s), none usable)", source, scan.lines)
+    return scan
+
+
+def _drop_abandoned(backend, cfg: SyncConfig, generation: str | None) -> None:
+    """An interrupted --alias sync that is started over leaves its half-built generation: drop it, unless the
+    alias already serves it (the previous run stopped between the swap and removing its state)."""
+    if generation is None or generation in (cfg.index, cfg.alias):
+        return
+    if cfg.alias and backend.resolve(cfg.alias) == generation:
+        return
+    log.warning("dropping %s, the half-built generation of the interrupted sync", generation)
+    backend.drop_index(generation)
+
+
+class FailureLog:
+    """Failed documents, appended to the failures file as they happen, so an interrupted and resumed sync still
+    reports the ones found before the interruption."""
+
+    def __init__(self, path: Path, keep: bool):
+        self.path = path
+        if not keep:
+            path.unlink(missing_ok=True)
+
+    def add(self, line: int, doc_id: str | None, reason: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"line": line, "id": doc_id, "reason": reason}, ensure_ascii=False) + "\n")
+
+    def close(self) -> int:
+        """Deduplicate (a batch redone after an interruption records its failures twice); return the count."""
+        if not self.path.is_file():
+            return 0
+        rows = {}
+        for text in self.path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(text)
+            rows[(row["line"], row["id"])] = row
+        if not rows:
+            self.path.unlink()
+            return 0
+        ordered = sorted(rows.values(), key=lambda r: r["line"])
+        self.path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered), encoding="utf-8")
+        return len(ordered)
 
 
 class _Progress:
@@ -159,8 +217,10 @@ class _Progress:
     def __init__(self, path: Path, cfg: SyncConfig, identity: str):
         self.path, self.cfg, self.identity = path, cfg, identity
         state = json.loads(path.read_text()) if path.is_file() else None
+        self.abandoned: str | None = None
         if state and not cfg.resume:
             log.warning("an interrupted sync of this corpus was found; starting over (use --resume to continue it)")
+            self.abandoned = state.get("target")
             state = None
         if state and state.get("model") != identity:
             raise LLMQLError(
@@ -169,6 +229,8 @@ class _Progress:
             )
         self.resumed = state is not None
         self.committed: int = state["committed_line"] if state else 0
+        default_failures = str(Path(cfg.failures_file or "llmql-sync-failures.jsonl").resolve())
+        self.failures_file: str = (state or {}).get("failures_file", default_failures)
         if state:
             self.target = state["target"]
         elif cfg.alias:
@@ -177,10 +239,14 @@ class _Progress:
             self.target = cfg.index
 
     def save(self, index: str) -> None:
-        _save_state(
-            self.path,
-            {"target": index, "model": self.identity, "committed_line": self.committed, "config": asdict(self.cfg)},
-        )
+        state = {
+            "target": index,
+            "model": self.identity,
+            "committed_line": self.committed,
+            "failures_file": self.failures_file,
+            "config": asdict(self.cfg),
+        }
+        _save_state(self.path, state)
 
     def commit(self, index: str, line: int) -> None:
         """Called only after the engine acknowledged every line up to `line`."""
@@ -191,17 +257,13 @@ class _Progress:
         self.path.unlink(missing_ok=True)
 
 
-def _accept(
-    batch: list, source: Path, on_error: str, committed: int, seen: set[str], failures: list[dict]
-) -> list[SourceDoc]:
-    """The batch's documents past the committed line; bad lines fail the sync or are recorded (`on_error`)."""
+def _accept(batch: list, committed: int, seen: set[str], failures: FailureLog) -> list[SourceDoc]:
+    """The batch's documents past the committed line; bad lines (only met with --on-error skip) are recorded."""
     docs: list[SourceDoc] = []
     for item in batch:
         if isinstance(item, BadLine):
-            if on_error == "fail":
-                raise DataError(f"{source}:{item.line}: {item.reason} (use --on-error skip to skip it)")
             if item.line > committed:
-                failures.append({"line": item.line, "id": item.id, "reason": item.reason})
+                failures.add(item.line, item.id, item.reason)
             continue
         seen.add(item.id)
         if item.line > committed:
@@ -216,7 +278,7 @@ class _BatchWriter:
         self.cfg, self.encoder, self.ql = cfg, encoder, ql
 
     def write(
-        self, backend, index: str, docs: list[SourceDoc], existing: dict, report: SyncReport, failures: list[dict]
+        self, backend, index: str, docs: list[SourceDoc], existing: dict, report: SyncReport, failures: FailureLog
     ) -> None:
         hashes = {d.id: content_hash(d, self.encoder.identity) for d in docs}
         todo = [d for d in docs if not (self.cfg.incremental and existing.get(d.id) == hashes[d.id])]
@@ -232,7 +294,8 @@ class _BatchWriter:
         result = backend.upsert(index, records)
         report.indexed += len(result.written)
         line_of = {d.id: d.line for d in todo}
-        failures += [{"line": line_of[i], "id": i, "reason": r} for i, r in result.failed]
+        for doc_id, reason in result.failed:
+            failures.add(line_of.get(doc_id, 0), doc_id, reason)
 
 
 def _finish(cfg: SyncConfig, backend, index: str, report: SyncReport, gone: list[str]) -> None:

@@ -96,3 +96,13 @@ def write_toy_beir(root: Path, seed: int = 0) -> Path:
     (root / "qrels" / "train.tsv").write_text(header + "\n".join(train_rows) + "\n")
     (root / "qrels" / "test.tsv").write_text(header + "\n".join(test_rows) + "\n")
     return root
+
+
+def big_corpus(path: Path, n: int) -> Path:
+    """`n` short synthetic notes (ids doc00000...) in corpus.jsonl form, for sync tests that need many batches."""
+    rng = random.Random(1)
+    with path.open("w") as handle:
+        for i in range(n):
+            words = [*rng.sample(FILLER, 6), rng.choice(TOPICS), rng.choice(TOPICS)]
+            handle.write(json.dumps({"_id": f"doc{i:05d}", "title": f"note {i}", "text": " ".join(words)}) + "\n")
+    return path

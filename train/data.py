@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from llmql.train.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,11 @@ def _string_field(obj: dict[str, Any], key: str, where: str, required: bool = Tr
     return value
 
 
-def load_corpus(path: Path) -> dict[str, Doc]:
-    """BEIR `corpus.jsonl` ({_id, title, text}); ids must be unique and text non-empty."""
+def load_corpus(path: Path, empty: set[str] | None = None) -> dict[str, Doc]:
+    """BEIR `corpus.jsonl` ({_id, title, text}); ids must be unique. Documents with neither title nor text (classic
+    collections have a few) are left out with a warning that counts them; their ids go into `empty`."""
     corpus: dict[str, Doc] = {}
+    skipped: set[str] = set() if empty is None else empty
     for number, obj in read_jsonl(path):
         where = f"{path}:{number}"
         doc_id = _string_field(obj, "_id", where)
@@ -94,11 +99,14 @@ def load_corpus(path: Path) -> dict[str, Doc]:
         title = _string_field(obj, "title", where, required=False)
         if not doc_id:
             raise DataError(f"{where}: empty '_id'")
-        if not (text.strip() or title.strip()):
-            raise DataError(f"{where}: document {doc_id!r} has empty text")
-        if doc_id in corpus:
+        if doc_id in corpus or doc_id in skipped:
             raise DataError(f"{where}: duplicate document id {doc_id!r}")
+        if not (text.strip() or title.strip()):
+            skipped.add(doc_id)
+            continue
         corpus[doc_id] = Doc(doc_id, title, text)
+    if skipped:
+        log.warning("%s: %d empty document(s) left out (%s)", path, len(skipped), ", ".join(sorted(skipped)[:5]))
     if not corpus:
         raise DataError(f"{path}: no documents")
     return corpus
@@ -144,7 +152,8 @@ def load_beir(directory: Path, split: str | None = "train") -> BeirData:
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"{directory}: not a directory (expected corpus.jsonl, queries.jsonl, qrels/)")
-    corpus = load_corpus(directory / "corpus.jsonl")
+    empty: set[str] = set()
+    corpus = load_corpus(directory / "corpus.jsonl", empty)
     queries = load_queries(directory / "queries.jsonl")
     qrels: dict[str, dict[str, int]] = {}
     if split is not None:
@@ -154,7 +163,7 @@ def load_beir(directory: Path, split: str | None = "train") -> BeirData:
             if qid not in queries:
                 raise DataError(f"{qrels_path}: query id {qid!r} is not in {directory / 'queries.jsonl'}")
             for doc_id in docs:
-                if doc_id not in corpus:
+                if doc_id not in corpus and doc_id not in empty:  # an empty judged one stays judged, unfindable
                     raise DataError(f"{qrels_path}: document id {doc_id!r} is not in {directory / 'corpus.jsonl'}")
     return BeirData(corpus, queries, qrels)
 
@@ -175,7 +184,7 @@ def groups_from_qrels(data: BeirData, exclude: set[str] = frozenset()) -> list[T
     for qid in sorted(data.qrels):
         if qid in exclude:
             continue
-        positives = tuple(data.corpus[d] for d, s in sorted(data.qrels[qid].items()) if s > 0)
+        positives = tuple(data.corpus[d] for d, s in sorted(data.qrels[qid].items()) if s > 0 and d in data.corpus)
         if positives:
             groups.append(TrainGroup(qid, data.queries[qid], positives))
     return groups

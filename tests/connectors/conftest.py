@@ -23,8 +23,3 @@ def tiny_export(tiny_llama, tmp_path_factory):
     return export_model(
         ExportConfig(model=str(tiny_llama), out=str(tmp_path_factory.mktemp("exp") / "export"), ql_scorer=True)
     )
-
-
-@pytest.fixture(scope="session")
-def other_export(tiny_qwen2, tmp_path_factory):
-    return export_model(ExportConfig(model=str(tiny_qwen2), out=str(tmp_path_factory.mktemp("exp2") / "export")))

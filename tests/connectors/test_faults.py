@@ -3,7 +3,6 @@ Also an interrupted embedded sync. The server tests restart the node with script
 
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -15,19 +14,10 @@ import pytest
 from llmql.connectors.registry import open_backend
 from llmql.connectors.sync import SyncConfig, state_path, sync
 from tests.conftest import server_url
-from tests.toydata import FILLER, TOPICS
+from tests.toydata import big_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNC = str(Path(sys.executable).parent / "llmql-sync")
-
-
-def big_corpus(path: Path, n: int) -> Path:
-    rng = random.Random(1)
-    with path.open("w") as handle:
-        for i in range(n):
-            words = [*rng.sample(FILLER, 6), rng.choice(TOPICS), rng.choice(TOPICS)]
-            handle.write(json.dumps({"_id": f"doc{i:05d}", "title": f"note {i}", "text": " ".join(words)}) + "\n")
-    return path
 
 
 def stored_vectors(backend, index: str, ids: list[str]) -> dict[str, np.ndarray]:

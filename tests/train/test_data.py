@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from llmql.train.data import load_beir, load_corpus, load_training_jsonl, write_training_jsonl
+from llmql.train.data import groups_from_qrels, load_beir, load_corpus, load_training_jsonl, write_training_jsonl
 from llmql.train.errors import DataError
 from tests.toydata import write_toy_beir
 
@@ -30,7 +30,6 @@ def test_invalid_utf8_names_the_line(tmp_path):
     ("line", "message"),
     [
         ('{"text": "x"}', "missing '_id'"),
-        ('{"_id": "a", "text": "  ", "title": ""}', "empty text"),
         ('{"_id": "d0", "text": "dup"}', "duplicate document id"),
         ("[1, 2]", "expected a JSON object"),
     ],
@@ -69,3 +68,16 @@ def test_training_jsonl_round_trip_and_errors(tmp_path, toy_beir):
     bad.write_text(json.dumps({"query": "q", "positive_passages": []}) + "\n")
     with pytest.raises(DataError, match=r"bad\.jsonl:1: no positive_passages"):
         load_training_jsonl(bad)
+
+
+def test_empty_documents_are_left_out_with_a_count_and_stay_judged(tmp_path, caplog):
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text(
+        '{"_id": "d0", "text": "fine"}\n{"_id": "e1", "text": " ", "title": ""}\n{"_id": "e2", "text": ""}\n'
+    )
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "fine?"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\nq1\te1\t1\n")
+    data = load_beir(tmp_path, "test")
+    assert list(data.corpus) == ["d0"] and data.qrels["q1"] == {"d0": 1, "e1": 1}
+    assert "2 empty document(s) left out" in caplog.text
+    assert [p.id for p in groups_from_qrels(data)[0].positives] == ["d0"]
