@@ -43,7 +43,7 @@ def _backend_options(url: str | None = "./llmql-index", index: str = "llmql", ur
 @click.option("--model", default=None, help="Export (or model) directory to encode the query (dense, hybrid).")
 @click.option("--ql-model", default=None, help="Export with --ql-scorer (or model directory) for --rerank.")
 @click.option("--mode", type=click.Choice(["hybrid", "bm25", "dense"]), default="hybrid")
-@click.option("--k", type=int, default=10, help="Results to show.")
+@click.option("--k", type=click.IntRange(1, 10_000), default=10, help="Results to show.")
 @click.option("--fusion", type=click.Choice(["rrf", "minmax", "zscore"]), default="rrf")
 @click.option("--rerank", type=int, default=0, help="QL re-rank the fused top-N (0: off).")
 @click.option("--ql-weight", type=float, default=0.5, help="Weight of the QL score against the fused score.")
@@ -79,6 +79,9 @@ def search_main(
     from llmql.export.runtime import load_encoder, load_ql_scorer
     from llmql.plugin.search import HybridSearcher, SearchConfig
 
+    if not query.strip():
+        raise click.BadParameter("the query is empty", param_hint="QUERY")
+    flt = _filter(filter_json)
     encoder = load_encoder(model, runtime=runtime) if model else None
     if opensearch_hybrid:
         from llmql.plugin.server_fusion import hybrid_query, normalization_pipeline
@@ -88,10 +91,6 @@ def search_main(
         vector = encoder.encode_queries([query])[0].tolist()
         click.echo(json.dumps({"pipeline": normalization_pipeline(), "query": hybrid_query(query, vector, size=k)}))
         return
-    try:
-        flt = json.loads(filter_json) if filter_json else None
-    except json.JSONDecodeError as err:
-        raise click.BadParameter(f"not JSON: {err.msg}", param_hint="--filter") from None
     scorer = load_ql_scorer(ql_model, runtime=runtime) if ql_model else None
     cfg = SearchConfig(mode=mode, fusion=fusion, rerank_depth=rerank, ql_weight=ql_weight)
     try:
@@ -123,6 +122,19 @@ def search_main(
             + ", ".join(f"{s} {v:.1f}" for s, v in result.timings_ms.items())
             + (f"; QL path: {result.ql_path}" if result.ql_path else "")
         )
+
+
+def _filter(text: str | None):
+    from llmql.connectors.base import check_filter
+
+    if not text:
+        return None
+    try:
+        return check_filter(json.loads(text))
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(f"not JSON: {err.msg}", param_hint="--filter") from None
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--filter") from None
 
 
 def _floats(text: str, option: str) -> tuple[float, ...]:
@@ -215,17 +227,32 @@ def eval_main(
 @click.option("--ql-model", default=None, help="Export with --ql-scorer for /rerank and rerank=true.")
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", type=int, default=8080)
-@click.option("--max-k", type=int, default=100, help="Largest k a request may ask for.")
+@click.option("--max-k", type=click.IntRange(1, 10_000), default=100, help="Largest k a request may ask for.")
+@click.option(
+    "--allow-index",
+    "allowed",
+    multiple=True,
+    help="Another index (or alias) requests may name besides --index (repeatable); no other is served.",
+)
 @cli_errors
-def serve(backend, url, index, runtime, model, ql_model, host, port, max_k) -> None:
-    """HTTP service: /search, /rerank, /embed, /health; OpenAPI at /openapi.json."""
+def serve(backend, url, index, runtime, model, ql_model, host, port, max_k, allowed) -> None:
+    """HTTP service: /search, /rerank, /embed, /health; OpenAPI at /openapi.json.
+
+    Refuses to start when --model or --ql-model is not the model a served index was synced with."""
     import uvicorn
 
     from llmql.plugin.service import ServiceConfig, create_app
 
     app = create_app(
         ServiceConfig(
-            backend=backend, url=url, index=index, model=model, ql_model=ql_model, max_k=max_k, runtime=runtime
+            backend=backend,
+            url=url,
+            index=index,
+            model=model,
+            ql_model=ql_model,
+            max_k=max_k,
+            runtime=runtime,
+            indexes=tuple(allowed),
         )
     )
     uvicorn.run(app, host=host, port=port)

@@ -9,6 +9,7 @@ from typing import Literal
 
 from llmql.connectors.base import Backend, Filter, Hit
 from llmql.plugin.fusion import fuse, rerank_head
+from llmql.plugin.index_check import check_models
 from llmql.plugin.rerank import QLReranker
 
 
@@ -45,7 +46,17 @@ class SearchResult:
 
 
 class HybridSearcher:
-    def __init__(self, backend: Backend, index: str, encoder=None, ql_scorer=None, config: SearchConfig | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        index: str,
+        encoder=None,
+        ql_scorer=None,
+        config: SearchConfig | None = None,
+        verify: bool = True,
+    ):
+        """`verify` checks the models against the index once (see `check_models`); a caller that already did
+        (the service, per index) passes False."""
         self.backend = backend
         self.index = index
         self.encoder = encoder
@@ -54,7 +65,10 @@ class HybridSearcher:
             raise ValueError(f"mode {self.config.mode!r} needs an encoder")
         if self.config.rerank_depth and ql_scorer is None:
             raise ValueError("QL re-ranking (rerank_depth > 0) needs a QL scorer")
-        self.reranker = QLReranker(ql_scorer, backend, index, self.config.ql_path) if ql_scorer else None
+        ql_path = self.config.ql_path
+        if verify:
+            ql_path = check_models(backend, index, encoder, ql_scorer, ql_path)
+        self.reranker = QLReranker(ql_scorer, backend, index, ql_path) if ql_scorer else None
 
     def search(self, query: str, k: int = 10, filter: Filter | None = None) -> SearchResult:
         if not query.strip():

@@ -5,16 +5,18 @@
     POST /embed   {"texts", "kind": "query" | "passage"}
     GET  /health  and the OpenAPI document at /openapi.json (docs at /docs)
 
-Request bodies are bounded (bytes, list lengths, text lengths); bad input gets a 4xx with a message and the
-service stays up.
+Request bodies are bounded (bytes, list lengths, text lengths) and unknown fields are refused (a client's typo
+must not be ignored silently); bad input gets a 4xx with a message and the service stays up. A request may name
+only the indexes the service was started with, each checked against the models at start-up. A search engine
+that cannot be reached is a 503, an unknown index a 404.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_BODY_BYTES = 1 << 20
 MAX_TEXT_CHARS = 20_000
@@ -31,6 +33,11 @@ class ServiceConfig:
     max_k: int = 100
     rerank_depth: int = 50
     runtime: str = "auto"
+    indexes: tuple[str, ...] = ()  # other indexes (or aliases) a request may name besides `index`
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        return (self.index, *(i for i in self.indexes if i != self.index))
 
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
@@ -42,7 +49,11 @@ def _not_blank(value: str) -> str:
     return value
 
 
-class SearchRequest(BaseModel):
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchRequest(Strict):
     query: Text
     k: int = Field(10, ge=1, le=1000)
     mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
@@ -54,13 +65,13 @@ class SearchRequest(BaseModel):
     _blank = field_validator("query")(_not_blank)
 
 
-class Candidate(BaseModel):
+class Candidate(Strict):
     id: str = Field(min_length=1, max_length=512)
     title: str = Field("", max_length=MAX_TEXT_CHARS)
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
 
 
-class RerankRequest(BaseModel):
+class RerankRequest(Strict):
     query: Text
     ids: list[Annotated[str, Field(min_length=1, max_length=512)]] | None = Field(None, max_length=MAX_ITEMS)
     candidates: list[Candidate] | None = Field(None, max_length=MAX_ITEMS)
@@ -69,9 +80,17 @@ class RerankRequest(BaseModel):
     _blank = field_validator("query")(_not_blank)
 
 
-class EmbedRequest(BaseModel):
+class EmbedRequest(Strict):
     texts: list[Text] = Field(min_length=1, max_length=MAX_ITEMS)
     kind: Literal["query", "passage"] = "query"
+
+    @field_validator("texts")
+    @classmethod
+    def _no_blank(cls, texts: list[str]) -> list[str]:
+        blank = [i for i, t in enumerate(texts) if not t.strip()]
+        if blank:
+            raise ValueError(f"texts {blank[:5]} are blank")
+        return texts
 
 
 class BodyLimit:
@@ -117,105 +136,167 @@ class BodyLimit:
         await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
 
 
-def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None):
-    """Build the app; encoder, scorer and backend are loaded from `config` unless given (tests pass them)."""
-    from fastapi import FastAPI, HTTPException
-    from fastapi.responses import JSONResponse
+@dataclass
+class _Models:
+    """What the routes share: the backend, the models, and per served index the QL path its check allowed."""
 
-    from llmql.connectors.base import BackendError
+    config: ServiceConfig
+    backend: object
+    encoder: object = None
+    ql_scorer: object = None
+    ql_paths: dict[str, str] | None = None
+
+    def index_of(self, name: str | None) -> str:
+        from fastapi import HTTPException
+
+        index = name or self.config.index
+        if index not in self.ql_paths:
+            raise HTTPException(403, f"index {index!r} is not served here (served: {', '.join(self.ql_paths)})")
+        return index
+
+
+def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None):
+    """Build the app; encoder, scorer and backend are loaded from `config` unless given (tests pass them).
+
+    Every served index is checked against the models before the app exists: a model the index was not synced
+    with is refused here (IndexMismatch), not answered with meaningless hits or 500s later."""
+    from fastapi import FastAPI
+
     from llmql.connectors.registry import open_backend
     from llmql.export.runtime import load_encoder, load_ql_scorer
-    from llmql.plugin.rerank import QLReranker
-    from llmql.plugin.search import HybridSearcher, SearchConfig
+    from llmql.plugin.index_check import check_models
 
     encoder = encoder or (load_encoder(config.model, runtime=config.runtime) if config.model else None)
     ql_scorer = ql_scorer or (load_ql_scorer(config.ql_model, runtime=config.runtime) if config.ql_model else None)
     backend = backend or open_backend(config.backend, config.url)
+    paths = {index: check_models(backend, index, encoder, ql_scorer) for index in config.served}
+    models = _Models(config, backend, encoder, ql_scorer, paths)
     app = FastAPI(
         title="llmql",
         version="0.1.0",
         description="LLM-QL dense retrieval, hybrid search and query-likelihood re-ranking.",
     )
-
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    _add_error_mapping(app)
+    _add_routes(app, models)
+    return app
 
-    def index_of(name: str | None) -> str:
-        index = name or config.index
-        try:
-            backend.count(index)
-        except BackendError as err:
-            raise HTTPException(404, f"unknown index {index!r}: {err}") from None
-        return index
 
+def _add_routes(app, models: _Models) -> None:
     @app.get("/health")
-    def health() -> dict:
-        try:
-            count = backend.count(config.index)
-        except BackendError as err:
-            return JSONResponse({"status": "degraded", "detail": str(err)}, status_code=503)
-        return {
-            "status": "ok",
-            "backend": backend.name,
-            "index": config.index,
-            "documents": count,
-            "encoder": encoder is not None,
-            "ql_scorer": ql_scorer is not None,
-        }
+    def health():
+        return _health(models)
 
     @app.post("/search")
     def search(body: SearchRequest) -> dict:
-        index = index_of(body.index)
-        if body.k > config.max_k:
-            raise HTTPException(400, f"k={body.k} is over this service's limit of {config.max_k}")
-        if body.mode != "bm25" and encoder is None:
-            raise HTTPException(400, f"mode {body.mode!r} needs an encoder; the service was started without --model")
-        if body.rerank and ql_scorer is None:
-            raise HTTPException(400, "rerank needs a QL scorer; the service was started without --ql-model")
-        cfg = replace(SearchConfig(mode=body.mode), rerank_depth=config.rerank_depth if body.rerank else 0)
-        try:
-            result = HybridSearcher(backend, index, encoder, ql_scorer, cfg).search(body.query, body.k, body.filter)
-        except BackendError as err:
-            raise HTTPException(502, str(err)) from None
-        hits = [
-            {
-                "id": h.id,
-                "score": h.score,
-                "title": h.title,
-                "text": h.text,
-                "fields": h.fields,
-                **({"stages": h.stages} if body.explain else {}),
-            }
-            for h in result.hits
-        ]
-        return {"hits": hits, "timings_ms": result.timings_ms, **({"ql_path": result.ql_path} if body.rerank else {})}
+        return _search(models, body)
 
     @app.post("/rerank")
     def rerank(body: RerankRequest) -> dict:
-        if ql_scorer is None:
-            raise HTTPException(400, "the service was started without a QL scorer (--ql-model)")
-        if (body.ids is None) == (body.candidates is None):
-            raise HTTPException(422, "give exactly one of 'ids' (documents in the index) or 'candidates' (texts)")
-        if body.ids is not None:
-            reranker = QLReranker(ql_scorer, backend, index_of(body.index))
-            try:
-                result = reranker.rerank(body.query, body.ids)
-            except KeyError as err:
-                raise HTTPException(404, str(err.args[0])) from None
-        else:
-            ids = [c.id for c in body.candidates]
-            if len(set(ids)) != len(ids):
-                raise HTTPException(422, "candidate ids must be unique")
-            result = QLReranker(ql_scorer, path="full").rerank(
-                body.query, ids, [c.text for c in body.candidates], [c.title for c in body.candidates]
-            )
-        ranked = sorted(result.scores.items(), key=lambda x: (-x[1], x[0]))
-        return {"results": [{"id": i, "score": s} for i, s in ranked], "path": result.path, "ms": result.seconds * 1000}
+        return _rerank(models, body)
 
     @app.post("/embed")
     def embed(body: EmbedRequest) -> dict:
-        if encoder is None:
-            raise HTTPException(400, "the service was started without an encoder (--model)")
-        vectors = encoder.encode_queries(body.texts) if body.kind == "query" else encoder.encode_passages(body.texts)
-        return {"dim": int(vectors.shape[1]), "embeddings": vectors.tolist()}
+        return _embed(models, body)
 
-    return app
+
+def _add_error_mapping(app) -> None:
+    """Backend errors become answers, never bare 500s: unreachable 503, unknown index 404, anything else 502."""
+    from fastapi.responses import JSONResponse
+
+    from llmql.connectors.base import BackendError, BackendUnavailable, UnknownIndex
+
+    async def backend_error(_request, err: BackendError):
+        status = 503 if isinstance(err, BackendUnavailable) else 404 if isinstance(err, UnknownIndex) else 502
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return JSONResponse({"detail": str(err)}, status_code=status, headers=headers)
+
+    app.add_exception_handler(BackendError, backend_error)
+
+
+def _health(models: _Models):
+    from fastapi.responses import JSONResponse
+
+    from llmql.connectors.base import BackendError
+
+    try:
+        count = models.backend.count(models.config.index)
+    except BackendError as err:
+        return JSONResponse({"status": "degraded", "detail": str(err)}, status_code=503)
+    return {
+        "status": "ok",
+        "backend": models.backend.name,
+        "index": models.config.index,
+        "indexes": list(models.ql_paths),
+        "documents": count,
+        "encoder": models.encoder is not None,
+        "ql_scorer": models.ql_scorer is not None,
+    }
+
+
+def _search(models: _Models, body: SearchRequest) -> dict:
+    from fastapi import HTTPException
+
+    from llmql.plugin.search import HybridSearcher, SearchConfig
+
+    index, config = models.index_of(body.index), models.config
+    if body.k > config.max_k:
+        raise HTTPException(400, f"k={body.k} is over this service's limit of {config.max_k}")
+    if body.mode != "bm25" and models.encoder is None:
+        raise HTTPException(400, f"mode {body.mode!r} needs an encoder; the service was started without --model")
+    if body.rerank and models.ql_scorer is None:
+        raise HTTPException(400, "rerank needs a QL scorer; the service was started without --ql-model")
+    cfg = SearchConfig(
+        mode=body.mode, rerank_depth=config.rerank_depth if body.rerank else 0, ql_path=models.ql_paths[index]
+    )
+    searcher = HybridSearcher(models.backend, index, models.encoder, models.ql_scorer, cfg, verify=False)
+    result = searcher.search(body.query, body.k, body.filter)
+    hits = [
+        {
+            "id": h.id,
+            "score": h.score,
+            "title": h.title,
+            "text": h.text,
+            "fields": h.fields,
+            **({"stages": h.stages} if body.explain else {}),
+        }
+        for h in result.hits
+    ]
+    return {"hits": hits, "timings_ms": result.timings_ms, **({"ql_path": result.ql_path} if body.rerank else {})}
+
+
+def _rerank(models: _Models, body: RerankRequest) -> dict:
+    from fastapi import HTTPException
+
+    from llmql.plugin.rerank import QLReranker
+
+    if models.ql_scorer is None:
+        raise HTTPException(400, "the service was started without a QL scorer (--ql-model)")
+    if (body.ids is None) == (body.candidates is None):
+        raise HTTPException(422, "give exactly one of 'ids' (documents in the index) or 'candidates' (texts)")
+    if body.ids is not None:
+        index = models.index_of(body.index)
+        reranker = QLReranker(models.ql_scorer, models.backend, index, models.ql_paths[index])
+        try:
+            result = reranker.rerank(body.query, body.ids)
+        except KeyError as err:
+            raise HTTPException(404, str(err.args[0])) from None
+    else:
+        ids = [c.id for c in body.candidates]
+        if len(set(ids)) != len(ids):
+            raise HTTPException(422, "candidate ids must be unique")
+        result = QLReranker(models.ql_scorer, path="full").rerank(
+            body.query, ids, [c.text for c in body.candidates], [c.title for c in body.candidates]
+        )
+    ranked = sorted(result.scores.items(), key=lambda x: (-x[1], x[0]))
+    return {"results": [{"id": i, "score": s} for i, s in ranked], "path": result.path, "ms": result.seconds * 1000}
+
+
+def _embed(models: _Models, body: EmbedRequest) -> dict:
+    from fastapi import HTTPException
+
+    encoder = models.encoder
+    if encoder is None:
+        raise HTTPException(400, "the service was started without an encoder (--model)")
+    vectors = encoder.encode_queries(body.texts) if body.kind == "query" else encoder.encode_passages(body.texts)
+    return {"dim": int(vectors.shape[1]), "embeddings": vectors.tolist()}

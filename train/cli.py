@@ -96,11 +96,26 @@ def _optim_options(lr: float, warmup: str, batch_size: int):
     return decorate
 
 
+def parse_warmup(text: str) -> tuple[float, int | None]:
+    """'100' -> 100 steps; '0.1' or '1e-3' -> that fraction of the steps. Anything else is a usage error."""
+    text = str(text).strip()
+    if text.isdigit():
+        return 0.0, int(text)
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio < 1.0:
+        raise click.BadParameter(
+            f"{text!r} is neither a step count (100) nor a fraction of the steps in [0, 1) (0.1)", param_hint="--warmup"
+        )
+    return ratio, None
+
+
 def _optim(kw: dict):
     from llmql.train.config import OptimConfig
 
-    warmup = kw.pop("warmup")
-    ratio, steps = (float(warmup), None) if "." in str(warmup) else (0.0, int(warmup))
+    ratio, steps = parse_warmup(kw.pop("warmup"))
     bf16 = kw.pop("bf16")
     return OptimConfig(
         learning_rate=kw.pop("lr"),

@@ -56,7 +56,7 @@ def test_search_embed_rerank(client):
         ("post", "/search", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "JSON"),
         ("post", "/search", {"json": {"query": "   "}}, 422, "blank"),
         ("post", "/search", {"json": {"query": ""}}, 422, "at least 1 character"),
-        ("post", "/search", {"json": {"query": "kelp", "index": "nope"}}, 404, "unknown index"),
+        ("post", "/search", {"json": {"query": "kelp", "index": "nope"}}, 403, "not served"),
         ("post", "/search", {"json": {"query": "kelp", "k": 50}}, 400, "limit of 20"),
         ("post", "/search", {"content": b"x" * (MAX_BODY_BYTES + 1)}, 413, "bytes"),
         ("post", "/embed", {"json": {"texts": []}}, 422, "at least 1 item"),
