@@ -201,7 +201,8 @@ def _add_routes(app, models: _Models) -> None:
 
 
 def _add_error_mapping(app) -> None:
-    """Backend errors become answers, never bare 500s: unreachable 503, unknown index 404, anything else 502."""
+    """Errors become answers, never bare 500s: an unreachable engine 503 (with Retry-After), an unknown index 404,
+    any other engine error 502, and input the library refuses (ValueError: no cached states, ...) 422."""
     from fastapi.responses import JSONResponse
 
     from llmql.connectors.base import BackendError, BackendUnavailable, UnknownIndex
@@ -211,7 +212,11 @@ def _add_error_mapping(app) -> None:
         headers = {"Retry-After": "5"} if status == 503 else None
         return JSONResponse({"detail": str(err)}, status_code=status, headers=headers)
 
+    async def refused_input(_request, err: ValueError):
+        return JSONResponse({"detail": str(err)}, status_code=422)
+
     app.add_exception_handler(BackendError, backend_error)
+    app.add_exception_handler(ValueError, refused_input)
 
 
 def _health(models: _Models):

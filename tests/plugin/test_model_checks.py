@@ -125,3 +125,14 @@ def test_service_rejects_unknown_fields_and_blank_texts(embedded_index, ql_expor
     blank = client.post("/embed", json={"texts": ["kelp", "   "]})
     assert blank.status_code == 422 and "blank" in blank.text
     assert json.loads(client.get("/health").text)["indexes"] == ["docs"]
+
+
+def test_rerank_by_ids_in_an_index_without_cached_states_reads_the_documents(ql_export, toy_beir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    sync(SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=str(tmp_path), index="plain"), progress=False)
+    backend = open_backend("embedded", str(tmp_path))
+    app = create_app(ServiceConfig(url=str(tmp_path), index="plain"), None, OnnxQLScorer.from_dir(ql_export), backend)
+    client = TestClient(app)
+    ok = client.post("/rerank", json={"query": "kelp", "ids": ["d10", "d3"]})
+    assert ok.status_code == 200 and ok.json()["path"] == "full"  # no states stored: re-reads the documents
