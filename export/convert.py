@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from llmql.export.manifest import MANIFEST, onnx_versions, read_manifest, write_manifest
+from llmql.export.manifest import MANIFEST, SEARCH_FILE, onnx_versions, read_manifest, write_manifest
 from llmql.export.onnx_config import ENCODER, QL_DOCUMENT, QL_QUERY, onnx_config_for
 from llmql.train.config import save_llmql_config
 from llmql.train.errors import LLMQLError, ModelError
@@ -84,7 +84,7 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
     if not out.is_dir() or out == out.parent:
         raise LLMQLError(f"{out}: not an llmql export folder; --overwrite replaces only those")
     try:
-        listed = set(read_manifest(out)["files"]) | {MANIFEST}
+        listed = set(read_manifest(out)["files"]) | {MANIFEST, SEARCH_FILE}
     except (FileNotFoundError, ValueError, KeyError):
         raise LLMQLError(
             f"{out}: has no llmql export manifest; --overwrite replaces only an earlier export, never another folder"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+SEARCH_FILE = "search.json"  # tuned search settings, written later by `llmql tune`; belongs with the export
 FORMAT = "llmql-export/1"
 
 

@@ -189,12 +189,16 @@ def load_encoder(
     if (path_obj / "manifest.json").is_file():
         source = None if file else _torch_source(path_obj, runtime)
         if source is None:
-            return OnnxEncoder.from_dir(path_obj, file, threads)
-        path = source
+            encoder = OnnxEncoder.from_dir(path_obj, file, threads)
+            encoder.directory = str(path_obj)
+            return encoder
+        identity, path = export_identity(read_manifest(path_obj)), source
+    else:
+        identity = model_identity(path)
     from llmql.train.encoder import Encoder
 
     encoder = Encoder.from_pretrained(path)
-    encoder.identity = model_identity(path)
+    encoder.identity, encoder.directory = identity, str(path_obj)
     return encoder
 
 
@@ -205,10 +209,13 @@ def load_ql_scorer(path: str | Path, threads: int | None = None, runtime: str = 
         source = _torch_source(path_obj, runtime)
         if source is None:
             return OnnxQLScorer.from_dir(path_obj, threads)
-        path = source
-    from llmql.train.identity import model_identity
+        identity, path = export_identity(read_manifest(path_obj)), source
+    else:
+        from llmql.train.identity import model_identity
+
+        identity = model_identity(path)
     from llmql.train.ql_scorer import QLScorer
 
     scorer = QLScorer.from_pretrained(path)
-    scorer.identity = model_identity(path)
+    scorer.identity = identity
     return scorer

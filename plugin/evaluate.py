@@ -32,9 +32,10 @@ class EvalConfig:
     ql_model: str | None = None  # export with --ql-scorer or stage-1/2 directory (hybrid+ql, ql)
     runs: tuple[str, ...] = ("bm25", "dense", "hybrid")
     depth: int = 100  # first-stage candidates per query (and run-file depth)
-    rerank_depth: int = 100
-    fusion: str = "rrf"
-    ql_weights: tuple[float, ...] = (0.5,)  # hybrid+ql: weight(s) of the QL score against the fused score
+    # None: the model's tuned setting (search.json beside --model), else the untuned default (100, rrf, 0.5)
+    rerank_depth: int | None = None
+    fusion: str | None = None
+    ql_weights: tuple[float, ...] | None = None  # hybrid+ql: weight(s) of the QL score against the fused score
     ql_path: str = "auto"
     dirichlet_mu: float = 1000.0
     out_dir: str = "llmql-eval"
@@ -83,7 +84,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Every run in `cfg.runs` over the split's judged queries; writes NAME.run files and summary.json."""
     from llmql.connectors.registry import open_backend
     from llmql.export.runtime import load_encoder, load_ql_scorer
-    from llmql.plugin.search import HybridSearcher, SearchConfig
+    from llmql.plugin.search import HybridSearcher
     from llmql.plugin.word_ql import DirichletQL
     from llmql.train.data import load_beir
 
@@ -98,19 +99,12 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     if "ql-dirichlet" in cfg.runs:
         dirichlet = DirichletQL(((d.id, f"{d.title} {d.text}") for d in data.corpus.values()), mu=cfg.dirichlet_mu)
 
-    base = SearchConfig(bm25_k=cfg.depth, knn_k=cfg.depth, fusion=cfg.fusion, ql_path=cfg.ql_path)
-    configs = {
-        "bm25": replace(base, mode="bm25"),
-        "dense": replace(base, mode="dense"),
-        "hybrid": replace(base, mode="hybrid"),
-        "hybrid+ql": replace(base, mode="hybrid", rerank_depth=cfg.rerank_depth, ql_weight=1.0),
-        "ql": replace(base, mode="bm25", rerank_depth=cfg.rerank_depth, ql_weight=1.0),
-        "ql-dirichlet": replace(base, mode="bm25"),
-    }
+    settings = _settings(cfg)
+    configs = _run_configs(cfg, settings)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"config": asdict(cfg), "queries": len(qids), "runs": {}}
-    k = max(cfg.depth, cfg.rerank_depth)  # hybrid+ql re-weights the whole re-ranked head
+    summary = {"config": asdict(cfg), "settings": asdict(settings), "queries": len(qids), "runs": {}}
+    k = max(cfg.depth, settings.rerank_depth)  # hybrid+ql re-weights the whole re-ranked head
     for name in cfg.runs:
         searcher = HybridSearcher(backend, cfg.index, encoder, scorer, configs[name])
         results, latencies = {}, []
@@ -121,7 +115,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                 results[qid] = _dirichlet_rerank(results[qid], dirichlet, data.queries[qid], cfg.rerank_depth)
             latencies.append((time.perf_counter() - start) * 1000)
         if name == "hybrid+ql":
-            weights = cfg.ql_weights
+            weights = settings.ql_weights
             runs = {
                 ("hybrid+ql" if len(weights) == 1 else f"hybrid+ql@{w:g}"): {
                     q: _top(_reweighted(r, w), cfg.depth) for q, r in results.items()
@@ -138,8 +132,60 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                 "p95": float(np.percentile(latencies, 95)),
             }
             summary["runs"][run_name] = scored
+    _compare_with_bm25(summary["runs"])
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the fused and re-ranked runs use: explicit options, else the model's search.json, else defaults."""
+
+    fusion: str
+    weights: dict[str, float]
+    rerank_depth: int
+    ql_weights: tuple[float, ...]
+    source: str  # where they came from, for the summary
+
+
+def _settings(cfg: EvalConfig) -> RunSettings:
+    from llmql.plugin.search_settings import read_search_settings
+
+    tuned = (read_search_settings(cfg.model) or {}).get("search", {})
+    depth = cfg.rerank_depth or tuned.get("rerank_depth") or 100
+    weights = cfg.ql_weights or ((tuned["ql_weight"],) if tuned.get("rerank_depth") else (0.5,))
+    fusion = cfg.fusion or tuned.get("fusion", "rrf")
+    fused_weights = tuned.get("weights", {}) if cfg.fusion is None else {}
+    return RunSettings(fusion, fused_weights, depth, tuple(weights), "search.json" if tuned else "defaults")
+
+
+def _run_configs(cfg: EvalConfig, settings: RunSettings) -> dict:
+    from llmql.plugin.search import SearchConfig
+
+    base = SearchConfig(bm25_k=cfg.depth, knn_k=cfg.depth, ql_path=cfg.ql_path)
+    hybrid = replace(
+        base, mode="hybrid", fusion=settings.fusion, **({"weights": settings.weights} if settings.weights else {})
+    )
+    return {
+        "bm25": replace(base, mode="bm25"),
+        "dense": replace(base, mode="dense"),
+        "hybrid": hybrid,
+        "hybrid+ql": replace(hybrid, rerank_depth=settings.rerank_depth, ql_weight=1.0),
+        "ql": replace(base, mode="bm25", rerank_depth=settings.rerank_depth, ql_weight=1.0),
+        "ql-dirichlet": replace(base, mode="bm25"),
+    }
+
+
+def _compare_with_bm25(runs: dict) -> None:
+    """Each run's paired nDCG@10 difference from BM25 over the queries, with a 95% bootstrap interval."""
+    from llmql.plugin.significance import versus
+
+    if "bm25" not in runs:
+        return
+    for name, scored in runs.items():
+        if name != "bm25":
+            diff = versus(scored["per_query"], runs["bm25"]["per_query"], "nDCG@10")
+            scored["vs_bm25"] = {"ndcg@10": diff.mean, "low": diff.low, "high": diff.high}
 
 
 def _check(cfg: EvalConfig) -> None:
@@ -152,7 +198,7 @@ def _check(cfg: EvalConfig) -> None:
         raise ValueError(f"runs {sorted(needs_encoder)} need --model (the encoder)")
     if needs_ql and not cfg.ql_model:
         raise ValueError(f"runs {sorted(needs_ql)} need --ql-model (an export with --ql-scorer or a model dir)")
-    if not cfg.ql_weights or any(not 0.0 <= w <= 1.0 for w in cfg.ql_weights):
+    if cfg.ql_weights is not None and (not cfg.ql_weights or any(not 0.0 <= w <= 1.0 for w in cfg.ql_weights)):
         raise ValueError(f"QL weights must lie in [0, 1], got {list(cfg.ql_weights)}")
 
 
@@ -185,14 +231,17 @@ def _dirichlet_rerank(result, dirichlet, query: str, depth: int):
 
 
 def format_table(summary: dict) -> str:
-    """A plain-text table of the aggregate metrics, one row per run."""
+    """A plain-text table of the aggregate metrics, one row per run, and beside each its paired nDCG@10
+    difference from BM25 with the 95% bootstrap interval (where BM25 was run)."""
     runs = summary["runs"]
     names = list(next(iter(runs.values()))["metrics"]) if runs else []
-    lines = [f"{'run':<14}" + "".join(f"{n:>10}" for n in names) + f"{'p50 ms':>10}"]
+    lines = [f"{'run':<14}" + "".join(f"{n:>10}" for n in names) + f"{'p50 ms':>10}   nDCG@10 vs BM25 [95% CI]"]
     for run, values in runs.items():
+        versus = values.get("vs_bm25")
         lines.append(
             f"{run:<14}"
             + "".join(f"{values['metrics'][n]:>10.4f}" for n in names)
             + f"{values['latency_ms']['p50']:>10.1f}"
+            + (f"   {versus['ndcg@10']:+.4f} [{versus['low']:+.4f}, {versus['high']:+.4f}]" if versus else "")
         )
     return "\n".join(lines)

@@ -4,7 +4,7 @@ re-ranking of the fused top-n. Every stage's scores and time are kept on the res
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from llmql.connectors.base import Backend, Filter, Hit
@@ -45,6 +45,13 @@ class SearchResult:
     ql_path: str | None = None
 
 
+def default_config(encoder=None, ql_scorer=None) -> SearchConfig:
+    from llmql.plugin.search_settings import search_config
+
+    config = search_config(getattr(encoder, "directory", None))
+    return config if ql_scorer is not None else replace(config, rerank_depth=0)
+
+
 class HybridSearcher:
     def __init__(
         self,
@@ -55,12 +62,13 @@ class HybridSearcher:
         config: SearchConfig | None = None,
         verify: bool = True,
     ):
-        """`verify` checks the models against the index once (see `check_models`); a caller that already did
-        (the service, per index) passes False."""
+        """Without `config`, the encoder's tuned settings (search.json beside its model) or the untuned defaults;
+        QL re-ranking is left off when no scorer is given. `verify` checks the models against the index once (see
+        `check_models`); a caller that already did (the service, per index) passes False."""
         self.backend = backend
         self.index = index
         self.encoder = encoder
-        self.config = config or SearchConfig()
+        self.config = config or default_config(encoder, ql_scorer)
         if self.config.mode != "bm25" and encoder is None:
             raise ValueError(f"mode {self.config.mode!r} needs an encoder")
         if self.config.rerank_depth and ql_scorer is None:

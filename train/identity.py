@@ -15,6 +15,7 @@ PREFIX = "sha256:"
 # Files that decide the outputs: weights, configs (llmql.json holds prompts and pooling), tokenizer.
 _SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".gguf")
 _SKIPPED_DIRS = {"checkpoints", "merged"}  # resumable training state; a merged copy of the same weights
+_SKIPPED_FILES = {"search.json"}  # tuned search settings: how to search with the model, not the model
 
 
 def identity_files(directory: Path) -> list[Path]:
@@ -25,7 +26,7 @@ def identity_files(directory: Path) -> list[Path]:
         relative = path.relative_to(directory)
         if relative.parts[0] in _SKIPPED_DIRS or len(relative.parts) > 2 or not path.is_file():
             continue
-        if path.suffix in _SUFFIXES:
+        if path.suffix in _SUFFIXES and path.name not in _SKIPPED_FILES:
             files.append(path)
     return files
 

@@ -18,6 +18,7 @@ from llmql.train.tokenization import PromptTokenizer
 class TextEncoderBase:
     tokenizer: PromptTokenizer
     identity: str = ""  # the trained model the vectors come from (indexes record it)
+    directory: str | None = None  # the export or model directory it was loaded from (its search.json applies)
 
     def _embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """input_ids, attention_mask [B, L] int64 -> [B, H] float32, L2-normalised."""

@@ -35,3 +35,12 @@ def synced(backend_spec, toy_beir, ql_export):
     backend = open_backend(name, location)
     yield backend, index
     backend.drop_index(index)
+
+
+@pytest.fixture
+def synced_embedded(tmp_path, toy_beir, ql_export):
+    """(backend, index): the toy corpus with cached [E] states in a fresh embedded engine."""
+    location = str(tmp_path / "db")
+    cfg = SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=location, index="docs", ql_cache="fp16")
+    assert sync(cfg, progress=False).ok
+    return open_backend("embedded", location), "docs"

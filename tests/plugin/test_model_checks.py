@@ -10,8 +10,8 @@ from llmql.connectors.base import IndexMismatch
 from llmql.connectors.registry import open_backend
 from llmql.connectors.sync import SyncConfig, sync
 from llmql.export.runtime import OnnxEncoder, OnnxQLScorer
-from llmql.plugin.cli import search_main
 from llmql.plugin.search import HybridSearcher, SearchConfig
+from llmql.plugin.search_cli import search_main
 from llmql.plugin.service import ServiceConfig, create_app
 from llmql.train.identity import model_identity
 from tests.conftest import build_tiny_model

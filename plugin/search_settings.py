@@ -1,0 +1,61 @@
+"""`search.json`: the search settings tuned for a model, kept beside its export (or model directory) so that
+`llmql-search`, `llmql serve`, `llmql-eval` and `HybridSearcher` use them by default.
+
+It records the values, the queries they were chosen on, and the figures that chose them, so a model directory
+says how it is best searched and why. Without it the defaults are the untuned ones (RRF, no QL re-ranking).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import fields, replace
+from pathlib import Path
+
+from llmql.export.manifest import SEARCH_FILE
+from llmql.plugin.search import SearchConfig
+from llmql.train.errors import DataError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "llmql-search/1"
+TUNED_FIELDS = ("mode", "fusion", "weights", "rerank_depth", "ql_weight")
+
+
+def save_search_settings(directory: str | Path, config: SearchConfig, report: dict) -> Path:
+    """Write the tuned part of `config` and the tuning report atomically."""
+    path = Path(directory) / SEARCH_FILE
+    payload = {"format": FORMAT, "search": {f: getattr(config, f) for f in TUNED_FIELDS}, **report}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_search_settings(directory: str | Path | None) -> dict | None:
+    """The whole search.json of a model directory, or None when there is none."""
+    if directory is None:
+        return None
+    path = Path(directory) / SEARCH_FILE
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not JSON ({err.msg}); delete it or tune again") from None
+    if payload.get("format") != FORMAT:
+        raise DataError(f"{path}: format {payload.get('format')!r}, expected {FORMAT!r}; tune again")
+    return payload
+
+
+def search_config(directory: str | Path | None, **overrides) -> SearchConfig:
+    """The default SearchConfig for a model: its tuned settings where it has them; `overrides` (values that are
+    not None) win over both."""
+    known = {f.name for f in fields(SearchConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise TypeError(f"not SearchConfig fields: {sorted(unknown)}")
+    settings = read_search_settings(directory)
+    tuned = {k: v for k, v in (settings or {}).get("search", {}).items() if k in TUNED_FIELDS}
+    chosen = {**tuned, **{k: v for k, v in overrides.items() if v is not None}}
+    return replace(SearchConfig(), **chosen)
