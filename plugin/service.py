@@ -13,7 +13,7 @@ that cannot be reached is a 503, an unknown index a 404.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -56,8 +56,8 @@ class Strict(BaseModel):
 class SearchRequest(Strict):
     query: Text
     k: int = Field(10, ge=1, le=1000)
-    mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
-    rerank: bool = False
+    mode: Literal["hybrid", "bm25", "dense"] | None = None  # None: the model's tuned mode (search.json), else hybrid
+    rerank: bool | None = None  # None: as tuned (search.json) when the service has a QL scorer, else off
     filter: dict[str, str | int | float | bool | list[str | int | float | bool]] | None = None
     explain: bool = False
     index: str | None = None
@@ -145,6 +145,7 @@ class _Models:
     encoder: object = None
     ql_scorer: object = None
     ql_paths: dict[str, str] | None = None
+    tuned: object = None  # SearchConfig: the model's search.json, or the untuned defaults
 
     def index_of(self, name: str | None) -> str:
         from fastapi import HTTPException
@@ -165,12 +166,13 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
     from llmql.connectors.registry import open_backend
     from llmql.export.runtime import load_encoder, load_ql_scorer
     from llmql.plugin.index_check import check_models
+    from llmql.plugin.search import default_config
 
     encoder = encoder or (load_encoder(config.model, runtime=config.runtime) if config.model else None)
     ql_scorer = ql_scorer or (load_ql_scorer(config.ql_model, runtime=config.runtime) if config.ql_model else None)
     backend = backend or open_backend(config.backend, config.url)
     paths = {index: check_models(backend, index, encoder, ql_scorer) for index in config.served}
-    models = _Models(config, backend, encoder, ql_scorer, paths)
+    models = _Models(config, backend, encoder, ql_scorer, paths, default_config(encoder, ql_scorer))
     app = FastAPI(
         title="llmql",
         version="0.1.0",
@@ -242,18 +244,19 @@ def _health(models: _Models):
 def _search(models: _Models, body: SearchRequest) -> dict:
     from fastapi import HTTPException
 
-    from llmql.plugin.search import HybridSearcher, SearchConfig
+    from llmql.plugin.search import HybridSearcher
 
-    index, config = models.index_of(body.index), models.config
+    index, config, tuned = models.index_of(body.index), models.config, models.tuned
+    mode = body.mode or tuned.mode
+    rerank = body.rerank if body.rerank is not None else tuned.rerank_depth > 0
     if body.k > config.max_k:
         raise HTTPException(400, f"k={body.k} is over this service's limit of {config.max_k}")
-    if body.mode != "bm25" and models.encoder is None:
-        raise HTTPException(400, f"mode {body.mode!r} needs an encoder; the service was started without --model")
-    if body.rerank and models.ql_scorer is None:
+    if mode != "bm25" and models.encoder is None:
+        raise HTTPException(400, f"mode {mode!r} needs an encoder; the service was started without --model")
+    if rerank and models.ql_scorer is None:
         raise HTTPException(400, "rerank needs a QL scorer; the service was started without --ql-model")
-    cfg = SearchConfig(
-        mode=body.mode, rerank_depth=config.rerank_depth if body.rerank else 0, ql_path=models.ql_paths[index]
-    )
+    depth = (tuned.rerank_depth or config.rerank_depth) if rerank else 0
+    cfg = replace(tuned, mode=mode, rerank_depth=depth, ql_path=models.ql_paths[index])
     searcher = HybridSearcher(models.backend, index, models.encoder, models.ql_scorer, cfg, verify=False)
     result = searcher.search(body.query, body.k, body.filter)
     hits = [
@@ -267,7 +270,7 @@ def _search(models: _Models, body: SearchRequest) -> dict:
         }
         for h in result.hits
     ]
-    return {"hits": hits, "timings_ms": result.timings_ms, **({"ql_path": result.ql_path} if body.rerank else {})}
+    return {"hits": hits, "timings_ms": result.timings_ms, **({"ql_path": result.ql_path} if rerank else {})}
 
 
 def _rerank(models: _Models, body: RerankRequest) -> dict:

@@ -137,3 +137,27 @@ def test_tune_writes_search_json_and_eval_uses_it(own_export, synced_embedded, t
     assert "vs_bm25" in summary["runs"]["hybrid"] and "vs_bm25" not in summary["runs"]["bm25"]
     same = CliRunner().invoke(eval_main, [*common, "--split", "test", "--tune-on", "test", "--out", str(out)])
     assert same.exit_code == 2 and "overstate" in same.output
+
+
+def test_the_service_searches_with_the_tuned_settings_by_default(own_export, synced_embedded):
+    from fastapi.testclient import TestClient
+
+    from llmql.export.runtime import load_encoder, load_ql_scorer
+    from llmql.plugin.search import SearchConfig
+    from llmql.plugin.search_settings import save_search_settings
+    from llmql.plugin.service import ServiceConfig, create_app
+
+    backend, index = synced_embedded
+    save_search_settings(own_export, SearchConfig(mode="bm25", rerank_depth=5, ql_weight=1.0), {})
+    app = create_app(
+        ServiceConfig(url=backend.location, index=index),
+        load_encoder(own_export, runtime="onnx"),
+        load_ql_scorer(own_export, runtime="onnx"),
+        backend,
+    )
+    client = TestClient(app)
+    tuned = client.post("/search", json={"query": "kelp study", "k": 5, "explain": True}).json()
+    assert tuned["ql_path"] == "cached" and set(tuned["timings_ms"]) == {"bm25", "ql_rerank"}
+    assert all(set(h["stages"]) == {"bm25", "ql"} for h in tuned["hits"])
+    asked = client.post("/search", json={"query": "kelp study", "k": 5, "mode": "hybrid", "rerank": False}).json()
+    assert set(asked["timings_ms"]) == {"bm25", "encode", "knn", "fusion"}
