@@ -2,7 +2,8 @@
 files, and score them with ir-measures (nDCG@10, MRR@10, Recall@100, and Recall@1000 when the depth allows).
 
 Runs: bm25, dense, hybrid, hybrid+ql (QL re-rank of the fused top-n), ql (QL re-rank of BM25's top-n, QL score
-alone) and ql-dirichlet (Dirichlet-smoothed word QL re-ranking the same BM25 list). Several QL weights for
+alone), ql-dirichlet (Dirichlet-smoothed word QL re-ranking the same BM25 list) and tuned (exactly what a searcher
+does by default with the model's search.json: see `llmql tune`). Several QL weights for
 hybrid+ql cost one QL pass: each query keeps its fused and QL scores and every weight re-ranks those numbers.
 """
 
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from llmql.plugin.fusion import rerank_head
 
-RUNS = ("bm25", "dense", "hybrid", "hybrid+ql", "ql", "ql-dirichlet")
+RUNS = ("bm25", "dense", "hybrid", "hybrid+ql", "ql", "ql-dirichlet", "tuned")
 
 
 @dataclass(frozen=True)
@@ -93,18 +94,23 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     qids = sorted(data.qrels)[: cfg.max_queries] if cfg.max_queries else sorted(data.qrels)
     backend = open_backend(cfg.backend, cfg.url, **cfg.backend_options)
     backend.count(cfg.index)  # fails clearly if the index does not exist
-    encoder = load_encoder(cfg.model, runtime=cfg.runtime) if {"dense", "hybrid", "hybrid+ql"} & set(cfg.runs) else None
-    scorer = load_ql_scorer(cfg.ql_model, runtime=cfg.runtime) if {"hybrid+ql", "ql"} & set(cfg.runs) else None
+    needs_encoder = {"dense", "hybrid", "hybrid+ql", "tuned"} & set(cfg.runs)
+    encoder = load_encoder(cfg.model, runtime=cfg.runtime) if needs_encoder else None
+    scorer = (
+        load_ql_scorer(cfg.ql_model, runtime=cfg.runtime)
+        if {"hybrid+ql", "ql", "tuned"} & set(cfg.runs) and cfg.ql_model
+        else None
+    )
     dirichlet = None
     if "ql-dirichlet" in cfg.runs:
         dirichlet = DirichletQL(((d.id, f"{d.title} {d.text}") for d in data.corpus.values()), mu=cfg.dirichlet_mu)
 
     settings = _settings(cfg)
-    configs = _run_configs(cfg, settings)
+    configs = _run_configs(cfg, settings, encoder, scorer)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"config": asdict(cfg), "settings": asdict(settings), "queries": len(qids), "runs": {}}
-    k = max(cfg.depth, settings.rerank_depth)  # hybrid+ql re-weights the whole re-ranked head
+    k = max(cfg.depth, settings.rerank_depth, configs["tuned"].rerank_depth)  # hybrid+ql re-weights the whole head
     for name in cfg.runs:
         searcher = HybridSearcher(backend, cfg.index, encoder, scorer, configs[name])
         results, latencies = {}, []
@@ -159,8 +165,8 @@ def _settings(cfg: EvalConfig) -> RunSettings:
     return RunSettings(fusion, fused_weights, depth, tuple(weights), "search.json" if tuned else "defaults")
 
 
-def _run_configs(cfg: EvalConfig, settings: RunSettings) -> dict:
-    from llmql.plugin.search import SearchConfig
+def _run_configs(cfg: EvalConfig, settings: RunSettings, encoder, scorer) -> dict:
+    from llmql.plugin.search import SearchConfig, default_config
 
     base = SearchConfig(bm25_k=cfg.depth, knn_k=cfg.depth, ql_path=cfg.ql_path)
     hybrid = replace(
@@ -173,6 +179,7 @@ def _run_configs(cfg: EvalConfig, settings: RunSettings) -> dict:
         "hybrid+ql": replace(hybrid, rerank_depth=settings.rerank_depth, ql_weight=1.0),
         "ql": replace(base, mode="bm25", rerank_depth=settings.rerank_depth, ql_weight=1.0),
         "ql-dirichlet": replace(base, mode="bm25"),
+        "tuned": replace(default_config(encoder, scorer), bm25_k=cfg.depth, knn_k=cfg.depth, ql_path=cfg.ql_path),
     }
 
 
@@ -192,7 +199,7 @@ def _check(cfg: EvalConfig) -> None:
     unknown = set(cfg.runs) - set(RUNS)
     if unknown:
         raise ValueError(f"unknown run(s) {sorted(unknown)}; choose from {', '.join(RUNS)}")
-    needs_encoder = {"dense", "hybrid", "hybrid+ql"} & set(cfg.runs)
+    needs_encoder = {"dense", "hybrid", "hybrid+ql", "tuned"} & set(cfg.runs)
     needs_ql = {"hybrid+ql", "ql"} & set(cfg.runs)
     if needs_encoder and not cfg.model:
         raise ValueError(f"runs {sorted(needs_encoder)} need --model (the encoder)")

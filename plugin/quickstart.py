@@ -1,13 +1,16 @@
 """`llmql quickstart`: the whole product on a real collection, in about a quarter of an hour on 2 CPU cores.
 
 A short stage 1 (QL with Attention Stop and Input Corruption) and stage 2 (contrastive LoRA) on SciFact with
-SmolLM2-135M, ONNX export with the QL scorer, sync into the embedded engine with cached [E] states, and the
-evaluation table for BM25, dense, hybrid and hybrid+QL on the test claims. Every step is skipped when its
-output already exists, so a second run only re-evaluates. `budget` scales the training steps.
+SmolLM2-135M, ONNX export with the QL scorer, sync into the embedded engine with cached [E] states, tuning of the
+fusion and QL weights on training queries held out of both stages (never the test queries), and the evaluation
+table on the test claims: BM25, dense, hybrid and hybrid+QL with the tuned settings, and `tuned` (what search
+does by default), each beside its paired difference from BM25. Every step is skipped when its output already
+exists, so a second run only re-evaluates. `budget` scales the training steps.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,18 +34,34 @@ def default_workdir() -> Path:
     return cache_root() / "quickstart"
 
 
-def corpus_slice(data: Path, out: Path, size: int, seed: int = 0) -> Path:
-    """A BEIR view with every test-judged document plus random others up to `size` documents (queries and qrels
-    linked, nothing copied but the corpus lines). Quick, and clearly not the full-corpus figure."""
+def held_out_queries(data: Path, out: Path, share: float, most: int, seed: int = 0) -> Path:
+    """Write a random `share` (at most `most`) of the training queries to `out`: kept out of both training
+    stages and used to tune the search settings, so neither training nor tuning sees a test query."""
+    import random
+
+    if out.is_file():
+        return out
+    qids = sorted({line.split("\t")[0] for line in _qrels_rows(data, "train")})
+    chosen = sorted(random.Random(seed).sample(qids, min(most, max(1, round(share * len(qids))))))
+    out.write_text("".join(f"{q}\n" for q in chosen))
+    return out
+
+
+def _qrels_rows(data: Path, split: str) -> list[str]:
+    return [line for line in (data / "qrels" / f"{split}.tsv").read_text().splitlines()[1:] if line.strip()]
+
+
+def corpus_slice(data: Path, out: Path, size: int, seed: int = 0, tuning: set[str] = frozenset()) -> Path:
+    """A BEIR view with every test-judged document (and those judged for the `tuning` queries) plus random
+    others up to `size` documents (queries and qrels linked, nothing copied but the corpus lines). Quick, and
+    clearly not the full-corpus figure."""
     import json
     import random
 
     if (out / "corpus.jsonl").is_file():
         return out
-    judged = set()
-    for split in ("test",):
-        lines = (data / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]
-        judged |= {line.split("\t")[1] for line in lines if line.strip()}
+    judged = {line.split("\t")[1] for line in _qrels_rows(data, "test")}
+    judged |= {row.split("\t")[1] for row in _qrels_rows(data, "train") if row.split("\t")[0] in tuning}
     rows = (data / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
     ids = [json.loads(r)["_id"] for r in rows]
     others = [i for i in ids if i not in judged]
@@ -69,51 +88,88 @@ class QuickstartConfig:
     index: str = "llmql-quickstart"
     ql_steps: int = 25
     cl_steps: int = 25
+    tune_share: float = 0.2  # of the training queries, held out of training to tune the search settings
+    tune_queries: int = 100  # at most
     max_passage_tokens: int = 128
     seed: int = 0
     runtime: str = "auto"
 
 
 def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
-    """The five steps in order; each is skipped when its output already exists."""
+    """The six steps in order; each is skipped when its output already exists."""
     from llmql.export.convert import ExportConfig, export_model
     from llmql.plugin.evaluate import format_table
 
     work = Path(cfg.workdir) if cfg.workdir else default_workdir()
     work.mkdir(parents=True, exist_ok=True)
+    held_out = held_out_queries(Path(cfg.data), work / "tuning-queries.txt", cfg.tune_share, cfg.tune_queries, cfg.seed)
+    tuning = set(held_out.read_text().split())
     searched = (
         Path(cfg.data)
         if cfg.corpus_docs is None
-        else corpus_slice(Path(cfg.data), work / "corpus-slice", cfg.corpus_docs, cfg.seed)
+        else corpus_slice(Path(cfg.data), work / "corpus-slice", cfg.corpus_docs, cfg.seed, tuning)
     )
     ql_steps, cl_steps = max(1, round(cfg.ql_steps * cfg.budget)), max(1, round(cfg.cl_steps * cfg.budget))
     stage1, stage2, export = work / "stage1", work / "stage2", work / "export"
 
-    echo(f"[1/5] stage 1: query likelihood, {ql_steps} steps -> {stage1}")
+    echo(f"[1/6] stage 1: query likelihood, {ql_steps} steps -> {stage1} ({len(tuning)} training queries held out)")
     if not (stage1 / "llmql.json").is_file():
-        _train_stage1(cfg, stage1, ql_steps)
-    echo(f"[2/5] stage 2: contrastive LoRA, {cl_steps} steps -> {stage2}")
+        _train_stage1(cfg, stage1, ql_steps, held_out)
+    echo(f"[2/6] stage 2: contrastive LoRA, {cl_steps} steps -> {stage2}")
     if not (stage2 / "llmql.json").is_file():
-        _train_stage2(cfg, stage1, stage2, cl_steps)
-    echo(f"[3/5] ONNX export with the QL scorer -> {export}")
+        _train_stage2(cfg, stage1, stage2, cl_steps, held_out)
+    echo(f"[3/6] ONNX export with the QL scorer -> {export}")
     if not (export / "manifest.json").is_file():
         export_model(ExportConfig(model=str(stage2), out=str(export), ql_scorer=True, validation_data=cfg.data))
     url = cfg.url or str(work / "index")
-    echo(f"[4/5] sync into {cfg.backend} ({url}, index {cfg.index}) with cached [E] states")
+    echo(f"[4/6] sync into {cfg.backend} ({url}, index {cfg.index}) with cached [E] states")
     report = _sync(cfg, searched, export, url, work)
     echo(f"      indexed {report.indexed}, unchanged {report.unchanged} in {report.seconds:.0f} s")
-    echo("[5/5] evaluation on the test queries")
+    echo(f"[5/6] tune fusion and QL weights on the {len(tuning)} held-out training queries -> {export}/search.json")
+    for line in _tune(cfg, searched, export, url, held_out):
+        echo(f"      {line}")
+    echo("[6/6] evaluation on the test queries (tuned settings; beside each row its paired difference from BM25)")
     summary = _evaluate(cfg, searched, export, url, work)
     echo(format_table(summary))
     if cfg.corpus_docs is not None:
         echo(
-            f"(searched corpus: {report.indexed + report.unchanged} documents = every test-judged document plus "
-            "random others; a quick check, not comparable to full-corpus figures: see BENCHMARKS.md)"
+            f"(searched corpus: {report.indexed + report.unchanged} documents = every test-judged document, those "
+            "judged for the tuning queries, and random others; a quick check, not comparable to full-corpus "
+            "figures: see BENCHMARKS.md)"
         )
     return summary
 
 
-def _train_stage1(cfg: QuickstartConfig, out: Path, steps: int) -> None:
+def _tune(cfg: QuickstartConfig, data: Path, export: Path, url: str, held_out: Path) -> list[str]:
+    """Tune once (search.json beside the export); a rerun reads the earlier choice."""
+    from llmql.plugin.search_settings import read_search_settings
+    from llmql.plugin.tune import TuneConfig, tune
+
+    settings = read_search_settings(export)
+    if settings is None:
+        settings = tune(
+            TuneConfig(
+                data=str(data),
+                model=str(export),
+                split="train",
+                queries_file=str(held_out),
+                ql_model=str(export),
+                backend=cfg.backend,
+                url=url,
+                index=cfg.index,
+                rerank_depths=(10, 20, 50),
+                runtime=cfg.runtime,
+            )
+        )
+    figures = settings["figures"]
+    lines = [
+        f"chosen {json.dumps(settings['search'])}",
+        f"nDCG@10 on the tuning queries: BM25 {figures['bm25']:.4f}, chosen {figures['chosen']:.4f}",
+    ]
+    return lines + [f"note: {note}" for note in settings["notes"]]
+
+
+def _train_stage1(cfg: QuickstartConfig, out: Path, steps: int, held_out: Path) -> None:
     from llmql.train.config import OptimConfig, QLTrainConfig
     from llmql.train.run import train_ql
 
@@ -123,6 +179,7 @@ def _train_stage1(cfg: QuickstartConfig, out: Path, steps: int) -> None:
             data=cfg.data,
             out=str(out),
             pseudo_queries="titles",
+            exclude_queries=str(held_out),
             max_passage_tokens=cfg.max_passage_tokens,
             max_query_tokens=64,
             optim=OptimConfig(learning_rate=5e-5, max_steps=steps, batch_size=8, seed=cfg.seed, save_every=10),
@@ -131,7 +188,7 @@ def _train_stage1(cfg: QuickstartConfig, out: Path, steps: int) -> None:
     )
 
 
-def _train_stage2(cfg: QuickstartConfig, stage1: Path, out: Path, steps: int) -> None:
+def _train_stage2(cfg: QuickstartConfig, stage1: Path, out: Path, steps: int, held_out: Path) -> None:
     from llmql.train.config import ContrastiveTrainConfig, LoraSettings, OptimConfig
     from llmql.train.run import train_contrastive
 
@@ -141,6 +198,7 @@ def _train_stage2(cfg: QuickstartConfig, stage1: Path, out: Path, steps: int) ->
             data=cfg.data,
             out=str(out),
             group_size=4,
+            exclude_queries=str(held_out),
             temperature=0.01,
             max_passage_tokens=cfg.max_passage_tokens,
             max_query_tokens=64,
@@ -182,6 +240,9 @@ def _sync(cfg: QuickstartConfig, corpus: Path, export: Path, url: str, work: Pat
 
 def _evaluate(cfg: QuickstartConfig, data: Path, export: Path, url: str, work: Path) -> dict:
     from llmql.plugin.evaluate import EvalConfig, evaluate
+    from llmql.plugin.search_settings import read_search_settings
+
+    tuned_depth = read_search_settings(export)["search"]["rerank_depth"]
 
     return evaluate(
         EvalConfig(
@@ -193,8 +254,8 @@ def _evaluate(cfg: QuickstartConfig, data: Path, export: Path, url: str, work: P
             index=cfg.index,
             model=str(export),
             ql_model=str(export),
-            runs=("bm25", "dense", "hybrid", "hybrid+ql"),
-            rerank_depth=20,
+            runs=("bm25", "dense", "hybrid", "hybrid+ql", "tuned"),
+            rerank_depth=tuned_depth or 20,  # QL off after tuning: hybrid+ql shows it untuned, at depth 20
             out_dir=str(work / "eval"),
         )
     )

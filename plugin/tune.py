@@ -28,6 +28,7 @@ class TuneConfig:
     depth: int = 100  # candidates from each first stage
     out: str | None = None
     max_queries: int | None = None
+    rerank_depths: tuple[int, ...] = DEPTHS  # re-rank depths tried (QL scores the fused top max(depths))
     runtime: str = "auto"
     backend_options: dict = field(default_factory=dict)
 
@@ -57,10 +58,10 @@ def tune(cfg: TuneConfig, progress: bool = True) -> dict:
     if scorer is not None:
         reranker = QLReranker(scorer, backend, cfg.index, ql_path)
         ql = {
-            q: reranker.rerank(queries[q], _top_ids(fused[q], max(DEPTHS))).scores
+            q: reranker.rerank(queries[q], _top_ids(fused[q], max(cfg.rerank_depths))).scores
             for q in tqdm(fused, desc="tune: QL", unit="q", disable=not progress)
         }
-        depth, weight, rerank_trials = choose_rerank(fused, ql, judge)
+        depth, weight, rerank_trials = choose_rerank(fused, ql, judge, cfg.rerank_depths)
     config = SearchConfig(
         mode=fusion.mode,
         fusion="rrf" if fusion.method == "rrf" else "minmax",

@@ -1,5 +1,6 @@
 """The main job end to end on a tiny model and the toy collection: train, export, sync, evaluate; then reuse."""
 
+import json
 import uuid
 
 import pytest
@@ -27,9 +28,19 @@ def test_quickstart_runs_end_to_end_and_reuses_its_work(tiny_llama, toy_beir, tm
     ]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
-    for row in ("bm25", "dense", "hybrid", "hybrid+ql"):
-        assert any(line.startswith(row + " ") for line in first.output.splitlines()), row
+    rows = {line.split()[0]: line for line in first.output.splitlines() if line.split()}
+    for row in ("bm25", "dense", "hybrid", "hybrid+ql", "tuned"):
+        assert row in rows, row
+        assert (row == "bm25") != ("[" in rows[row]), rows[row]  # every other row has its interval against BM25
     assert (tmp_path / "export" / "manifest.json").is_file() and (tmp_path / "eval" / "bm25.run").is_file()
+    held_out = set((tmp_path / "tuning-queries.txt").read_text().split())
+    test_queries = {r.split("\t")[0] for r in (toy_beir / "qrels" / "test.tsv").read_text().splitlines()[1:]}
+    assert len(held_out) == round(0.2 * 72) and not held_out & test_queries
+    settings = json.loads((tmp_path / "export" / "search.json").read_text())
+    assert settings["tuned_on"]["queries"] == len(held_out) and settings["tuned_on"]["split"] == "train"
+    mined = (tmp_path / "stage2" / "negatives.jsonl").read_text().splitlines()  # stage 2's training queries
+    trained = {json.loads(line)["query_id"] for line in mined}
+    assert trained and not trained & held_out
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0
     assert "indexed 0, unchanged 24" in again.output  # nothing retrained, re-exported or re-embedded
