@@ -34,6 +34,16 @@ def backend_options(url: str | None = "./llmql-index", index: str = "llmql", url
     return wrap
 
 
+def fusion_option(applies_to: str = ""):
+    """--fusion; None means the model's tuned choice (search.json, with its weights), else RRF."""
+    return click.option(
+        "--fusion",
+        type=click.Choice(["rrf", "minmax", "zscore"]),
+        default=None,
+        help=f"{applies_to}[default: search.json's (with its weights), else rrf]".strip(),
+    )
+
+
 def parse_filter(text: str | None):
     from llmql.connectors.base import check_filter
 

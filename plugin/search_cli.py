@@ -6,7 +6,7 @@ import json
 
 import click
 
-from llmql.plugin.cli_options import CONTEXT, backend_options, parse_filter, parse_floats
+from llmql.plugin.cli_options import CONTEXT, backend_options, fusion_option, parse_filter, parse_floats
 from llmql.train.errors import cli_errors
 
 
@@ -22,12 +22,7 @@ from llmql.train.errors import cli_errors
     help="[default: the model's search.json (llmql tune), else hybrid]",
 )
 @click.option("--k", type=click.IntRange(1, 10_000), default=10, help="Results to show.")
-@click.option(
-    "--fusion",
-    type=click.Choice(["rrf", "minmax", "zscore"]),
-    default=None,
-    help="[default: search.json's (with its weights), else rrf]",
-)
+@fusion_option()
 @click.option(
     "--rerank",
     type=click.IntRange(0, 1000),
@@ -135,12 +130,7 @@ def search_main(
     default=None,
     help="Candidates re-ranked by QL (LLM or Dirichlet) [default: search.json's, else 100].",
 )
-@click.option(
-    "--fusion",
-    type=click.Choice(["rrf", "minmax", "zscore"]),
-    default=None,
-    help="hybrid runs [default: search.json's (with its weights), else rrf].",
-)
+@fusion_option("hybrid runs ")
 @click.option(
     "--ql-weight",
     default=None,

@@ -23,3 +23,19 @@ def tiny_export(tiny_llama, tmp_path_factory):
     return export_model(
         ExportConfig(model=str(tiny_llama), out=str(tmp_path_factory.mktemp("exp") / "export"), ql_scorer=True)
     )
+
+
+def crash_on_upsert(monkeypatch, call: int) -> None:
+    """Make the embedded backend's `call`-th write raise KeyboardInterrupt (a crash mid-sync); undo with
+    monkeypatch.undo()."""
+    import llmql.connectors.embedded as embedded
+
+    original, calls = embedded.EmbeddedBackend.upsert, []
+
+    def crashing(self, index, records):
+        calls.append(len(records))
+        if len(calls) == call:
+            raise KeyboardInterrupt("simulated crash")
+        return original(self, index, records)
+
+    monkeypatch.setattr(embedded.EmbeddedBackend, "upsert", crashing)

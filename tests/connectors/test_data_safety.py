@@ -8,6 +8,7 @@ import pytest
 from llmql.connectors.registry import open_backend
 from llmql.connectors.sync import SyncConfig, state_path, sync
 from llmql.train.errors import DataError
+from tests.connectors.conftest import crash_on_upsert
 from tests.toydata import big_corpus
 
 
@@ -80,8 +81,6 @@ def test_an_empty_corpus_warns(tiny_export, tmp_path, caplog):
 
 
 def test_failures_before_an_interruption_are_reported_after_resume(tiny_export, tmp_path, monkeypatch):
-    import llmql.connectors.embedded as embedded
-
     corpus = with_bad_line(tmp_path / "c.jsonl", big_corpus(tmp_path / "src.jsonl", 96), 5)
     failures = tmp_path / "failures.jsonl"
     cfg = config(
@@ -93,18 +92,10 @@ def test_failures_before_an_interruption_are_reported_after_resume(tiny_export, 
         on_error="skip",
         failures_file=str(failures),
     )
-    original, calls = embedded.EmbeddedBackend.upsert, []
-
-    def crash_on_third_batch(self, index, records):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("simulated crash")
-        return original(self, index, records)
-
-    monkeypatch.setattr(embedded.EmbeddedBackend, "upsert", crash_on_third_batch)
+    crash_on_upsert(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         sync(cfg, progress=False)
-    monkeypatch.setattr(embedded.EmbeddedBackend, "upsert", original)
+    monkeypatch.undo()
     report = sync(SyncConfig(**{**cfg.__dict__, "resume": True}), progress=False)
     assert report.resumed_after_line == 32 and not report.ok and report.failed == 1
     assert [json.loads(x)["line"] for x in failures.read_text().splitlines()] == [5]
@@ -112,20 +103,13 @@ def test_failures_before_an_interruption_are_reported_after_resume(tiny_export, 
 
 
 def test_a_sync_started_over_drops_the_abandoned_generation(tiny_export, tmp_path, monkeypatch):
-    import llmql.connectors.embedded as embedded
-
     corpus = big_corpus(tmp_path / "c.jsonl", 64)
     cfg = config(("embedded", str(tmp_path / "db")), corpus, tiny_export, "docs", alias="live", batch_size=16)
-    original = embedded.EmbeddedBackend.upsert
-
-    def crash(self, index, records):
-        raise KeyboardInterrupt("simulated crash")
-
-    monkeypatch.setattr(embedded.EmbeddedBackend, "upsert", crash)
+    crash_on_upsert(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         sync(cfg, progress=False)
     abandoned = json.loads(state_path(cfg).read_text())["target"]
-    monkeypatch.setattr(embedded.EmbeddedBackend, "upsert", original)
+    monkeypatch.undo()
     report = sync(cfg, progress=False)
     backend = open_backend("embedded", str(tmp_path / "db"))
     assert report.index != abandoned and backend.resolve(abandoned) is None

@@ -14,6 +14,7 @@ import pytest
 from llmql.connectors.registry import open_backend
 from llmql.connectors.sync import SyncConfig, state_path, sync
 from tests.conftest import server_url
+from tests.connectors.conftest import crash_on_upsert
 from tests.toydata import big_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,8 +178,6 @@ def test_wrong_credentials_are_named_without_a_traceback(tiny_export, toy_beir, 
 
 
 def test_interrupted_embedded_sync_resumes(tiny_export, tmp_path, monkeypatch):
-    import llmql.connectors.embedded as embedded
-
     corpus = big_corpus(tmp_path / "corpus.jsonl", 300)
     cfg = SyncConfig(
         corpus=str(corpus),
@@ -188,18 +187,10 @@ def test_interrupted_embedded_sync_resumes(tiny_export, tmp_path, monkeypatch):
         batch_size=32,
         runtime="onnx",
     )
-    original, calls = embedded.EmbeddedBackend.upsert, []
-
-    def crash_on_fourth_batch(self, index, records):
-        calls.append(len(records))
-        if len(calls) == 4:
-            raise KeyboardInterrupt("simulated crash")
-        return original(self, index, records)
-
-    monkeypatch.setattr(embedded.EmbeddedBackend, "upsert", crash_on_fourth_batch)
+    crash_on_upsert(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         sync(cfg, progress=False)
-    monkeypatch.setattr(embedded.EmbeddedBackend, "upsert", original)
+    monkeypatch.undo()
     assert json.loads(state_path(cfg).read_text())["committed_line"] == 96
     report = sync(SyncConfig(**{**cfg.__dict__, "resume": True}), progress=False)
     assert report.ok and report.resumed_after_line == 96 and report.indexed == 300 - 96
