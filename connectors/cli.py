@@ -8,22 +8,16 @@ import sys
 
 import click
 
+from llmql.connectors.cli_options import CONTEXT, backend_options
 from llmql.train.errors import cli_errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(context_settings=CONTEXT)
 @click.argument("corpus", type=click.Path(exists=True))
 @click.option(
     "--model", required=True, help="llmql-export directory (ONNX; fastest) or a trained model directory (PyTorch)."
 )
-@click.option("--backend", type=click.Choice(["embedded", "opensearch", "elasticsearch"]), default="embedded")
-@click.option(
-    "--url",
-    default="./llmql-index",
-    help="Server URL, or a directory for the embedded backend. Credentials come from "
-    "LLMQL_<ENGINE>_USERNAME/PASSWORD/API_KEY or $LLMQL_CREDENTIALS, never from the URL.",
-)
-@click.option("--index", default="llmql", help="Index name (ignored with --alias).")
+@backend_options(index_note=" Ignored with --alias.")
 @click.option(
     "--alias",
     default=None,
@@ -58,13 +52,6 @@ from llmql.train.errors import cli_errors
     help="Elasticsearch only: int8-quantised HNSW.",
 )
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (warns).")
-@click.option(
-    "--runtime",
-    type=click.Choice(["auto", "onnx", "torch"]),
-    default="auto",
-    help="For an export: ONNX Runtime, or PyTorch on its source model; auto = PyTorch bf16 where the CPU "
-    "has native bf16 (faster there), else ONNX.",
-)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_errors
 def main(
@@ -73,6 +60,8 @@ def main(
     backend,
     url,
     index,
+    runtime,
+    device,
     alias,
     batch_size,
     recreate,
@@ -88,7 +77,6 @@ def main(
     failures,
     es_quantization,
     insecure,
-    runtime,
     quiet,
 ) -> None:
     """Sync CORPUS (BEIR folder or corpus.jsonl, JSONL with chosen fields, or TSV with a header) into an index.
@@ -122,6 +110,7 @@ def main(
         failures_file=failures,
         insecure=insecure,
         runtime=runtime,
+        device=device,
         corpus_format=CorpusFormat(id_field, text_field, title_field, tuple(keep_fields)),
         backend_options=options,
     )

@@ -29,6 +29,7 @@ from llmql.connectors.corpus import (
     scan_corpus,
 )
 from llmql.connectors.registry import open_backend
+from llmql.train.device import resolve_device
 from llmql.train.errors import DataError, LLMQLError
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class SyncConfig:
     failures_file: str | None = None  # default: llmql-sync-failures.jsonl in the working directory
     insecure: bool = False
     runtime: Literal["auto", "onnx", "torch"] = "auto"
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.device.resolve_device)
     backend_options: dict = field(default_factory=dict)
 
 
@@ -110,9 +112,10 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     source = corpus_file(cfg.corpus)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: corpus file not found")
+    device = resolve_device(cfg.device)  # a GPU that is not here is refused before anything is read
     scan = _validate(source, cfg)  # before anything is written: a bad corpus changes no index
-    encoder = load_encoder(cfg.model, runtime=cfg.runtime)
-    writer = _BatchWriter(cfg, encoder, _ql_scorer(cfg))
+    encoder = load_encoder(cfg.model, runtime=cfg.runtime, device=device)
+    writer = _BatchWriter(cfg, encoder, _ql_scorer(cfg, device))
     options = dict(cfg.backend_options)
     if cfg.backend != "embedded" and cfg.insecure:
         options["verify_certs"] = False
@@ -310,13 +313,13 @@ def _finish(cfg: SyncConfig, backend, index: str, report: SyncReport, gone: list
                 backend.drop_index(old)
 
 
-def _ql_scorer(cfg: SyncConfig):
+def _ql_scorer(cfg: SyncConfig, device: str):
     if cfg.ql_cache == "none":
         return None
     from llmql.export.runtime import load_ql_scorer
 
     try:
-        return load_ql_scorer(cfg.model, runtime=cfg.runtime)
+        return load_ql_scorer(cfg.model, runtime=cfg.runtime, device=device)
     except FileNotFoundError as err:
         raise LLMQLError(f"--ql-cache needs an export made with `llmql-export --ql-scorer` or a model: {err}") from None
 

@@ -9,16 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from llmql.export.manifest import read_manifest
-from llmql.train.batching import length_batches, pad
-from llmql.train.config import ModelConfig
+from llmql.train.device import DeviceError, resolve_device
 from llmql.train.end_states import EndStateArrays
 from llmql.train.errors import ModelError
+from llmql.train.ql_base import QLScorerBase
 from llmql.train.text_encoder import TextEncoderBase
 from llmql.train.tokenization import PromptTokenizer
 
@@ -57,7 +56,7 @@ class OnnxEncoder(TextEncoderBase):
         return self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
 
 
-class OnnxQLScorer:
+class OnnxQLScorer(QLScorerBase):
     """log P(q | d) under Attention Stop: `ql_document.onnx` once per document, `ql_query.onnx` per query."""
 
     def __init__(self, document_session, query_session, tokenizer: PromptTokenizer, identity: str = ""):
@@ -80,46 +79,18 @@ class OnnxQLScorer:
             export_identity(manifest),
         )
 
-    @property
-    def config(self) -> ModelConfig:
-        return self.tokenizer.config
+    def _document_states(self, ids: np.ndarray, mask: np.ndarray) -> EndStateArrays:
+        return EndStateArrays(*self.document.run(None, {"input_ids": ids, "attention_mask": mask}))
 
-    def end_states(
-        self, passages: Sequence[str], titles: Sequence[str] | None = None, batch_size: int = 16
-    ) -> EndStateArrays:
-        titles = titles if titles is not None else [""] * len(passages)
-        rows = self.tokenizer.passages(titles, passages)
-        parts, order = [], []
-        for index in length_batches([len(r) for r in rows], batch_size):
-            ids, mask = pad([rows[i] for i in index], self.config.pad_token_id)
-            outs = self.document.run(None, {"input_ids": ids, "attention_mask": mask})
-            parts.append(EndStateArrays(*outs))
-            order.extend(index)
-        if not parts:
-            raise ValueError("no passages")
-        return EndStateArrays.concat(parts).take(np.argsort(np.asarray(order)))
-
-    def score_states(self, query: str, states: EndStateArrays, batch_size: int = 64) -> np.ndarray:
-        """[N] log P(q | d) for the documents whose [E] states are given."""
-        if not query.strip():
-            raise ValueError("empty query")
-        q = np.asarray(self.tokenizer.ql_queries([query])[0], dtype=np.int64)
-        out = np.zeros(len(states), dtype=np.float64)
-        for start in range(0, len(states), batch_size):
-            part = states.take(slice(start, start + batch_size))
-            feeds = {
-                "input_ids": np.broadcast_to(q, (len(part), len(q))).copy(),
-                "end_keys": part.keys.astype(np.float32),
-                "end_values": part.values.astype(np.float32),
-                "end_hidden": part.hidden.astype(np.float32),
-                "end_position": part.positions.astype(np.int64),
-            }
-            out[start : start + len(part)] = self.query.run(["token_logprobs"], feeds)[0].sum(axis=1)
-        return out
-
-    def score(self, query: str, passages: Sequence[str], titles: Sequence[str] | None = None) -> np.ndarray:
-        """The slow path: compute the documents' states now, then score."""
-        return self.score_states(query, self.end_states(passages, titles))
+    def _query_logprobs(self, query: np.ndarray, states: EndStateArrays) -> np.ndarray:
+        feeds = {
+            "input_ids": query,
+            "end_keys": states.keys.astype(np.float32),
+            "end_values": states.values.astype(np.float32),
+            "end_hidden": states.hidden.astype(np.float32),
+            "end_position": states.positions.astype(np.int64),
+        }
+        return self.query.run(["token_logprobs"], feeds)[0]
 
 
 def export_identity(manifest: dict) -> str:
@@ -136,14 +107,19 @@ def export_identity(manifest: dict) -> str:
     return PREFIX + hashlib.sha256(files.encode()).hexdigest()[:32]
 
 
-def _torch_source(directory: Path, runtime: str) -> str | None:
+def _torch_source(directory: Path, runtime: str, device: str = "cpu") -> str | None:
     """The trained model an export came from, when PyTorch should run it instead of ONNX Runtime.
 
     runtime="auto" picks PyTorch bf16 where the CPU has native bf16 and the source directory is here, unchanged
     since the export: measured 1.7x faster than ONNX fp32 for SmolLM2-135M on such a CPU
     (bench/results/encode_speed.json), at a cosine of 0.999+ to fp32; elsewhere ONNX Runtime. "onnx" and "torch"
-    force one; "torch" refuses a source retrained since the export (its vectors would not match the index).
+    force one; "torch" refuses a source retrained since the export (its vectors would not match the index). On a
+    GPU the export always runs as PyTorch on its source: ONNX stays the portable artefact.
     """
+    if device != "cpu":
+        if runtime == "onnx":
+            raise DeviceError(f"{directory}: --runtime onnx runs on the CPU; use --runtime auto or torch on {device}")
+        runtime = "torch"
     if runtime == "onnx":
         return None
     from llmql.train.cpu import cpu_has_bf16
@@ -179,15 +155,17 @@ def _check_unchanged(directory: Path, manifest: dict, source: str) -> None:
 
 
 def load_encoder(
-    path: str | Path, file: str | None = None, threads: int | None = None, runtime: str = "auto"
+    path: str | Path, file: str | None = None, threads: int | None = None, runtime: str = "auto", device: str = "cpu"
 ) -> TextEncoderBase:
     """An export directory -> OnnxEncoder (or PyTorch on its source, see `_torch_source`); a model directory or
-    name -> the PyTorch Encoder. Either way `identity` names the trained model, so indexes match across runtimes."""
+    name -> the PyTorch Encoder. `device`: auto, cpu, cuda or cuda:N (`llmql.train.device.resolve_device`).
+    Either way `identity` names the trained model, so indexes match across runtimes and devices."""
     from llmql.train.identity import model_identity
 
+    device = resolve_device(device)
     path_obj = Path(path)
     if (path_obj / "manifest.json").is_file():
-        source = None if file else _torch_source(path_obj, runtime)
+        source = None if file else _torch_source(path_obj, runtime, device)
         if source is None:
             encoder = OnnxEncoder.from_dir(path_obj, file, threads)
             encoder.directory = str(path_obj)
@@ -197,16 +175,18 @@ def load_encoder(
         identity = model_identity(path)
     from llmql.train.encoder import Encoder
 
-    encoder = Encoder.from_pretrained(path)
+    encoder = Encoder.from_pretrained(path, device=device)
     encoder.identity, encoder.directory = identity, str(path_obj)
     return encoder
 
 
-def load_ql_scorer(path: str | Path, threads: int | None = None, runtime: str = "auto"):
-    """An export with --ql-scorer -> OnnxQLScorer (or PyTorch on its source); a model directory -> QLScorer."""
+def load_ql_scorer(path: str | Path, threads: int | None = None, runtime: str = "auto", device: str = "cpu"):
+    """An export with --ql-scorer -> OnnxQLScorer (or PyTorch on its source); a model directory -> QLScorer.
+    `device` as for `load_encoder`."""
+    device = resolve_device(device)
     path_obj = Path(path)
     if (path_obj / "manifest.json").is_file():
-        source = _torch_source(path_obj, runtime)
+        source = _torch_source(path_obj, runtime, device)
         if source is None:
             return OnnxQLScorer.from_dir(path_obj, threads)
         identity, path = export_identity(read_manifest(path_obj)), source
@@ -216,6 +196,6 @@ def load_ql_scorer(path: str | Path, threads: int | None = None, runtime: str = 
         identity = model_identity(path)
     from llmql.train.ql_scorer import QLScorer
 
-    scorer = QLScorer.from_pretrained(path)
+    scorer = QLScorer.from_pretrained(path, device=device)
     scorer.identity = identity
     return scorer

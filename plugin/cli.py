@@ -24,7 +24,7 @@ from llmql.train.errors import cli_errors
     help="Another index (or alias) requests may name besides --index (repeatable); no other is served.",
 )
 @cli_errors
-def serve(backend, url, index, runtime, model, ql_model, host, port, max_k, allowed) -> None:
+def serve(backend, url, index, runtime, device, model, ql_model, host, port, max_k, allowed) -> None:
     """HTTP service: /search, /rerank, /embed, /health; OpenAPI at /openapi.json.
 
     Refuses to start when --model or --ql-model is not the model a served index was synced with."""
@@ -41,6 +41,7 @@ def serve(backend, url, index, runtime, model, ql_model, host, port, max_k, allo
             ql_model=ql_model,
             max_k=max_k,
             runtime=runtime,
+            device=device,
             indexes=tuple(allowed),
         )
     )
@@ -67,7 +68,7 @@ def serve(backend, url, index, runtime, model, ql_model, host, port, max_k, allo
 @click.option("--budget", type=float, default=1.0, help="Scales the training steps (1.0: about 15 min on 2 cores).")
 @backend_options(url=None, index="llmql-quickstart", url_note=" [default: WORKDIR/index]")
 @cli_errors
-def quickstart_cmd(data, model, workdir, corpus_docs, budget, backend, url, index, runtime) -> None:
+def quickstart_cmd(data, model, workdir, corpus_docs, budget, backend, url, index, runtime, device) -> None:
     """Train (stage 1 + 2), export, sync and evaluate end to end; reuses whatever is already built."""
     from llmql.plugin.quickstart import QuickstartConfig, default_data, quickstart
 
@@ -86,6 +87,7 @@ def quickstart_cmd(data, model, workdir, corpus_docs, budget, backend, url, inde
             corpus_docs=corpus_docs or None,
             budget=budget,
             runtime=runtime,
+            device=device,
             backend=backend,
             url=url,
             index=index,

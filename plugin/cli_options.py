@@ -6,32 +6,9 @@ import json
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+from llmql.connectors.cli_options import CONTEXT, backend_options, device_option
 
-
-def backend_options(url: str | None = "./llmql-index", index: str = "llmql", url_note: str = ""):
-    """--backend, --url, --index and --runtime, with per-command defaults."""
-
-    def wrap(func):
-        options = [
-            click.option(
-                "--backend", type=click.Choice(["embedded", "opensearch", "elasticsearch"]), default="embedded"
-            ),
-            click.option("--url", default=url, help=f"Server URL, or the embedded backend's directory.{url_note}"),
-            click.option("--index", default=index, help="Index (or alias) name."),
-            click.option(
-                "--runtime",
-                type=click.Choice(["auto", "onnx", "torch"]),
-                default="auto",
-                help="For exports: ONNX Runtime, or PyTorch on the source model (auto: PyTorch bf16 where "
-                "the CPU has native bf16).",
-            ),
-        ]
-        for option in reversed(options):
-            func = option(func)
-        return func
-
-    return wrap
+__all__ = ["CONTEXT", "backend_options", "device_option", "fusion_option", "parse_filter", "parse_floats"]
 
 
 def fusion_option(applies_to: str = ""):

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from llmql.plugin.fusion import rerank_head
+from llmql.train.device import resolve_device
 
 RUNS = ("bm25", "dense", "hybrid", "hybrid+ql", "ql", "ql-dirichlet", "tuned")
 
@@ -42,6 +43,7 @@ class EvalConfig:
     out_dir: str = "llmql-eval"
     max_queries: int | None = None
     runtime: str = "auto"  # for exports: onnx, torch (on the source model), or auto
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.device.resolve_device)
     backend_options: dict = field(default_factory=dict)
 
 
@@ -90,14 +92,15 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     from llmql.train.data import load_beir
 
     _check(cfg)
+    device = resolve_device(cfg.device)
     data = load_beir(Path(cfg.data), cfg.split)
     qids = sorted(data.qrels)[: cfg.max_queries] if cfg.max_queries else sorted(data.qrels)
     backend = open_backend(cfg.backend, cfg.url, **cfg.backend_options)
     backend.count(cfg.index)  # fails clearly if the index does not exist
     needs_encoder = {"dense", "hybrid", "hybrid+ql", "tuned"} & set(cfg.runs)
-    encoder = load_encoder(cfg.model, runtime=cfg.runtime) if needs_encoder else None
+    encoder = load_encoder(cfg.model, runtime=cfg.runtime, device=device) if needs_encoder else None
     scorer = (
-        load_ql_scorer(cfg.ql_model, runtime=cfg.runtime)
+        load_ql_scorer(cfg.ql_model, runtime=cfg.runtime, device=device)
         if {"hybrid+ql", "ql", "tuned"} & set(cfg.runs) and cfg.ql_model
         else None
     )

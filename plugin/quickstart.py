@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmql.train.device import resolve_device
 from llmql.train.errors import LLMQLError
 
 
@@ -93,6 +94,7 @@ class QuickstartConfig:
     max_passage_tokens: int = 128
     seed: int = 0
     runtime: str = "auto"
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.device.resolve_device)
 
 
 def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
@@ -100,6 +102,7 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
     from llmql.export.convert import ExportConfig, export_model
     from llmql.plugin.evaluate import format_table
 
+    resolve_device(cfg.device)  # a GPU that is not here is refused before any work
     work = Path(cfg.workdir) if cfg.workdir else default_workdir()
     work.mkdir(parents=True, exist_ok=True)
     held_out = held_out_queries(Path(cfg.data), work / "tuning-queries.txt", cfg.tune_share, cfg.tune_queries, cfg.seed)
@@ -159,6 +162,7 @@ def _tune(cfg: QuickstartConfig, data: Path, export: Path, url: str, held_out: P
                 index=cfg.index,
                 rerank_depths=(10, 20, 50),
                 runtime=cfg.runtime,
+                device=cfg.device,
             )
         )
     figures = settings["figures"]
@@ -230,6 +234,7 @@ def _sync(cfg: QuickstartConfig, corpus: Path, export: Path, url: str, work: Pat
             delete_missing=True,
             ql_cache="fp16",
             runtime=cfg.runtime,
+            device=cfg.device,
             failures_file=str(work / "sync-failures.jsonl"),
         )
     )
@@ -248,6 +253,7 @@ def _evaluate(cfg: QuickstartConfig, data: Path, export: Path, url: str, work: P
         EvalConfig(
             data=str(data),
             runtime=cfg.runtime,
+            device=cfg.device,
             split="test",
             backend=cfg.backend,
             url=url,

@@ -50,6 +50,7 @@ def search_main(
     url,
     index,
     runtime,
+    device,
     model,
     ql_model,
     mode,
@@ -67,11 +68,13 @@ def search_main(
     from llmql.export.runtime import load_encoder, load_ql_scorer
     from llmql.plugin.search import HybridSearcher
     from llmql.plugin.search_settings import search_config
+    from llmql.train.device import resolve_device
 
     if not query.strip():
         raise click.BadParameter("the query is empty", param_hint="QUERY")
     flt = parse_filter(filter_json)
-    encoder = load_encoder(model, runtime=runtime) if model else None
+    device = resolve_device(device)  # a GPU that is not here is refused before anything is loaded
+    encoder = load_encoder(model, runtime=runtime, device=device) if model else None
     if opensearch_hybrid:
         from llmql.plugin.server_fusion import hybrid_query, normalization_pipeline
 
@@ -80,7 +83,7 @@ def search_main(
         vector = encoder.encode_queries([query])[0].tolist()
         click.echo(json.dumps({"pipeline": normalization_pipeline(), "query": hybrid_query(query, vector, size=k)}))
         return
-    scorer = load_ql_scorer(ql_model, runtime=runtime) if ql_model else None
+    scorer = load_ql_scorer(ql_model, runtime=runtime, device=device) if ql_model else None
     overrides = {"mode": mode, "fusion": fusion, "rerank_depth": rerank if scorer else 0, "ql_weight": ql_weight}
     cfg = search_config(model, **overrides)
     try:
@@ -167,6 +170,7 @@ def eval_main(
     url,
     index,
     runtime,
+    device,
     model,
     ql_model,
     runs,
@@ -192,7 +196,8 @@ def eval_main(
             )
         if not model:
             raise click.UsageError("--tune-on needs --model")
-        _run_tune(data, tune_on, tune_queries, model, ql_model, backend, url, index, depth, runtime, None)
+        where = {"backend": backend, "url": url, "index": index, "runtime": runtime, "device": device}
+        _run_tune(data, tune_on, tune_queries, model, ql_model, depth, None, where)
     cfg = EvalConfig(
         data=data,
         split=split,
@@ -211,6 +216,7 @@ def eval_main(
         out_dir=out,
         max_queries=max_queries,
         runtime=runtime,
+        device=device,
     )
     try:
         summary = evaluate(cfg)
@@ -236,11 +242,12 @@ def eval_main(
 @click.option("--depth", type=click.IntRange(10, 1000), default=100, help="Candidates from each first stage.")
 @click.option("--out", default=None, help="Folder for search.json [default: the --model directory].")
 @cli_errors
-def tune_cmd(data, split, queries_file, backend, url, index, runtime, model, ql_model, depth, out) -> None:
+def tune_cmd(data, split, queries_file, backend, url, index, runtime, device, model, ql_model, depth, out) -> None:
     """Choose the fusion (BM25 alone ... dense alone, or RRF), the QL weight and the re-rank depth by nDCG@10 on
     held-out queries, and write them to search.json, which llmql-search, llmql serve, llmql-eval and
     HybridSearcher then use by default. A setting that does not beat BM25 there leaves BM25 at weight 1."""
-    report = _run_tune(data, split, queries_file, model, ql_model, backend, url, index, depth, runtime, out)
+    where = {"backend": backend, "url": url, "index": index, "runtime": runtime, "device": device}
+    report = _run_tune(data, split, queries_file, model, ql_model, depth, out, where)
     click.echo(json.dumps(report["search"]))
     figures, queries = report["figures"], report["tuned_on"]["queries"]
     click.echo(f"nDCG@10 on {queries} queries: BM25 {figures['bm25']:.4f}, chosen {figures['chosen']:.4f}")
@@ -248,7 +255,8 @@ def tune_cmd(data, split, queries_file, backend, url, index, runtime, model, ql_
         click.echo(f"note: {note}")
 
 
-def _run_tune(data, split, queries_file, model, ql_model, backend, url, index, depth, runtime, out) -> dict:
+def _run_tune(data, split, queries_file, model, ql_model, depth, out, where: dict) -> dict:
+    """`where`: backend, url, index, runtime and device, as the command was given them."""
     from llmql.plugin.tune import TuneConfig, tune
 
     cfg = TuneConfig(
@@ -257,11 +265,8 @@ def _run_tune(data, split, queries_file, model, ql_model, backend, url, index, d
         split=split,
         queries_file=queries_file,
         ql_model=ql_model,
-        backend=backend,
-        url=url,
-        index=index,
         depth=depth,
         out=out,
-        runtime=runtime,
+        **where,
     )
     return tune(cfg)

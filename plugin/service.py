@@ -33,6 +33,7 @@ class ServiceConfig:
     max_k: int = 100
     rerank_depth: int = 50
     runtime: str = "auto"
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.device.resolve_device)
     indexes: tuple[str, ...] = ()  # other indexes (or aliases) a request may name besides `index`
 
     @property
@@ -167,9 +168,13 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
     from llmql.export.runtime import load_encoder, load_ql_scorer
     from llmql.plugin.index_check import check_models
     from llmql.plugin.search import default_config
+    from llmql.train.device import resolve_device
 
-    encoder = encoder or (load_encoder(config.model, runtime=config.runtime) if config.model else None)
-    ql_scorer = ql_scorer or (load_ql_scorer(config.ql_model, runtime=config.runtime) if config.ql_model else None)
+    device = resolve_device(config.device)
+    if encoder is None and config.model:
+        encoder = load_encoder(config.model, runtime=config.runtime, device=device)
+    if ql_scorer is None and config.ql_model:
+        ql_scorer = load_ql_scorer(config.ql_model, runtime=config.runtime, device=device)
     backend = backend or open_backend(config.backend, config.url)
     paths = {index: check_models(backend, index, encoder, ql_scorer) for index in config.served}
     models = _Models(config, backend, encoder, ql_scorer, paths, default_config(encoder, ql_scorer))

@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from llmql.plugin.tuning import DEPTHS, Fusion, Trial, choose_fusion, choose_rerank, fused_run
+from llmql.train.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class TuneConfig:
     max_queries: int | None = None
     rerank_depths: tuple[int, ...] = DEPTHS  # re-rank depths tried (QL scores the fused top max(depths))
     runtime: str = "auto"
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.device.resolve_device)
     backend_options: dict = field(default_factory=dict)
 
 
@@ -42,10 +44,11 @@ def tune(cfg: TuneConfig, progress: bool = True) -> dict:
     from llmql.plugin.search import SearchConfig
     from llmql.plugin.search_settings import save_search_settings
 
+    device = resolve_device(cfg.device)
     queries, qrels = _held_out(cfg)
     backend = open_backend(cfg.backend, cfg.url, **cfg.backend_options)
-    encoder = load_encoder(cfg.model, runtime=cfg.runtime)
-    scorer = load_ql_scorer(cfg.ql_model, runtime=cfg.runtime) if cfg.ql_model else None
+    encoder = load_encoder(cfg.model, runtime=cfg.runtime, device=device)
+    scorer = load_ql_scorer(cfg.ql_model, runtime=cfg.runtime, device=device) if cfg.ql_model else None
     ql_path = check_models(backend, cfg.index, encoder, scorer)
 
     def judge(run: dict) -> float:

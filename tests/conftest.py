@@ -97,6 +97,15 @@ def tiny_any(request, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_export(tiny_llama, tmp_path_factory) -> Path:
+    """A tiny-Llama export with the QL scorer."""
+    from llmql.export.convert import ExportConfig, export_model
+
+    out = tmp_path_factory.mktemp("exp") / "export"
+    return export_model(ExportConfig(model=str(tiny_llama), out=str(out), ql_scorer=True))
+
+
+@pytest.fixture(scope="session")
 def other_export(tiny_qwen2, tmp_path_factory) -> Path:
     """An export of another model (tiny Qwen2, same dimension as tiny Llama), for model-mismatch tests."""
     from llmql.export.convert import ExportConfig, export_model
@@ -135,3 +144,15 @@ def backend_spec(request, tmp_path):
     if request.param == "embedded":
         return "embedded", str(tmp_path / "lancedb")
     return request.param, server_url(request.param)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` need a CUDA device: where there is none they skip, saying so (CI has none)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; this machine has none (torch.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

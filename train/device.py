@@ -1,17 +1,83 @@
-"""Precision choices for CPU and GPU: bf16 autocast only where the hardware really has bf16 arithmetic."""
+"""The one device policy: which device a model runs on, and in which precision.
+
+`resolve_device` turns what a user asked for (`auto`, `cpu`, `cuda`, `cuda:N`) into a device, once, before
+anything is read or written; under torchrun / accelerate, `cuda` and `auto` take the process's own LOCAL_RANK
+GPU. bf16 is used only where the hardware has bf16 arithmetic (a GPU that has it; AVX512-BF16, AMX or Arm bf16
+on a CPU). Torch is imported only when a GPU could be involved, so the ONNX path on a CPU stays torch-free.
+"""
 
 from __future__ import annotations
 
 import contextlib
-
-import torch
+import glob
+import os
+import re
+import sys
 
 from llmql.train.cpu import cpu_has_bf16
+from llmql.train.errors import LLMQLError
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+class DeviceError(LLMQLError):
+    """A device that was asked for is not on this machine, or is not a device name."""
+
+
+def quiet_accelerator_libraries() -> None:
+    """Set before transformers is first imported: it would import JAX when installed, and JAX reserves most of
+    a GPU's memory at start (105 of an H200's 140 GiB were gone before training began). Users can override."""
+    os.environ.setdefault("USE_FLAX", "0")  # transformers' switch for JAX/Flax
+    os.environ.setdefault("USE_JAX", "0")
+    os.environ.setdefault("USE_TF", "0")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
+def local_rank() -> int:
+    """This process's rank on its machine under torchrun / accelerate (0 when launched alone)."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
+def cuda_device_count() -> int:
+    """CUDA devices torch can use here; 0 without torch or without an NVIDIA device node (then torch, slow to
+    import, is not imported just to learn that)."""
+    if sys.platform.startswith("linux") and not glob.glob("/dev/nvidia[0-9]*"):
+        return 0
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def resolve_device(spec: str | None = "auto", count: int | None = None) -> str:
+    """'auto' -> this process's GPU if there is one, else 'cpu'; 'cuda' -> this process's GPU or an error;
+    'cuda:N' -> that GPU or an error; 'cpu' -> 'cpu'. `count` (CUDA devices) is for tests."""
+    name = (spec or "auto").strip().lower()
+    if name == "cpu":
+        return "cpu"
+    if name not in ("auto", "cuda") and not re.fullmatch(r"cuda:\d+", name):
+        raise DeviceError(f"device {spec!r}: choose {DEVICE_CHOICES}")
+    count = cuda_device_count() if count is None else count
+    if name == "auto":
+        return f"cuda:{local_rank() % count}" if count else "cpu"
+    if count == 0:
+        raise DeviceError(f"device {spec!r}: no CUDA device is available on this machine (use --device cpu or auto)")
+    index = local_rank() % count if name == "cuda" else int(name.split(":")[1])
+    if index >= count:
+        raise DeviceError(f"device {spec!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return f"cuda:{index}"
+
+
+def is_cuda(device: str) -> bool:
+    return device.startswith("cuda")
 
 
 def bf16_supported(device: str = "cpu") -> bool:
     """True where bf16 matmul is native: AVX512-BF16 or AMX on x86, bf16 on Arm, or a GPU that has it."""
-    if device.startswith("cuda"):
+    if is_cuda(device):
+        import torch
+
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return cpu_has_bf16()
 
@@ -24,5 +90,7 @@ def resolve_bf16(setting: bool | str | None, device: str = "cpu") -> bool:
 
 
 def autocast(enabled: bool, device: str = "cpu") -> contextlib.AbstractContextManager:
-    kind = "cuda" if device.startswith("cuda") else "cpu"
+    import torch
+
+    kind = "cuda" if is_cuda(device) else "cpu"
     return torch.autocast(kind, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()

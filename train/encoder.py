@@ -14,24 +14,32 @@ from llmql.train.tokenization import PromptTokenizer
 
 
 class Encoder(TextEncoderBase):
-    """Queries and passages -> L2-normalised float32 embeddings (last-token pooling, the paper's prompts)."""
+    """Queries and passages -> L2-normalised float32 embeddings (last-token pooling, the paper's prompts), on any
+    device (see `llmql.train.device`); embeddings come back as float32 numpy on the host."""
 
-    def __init__(self, model: BiEncoder, tokenizer: PromptTokenizer, bf16: bool = False, identity: str = ""):
-        self.model = model.eval()
+    def __init__(
+        self, model: BiEncoder, tokenizer: PromptTokenizer, bf16: bool = False, identity: str = "", device: str = "cpu"
+    ):
+        self.device = device
+        self.model = model.eval().to(device)
         self.identity = identity
         self.tokenizer = tokenizer
         self.bf16 = bf16
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, bf16: bool | str = "auto", adapter: bool = True) -> Encoder:
+    def from_pretrained(
+        cls, path: str | Path, bf16: bool | str = "auto", adapter: bool = True, device: str = "cpu"
+    ) -> Encoder:
         lm, hf_tokenizer, config = load_for_inference(path, adapter=adapter)
         return cls(
             BiEncoder(lm, normalize=config.normalize),
             PromptTokenizer(hf_tokenizer.backend_tokenizer, config),
-            resolve_bf16(bf16),
+            resolve_bf16(bf16, device),
+            device=device,
         )
 
     @torch.inference_mode()
     def _embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        with autocast(self.bf16):
-            return self.model(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
+        ids_t, mask_t = (torch.from_numpy(a).to(self.device, non_blocking=True) for a in (ids, mask))
+        with autocast(self.bf16, self.device):
+            return self.model(ids_t, mask_t).float().cpu().numpy()

@@ -14,13 +14,18 @@ class ModelError(LLMQLError, ValueError):
 
 
 def cli_errors(func):
-    """Decorator for click commands: user errors become a one-line message and exit status 1, no traceback."""
+    """Decorator for click commands: user errors become a one-line message and exit status 1, no traceback.
+    Every command runs through it, so it also sets the process environment ML libraries read at import
+    (`llmql.train.device.quiet_accelerator_libraries`) before the command imports them."""
     import functools
 
     import click
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from llmql.train.device import quiet_accelerator_libraries
+
+        quiet_accelerator_libraries()
         try:
             return func(*args, **kwargs)
         except (LLMQLError, FileNotFoundError, PermissionError) as err:

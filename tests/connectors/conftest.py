@@ -3,7 +3,6 @@ import uuid
 import pytest
 
 from llmql.connectors.registry import open_backend
-from llmql.export.convert import ExportConfig, export_model
 
 
 @pytest.fixture
@@ -15,14 +14,6 @@ def backend(backend_spec):
     yield handle
     for index in created:
         handle.drop_index(index)
-
-
-@pytest.fixture(scope="session")
-def tiny_export(tiny_llama, tmp_path_factory):
-    """A tiny-Llama export with the QL scorer, for syncing."""
-    return export_model(
-        ExportConfig(model=str(tiny_llama), out=str(tmp_path_factory.mktemp("exp") / "export"), ql_scorer=True)
-    )
 
 
 def crash_on_upsert(monkeypatch, call: int) -> None:

@@ -1,0 +1,63 @@
+"""What every QL scorer shares, whatever runs the model: prompts, length-sorted batches, output order.
+
+Torch-free; `llmql.train.ql_scorer.QLScorer` (PyTorch, any device) and `llmql.export.runtime.OnnxQLScorer` only
+say how one padded batch of passages becomes [E] states, and how one query scores a batch of states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from llmql.train.batching import length_batches, pad
+from llmql.train.config import ModelConfig
+from llmql.train.end_states import EndStateArrays
+from llmql.train.tokenization import PromptTokenizer
+
+
+class QLScorerBase:
+    tokenizer: PromptTokenizer
+    identity: str = ""  # the model the scores come from (an index's cached [E] states must match it)
+
+    def _document_states(self, ids: np.ndarray, mask: np.ndarray) -> EndStateArrays:
+        """input_ids, attention_mask [B, L] int64 (right-padded, each row ending in [E]) -> B documents' states."""
+        raise NotImplementedError
+
+    def _query_logprobs(self, query: np.ndarray, states: EndStateArrays) -> np.ndarray:
+        """query [B, Lq] int64 (the same row B times), states of B documents -> [B, Lq] token log-probabilities."""
+        raise NotImplementedError
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.tokenizer.config
+
+    def end_states(
+        self, passages: Sequence[str], titles: Sequence[str] | None = None, batch_size: int = 16
+    ) -> EndStateArrays:
+        """Per-passage [E] states (float32 numpy, input order): what the QL cache stores."""
+        titles = titles if titles is not None else [""] * len(passages)
+        rows = self.tokenizer.passages(titles, passages)
+        parts, order = [], []
+        for index in length_batches([len(r) for r in rows], batch_size):
+            parts.append(self._document_states(*pad([rows[i] for i in index], self.config.pad_token_id)))
+            order.extend(index)
+        if not parts:
+            raise ValueError("no passages")
+        return EndStateArrays.concat(parts).take(np.argsort(np.asarray(order)))
+
+    def score_states(self, query: str, states: EndStateArrays, batch_size: int = 64) -> np.ndarray:
+        """[N] log P(q | d) for the documents whose [E] states are given; only the query tokens are run."""
+        if not query.strip():
+            raise ValueError("empty query")
+        q = np.asarray(self.tokenizer.ql_queries([query])[0], dtype=np.int64)
+        out = np.zeros(len(states), dtype=np.float64)
+        for start in range(0, len(states), batch_size):
+            part = states.take(slice(start, start + batch_size))
+            ids = np.broadcast_to(q, (len(part), len(q))).copy()
+            out[start : start + len(part)] = self._query_logprobs(ids, part).astype(np.float64).sum(axis=1)
+        return out
+
+    def score(self, query: str, passages: Sequence[str], titles: Sequence[str] | None = None) -> np.ndarray:
+        """The slow path: compute the documents' states now, then score."""
+        return self.score_states(query, self.end_states(passages, titles))
