@@ -109,7 +109,9 @@ class Backend(Protocol):
     def resolve(self, index: str) -> str | None:
         """The concrete index behind a name (itself, or what an alias points to), or None if there is none."""
 
-    def upsert(self, index: str, records: Sequence[Record]) -> WriteResult: ...
+    def upsert(self, index: str, records: Sequence[Record], fresh: bool = False) -> WriteResult:
+        """Write records by id (a second write replaces). `fresh`: the caller guarantees none of these ids is in
+        the index yet, so an engine may append without looking them up."""
 
     def delete(self, index: str, ids: Sequence[str]) -> int: ...
 

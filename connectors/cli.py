@@ -23,7 +23,19 @@ from llmql.train.errors import cli_errors
     default=None,
     help="Build a new index generation ALIAS-<time> and swap ALIAS to it atomically when complete.",
 )
-@click.option("--batch-size", type=int, default=64, help="Documents per encode + bulk request (bounds memory).")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    default=64,
+    help="Documents per bulk write and committed step of progress (the engine's batch).",
+)
+@click.option("--encode-batch-size", type=click.IntRange(1, 4096), default=32, help="Passages per model call, at most.")
+@click.option(
+    "--max-batch-tokens",
+    type=click.IntRange(1, None),
+    default=8192,
+    help="Padded tokens per model call, at most: short passages go in large batches, long ones in small.",
+)
 @click.option("--recreate", is_flag=True, help="Drop the index first.")
 @click.option("--incremental", is_flag=True, help="Skip documents whose content hash is unchanged.")
 @click.option("--delete-missing", is_flag=True, help="Delete indexed documents that are gone from CORPUS.")
@@ -64,6 +76,8 @@ def main(
     device,
     alias,
     batch_size,
+    encode_batch_size,
+    max_batch_tokens,
     recreate,
     incremental,
     delete_missing,
@@ -101,6 +115,8 @@ def main(
         index=index,
         alias=alias,
         batch_size=batch_size,
+        encode_batch_size=encode_batch_size,
+        max_batch_tokens=max_batch_tokens,
         recreate=recreate,
         incremental=incremental,
         delete_missing=delete_missing,

@@ -156,7 +156,8 @@ class LuceneBackend:
         self._request("PUT", f"/{index}", body=self._mapping(dim, model), index=index)
         return IndexInfo(index, dim, model, 0)
 
-    def upsert(self, index: str, records: Sequence[Record]) -> WriteResult:
+    def upsert(self, index: str, records: Sequence[Record], fresh: bool = False) -> WriteResult:
+        # _bulk "index" replaces by _id without a search: `fresh` changes nothing here
         actions = [{"_op_type": "index", "_index": index, "_id": r.id, "_source": source_of(r)} for r in records]
         where = f"{self.location} index {index!r}"
         stream = self.helpers.streaming_bulk(

@@ -1,20 +1,19 @@
 """`sync`: corpus -> embeddings -> a search index, idempotent, resumable and honest about failures.
 
-Documents keep their source ids, so writing twice leaves one copy. Progress is committed batch by batch to a
-small state file once the engine has acknowledged the batch, so `resume` restarts after the last confirmed
-batch. With `alias`, a new index generation is built and the alias swapped only when it is complete.
+Documents keep their source ids, so writing twice leaves one copy. The corpus is read once in full before the
+first write (a bad corpus changes nothing), then in engine batches: each batch is encoded (in encoder batches
+bounded by a token budget) while the previous one is being written, and progress is committed once the engine
+has acknowledged a batch, so `resume` restarts after the last confirmed one. With `alias`, a new index
+generation is built and the alias swapped only when it is complete.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -29,8 +28,11 @@ from llmql.connectors.corpus import (
     scan_corpus,
 )
 from llmql.connectors.registry import open_backend
+from llmql.connectors.sync_state import FailureLog, SyncProgress, state_path
 from llmql.train.device import resolve_device
 from llmql.train.errors import DataError, LLMQLError
+
+__all__ = ["SyncConfig", "SyncReport", "state_path", "sync"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,9 @@ class SyncConfig:
     url: str = "./llmql-index"  # directory for the embedded backend
     index: str = "llmql"
     alias: str | None = None
-    batch_size: int = 64
+    batch_size: int = 64  # documents a bulk write (and a committed step of progress)
+    encode_batch_size: int = 32  # rows a model call, at most
+    max_batch_tokens: int | None = 8192  # padded tokens a model call, at most (None: rows alone bound it)
     recreate: bool = False
     incremental: bool = False
     delete_missing: bool = False
@@ -76,21 +80,6 @@ class SyncReport:
         return self.failed == 0
 
 
-def state_path(cfg: SyncConfig) -> Path:
-    """Where progress of this (backend, location, index or alias, corpus) is kept."""
-    from llmql.train.model_sources import cache_root
-
-    key = json.dumps([cfg.backend, cfg.url, cfg.alias or cfg.index, str(corpus_file(cfg.corpus).resolve())])
-    return cache_root() / "sync" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
-
-
-def _save_state(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
-
-
 def _batches(items: Iterator, size: int) -> Iterator[list]:
     batch = []
     for item in items:
@@ -104,8 +93,6 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
 
 def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     """Encode and write `cfg.corpus` into the index; see the module docstring for the guarantees."""
-    from tqdm.auto import tqdm
-
     from llmql.export.runtime import load_encoder
 
     start = time.perf_counter()
@@ -120,38 +107,59 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     if cfg.backend != "embedded" and cfg.insecure:
         options["verify_certs"] = False
     backend = open_backend(cfg.backend, cfg.url, **options)
-    progress_file = _Progress(state_path(cfg), cfg, encoder.identity)
-    _drop_abandoned(backend, cfg, progress_file.abandoned)
-    if cfg.recreate and not progress_file.resumed:
-        backend.drop_index(progress_file.target)
-    info = backend.open_index(progress_file.target, encoder.dim, encoder.identity, create=True)  # refuses a mismatch
-    progress_file.save(info.name)
-    report = SyncReport(index=info.name, resumed_after_line=progress_file.committed, alias=cfg.alias)
+    state = SyncProgress(state_path(cfg), cfg, encoder.identity)
+    _drop_abandoned(backend, cfg, state.abandoned)
+    if cfg.recreate and not state.resumed:
+        backend.drop_index(state.target)
+    info = backend.open_index(state.target, encoder.dim, encoder.identity, create=True)  # refuses a mismatch
+    state.save(info.name)
+    report = SyncReport(index=info.name, resumed_after_line=state.committed, alias=cfg.alias)
     existing = dict(backend.content_hashes(info.name)) if (cfg.incremental or cfg.delete_missing) else {}
-    seen: set[str] = set()
-    failures = FailureLog(Path(progress_file.failures_file), keep=progress_file.resumed)
-    bar = tqdm(
-        total=scan.lines,
-        initial=min(progress_file.committed, scan.lines),
-        unit="doc",
-        desc=f"sync {info.name}",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    try:
-        for batch in _batches(read_corpus(source, cfg.corpus_format), cfg.batch_size):
-            docs = _accept(batch, progress_file.committed, seen, failures)
-            writer.write(backend, info.name, docs, existing, report, failures)
-            progress_file.commit(info.name, batch[-1].line)
-            bar.update(sum(1 for item in batch if item.line > report.resumed_after_line))
-    finally:
-        bar.close()
+    # An index this run created holds none of the corpus's (unique) ids: plain appends, no upsert join.
+    fresh = info.count == 0 and not state.resumed
+    failures = FailureLog(Path(state.failures_file), keep=state.resumed)
+    seen = _pipeline(source, cfg, writer, backend, state, report, existing, failures, fresh, scan.lines, progress)
     _finish(cfg, backend, info.name, report, sorted(set(existing) - seen) if cfg.delete_missing else [])
     report.failed = failures.close()
     report.failures_file = str(failures.path) if report.failed else None
-    progress_file.remove()
+    state.remove()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _pipeline(source, cfg, writer, backend, state, report, existing, failures, fresh, lines, progress) -> set[str]:
+    """Read, encode and write batch by batch, one write in flight while the next batch is encoded (a single
+    writer thread keeps the writes, and so the committed progress, in corpus order). Returns the ids seen."""
+    from tqdm.auto import tqdm
+
+    seen: set[str] = set()
+    after = state.committed
+    bar = tqdm(total=lines, initial=min(after, lines), unit="doc", desc=f"sync {report.index}", disable=not progress)
+
+    def store(records: list[Record], line_of: dict[str, int], last: int, count: int) -> None:
+        result = backend.upsert(report.index, records, fresh=fresh) if records else None
+        if result is not None:
+            report.indexed += len(result.written)
+            for doc_id, reason in result.failed:
+                failures.add(line_of.get(doc_id, 0), doc_id, reason)
+        state.commit(report.index, last)
+        bar.update(count)
+
+    pending: Future | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmql-sync-write") as pool:
+        try:
+            for batch in _batches(read_corpus(source, cfg.corpus_format), cfg.batch_size):
+                docs = _accept(batch, after, seen, failures)
+                records, line_of = writer.prepare(docs, existing, report)  # overlaps the write in flight
+                if pending is not None:
+                    pending.result()  # a failed write stops the sync here, before anything later is committed
+                count = sum(1 for item in batch if item.line > after)
+                pending = pool.submit(store, records, line_of, batch[-1].line, count)
+            if pending is not None:
+                pending.result()
+        finally:
+            bar.close()
+    return seen
 
 
 def _validate(source: Path, cfg: SyncConfig):
@@ -184,82 +192,6 @@ def _drop_abandoned(backend, cfg: SyncConfig, generation: str | None) -> None:
     backend.drop_index(generation)
 
 
-class FailureLog:
-    """Failed documents, appended to the failures file as they happen, so an interrupted and resumed sync still
-    reports the ones found before the interruption."""
-
-    def __init__(self, path: Path, keep: bool):
-        self.path = path
-        if not keep:
-            path.unlink(missing_ok=True)
-
-    def add(self, line: int, doc_id: str | None, reason: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"line": line, "id": doc_id, "reason": reason}, ensure_ascii=False) + "\n")
-
-    def close(self) -> int:
-        """Deduplicate (a batch redone after an interruption records its failures twice); return the count."""
-        if not self.path.is_file():
-            return 0
-        rows = {}
-        for text in self.path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(text)
-            rows[(row["line"], row["id"])] = row
-        if not rows:
-            self.path.unlink()
-            return 0
-        ordered = sorted(rows.values(), key=lambda r: r["line"])
-        self.path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered), encoding="utf-8")
-        return len(ordered)
-
-
-class _Progress:
-    """The state file of one sync: which index generation it writes and the last line the engine acknowledged."""
-
-    def __init__(self, path: Path, cfg: SyncConfig, identity: str):
-        self.path, self.cfg, self.identity = path, cfg, identity
-        state = json.loads(path.read_text()) if path.is_file() else None
-        self.abandoned: str | None = None
-        if state and not cfg.resume:
-            log.warning("an interrupted sync of this corpus was found; starting over (use --resume to continue it)")
-            self.abandoned = state.get("target")
-            state = None
-        if state and state.get("model") != identity:
-            raise LLMQLError(
-                f"{path}: the interrupted sync used model {state.get('model')!r}, not {identity!r}; "
-                "run without --resume"
-            )
-        self.resumed = state is not None
-        self.committed: int = state["committed_line"] if state else 0
-        default_failures = str(Path(cfg.failures_file or "llmql-sync-failures.jsonl").resolve())
-        self.failures_file: str = (state or {}).get("failures_file", default_failures)
-        if state:
-            self.target = state["target"]
-        elif cfg.alias:
-            self.target = f"{cfg.alias}-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        else:
-            self.target = cfg.index
-
-    def save(self, index: str) -> None:
-        state = {
-            "target": index,
-            "model": self.identity,
-            "committed_line": self.committed,
-            "failures_file": self.failures_file,
-            "config": asdict(self.cfg),
-        }
-        _save_state(self.path, state)
-
-    def commit(self, index: str, line: int) -> None:
-        """Called only after the engine acknowledged every line up to `line`."""
-        self.committed = max(self.committed, line)
-        self.save(index)
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
 def _accept(batch: list, committed: int, seen: set[str], failures: FailureLog) -> list[SourceDoc]:
     """The batch's documents past the committed line; bad lines (only met with --on-error skip) are recorded."""
     docs: list[SourceDoc] = []
@@ -275,30 +207,31 @@ def _accept(batch: list, committed: int, seen: set[str], failures: FailureLog) -
 
 
 class _BatchWriter:
-    """Encodes a batch (vectors, and [E] states with --ql-cache) and upserts what changed."""
+    """Turns a batch of documents into records: what changed (by content hash, with --incremental), encoded into
+    vectors, and [E] states with --ql-cache, in model calls bounded by rows and padded tokens."""
 
     def __init__(self, cfg: SyncConfig, encoder, ql):
         self.cfg, self.encoder, self.ql = cfg, encoder, ql
 
-    def write(
-        self, backend, index: str, docs: list[SourceDoc], existing: dict, report: SyncReport, failures: FailureLog
-    ) -> None:
+    def prepare(self, docs: list[SourceDoc], existing: dict, report: SyncReport) -> tuple[list[Record], dict[str, int]]:
         hashes = {d.id: content_hash(d, self.encoder.identity) for d in docs}
         todo = [d for d in docs if not (self.cfg.incremental and existing.get(d.id) == hashes[d.id])]
         report.unchanged += len(docs) - len(todo)
         if not todo:
-            return
-        vectors = self.encoder.encode_passages([d.text for d in todo], [d.title for d in todo])
-        states = _pack_states(self.ql, todo, self.cfg.ql_cache)
+            return [], {}
+        texts, titles = [d.text for d in todo], [d.title for d in todo]
+        size, budget = self.cfg.encode_batch_size, self.cfg.max_batch_tokens
+        vectors = self.encoder.encode_passages(texts, titles, batch_size=size, max_tokens=budget)
+        states = None
+        if self.ql is not None:
+            from llmql.export.ql_cache import pack
+
+            states = pack(self.ql.end_states(texts, titles, batch_size=size, max_tokens=budget), self.cfg.ql_cache)
         records = [
             Record(d.id, d.title, d.text, vectors[i], hashes[d.id], states[i] if states else None, d.fields)
             for i, d in enumerate(todo)
         ]
-        result = backend.upsert(index, records)
-        report.indexed += len(result.written)
-        line_of = {d.id: d.line for d in todo}
-        for doc_id, reason in result.failed:
-            failures.add(line_of.get(doc_id, 0), doc_id, reason)
+        return records, {d.id: d.line for d in todo}
 
 
 def _finish(cfg: SyncConfig, backend, index: str, report: SyncReport, gone: list[str]) -> None:
@@ -322,11 +255,3 @@ def _ql_scorer(cfg: SyncConfig, device: str):
         return load_ql_scorer(cfg.model, runtime=cfg.runtime, device=device)
     except FileNotFoundError as err:
         raise LLMQLError(f"--ql-cache needs an export made with `llmql-export --ql-scorer` or a model: {err}") from None
-
-
-def _pack_states(ql, docs: list[SourceDoc], fmt: str) -> list[bytes] | None:
-    if ql is None:
-        return None
-    from llmql.export.ql_cache import pack
-
-    return pack(ql.end_states([d.text for d in docs], [d.title for d in docs]), fmt)

@@ -24,8 +24,22 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> tupl
     return ids, mask
 
 
-def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    """Indices grouped into batches of similar length (longest first), so little compute goes to padding."""
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length (longest first), so little compute goes to padding.
+
+    A batch holds at most `batch_size` rows and, with `max_tokens`, at most that many padded tokens (rows x its
+    longest row): short texts then go in large batches and long ones in small, bounding memory whatever the mix.
+    A single row longer than `max_tokens` is a batch of its own.
+    """
+    if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
+        raise ValueError(f"batch_size and max_tokens must be positive, got {batch_size} and {max_tokens}")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+    batch: list[int] = []
+    for i in order:
+        longest = lengths[batch[0]] if batch else lengths[i]  # sorted: the first row is the longest
+        if batch and (len(batch) == batch_size or (max_tokens and (len(batch) + 1) * longest > max_tokens)):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch

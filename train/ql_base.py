@@ -33,13 +33,18 @@ class QLScorerBase:
         return self.tokenizer.config
 
     def end_states(
-        self, passages: Sequence[str], titles: Sequence[str] | None = None, batch_size: int = 16
+        self,
+        passages: Sequence[str],
+        titles: Sequence[str] | None = None,
+        batch_size: int = 16,
+        max_tokens: int | None = None,
     ) -> EndStateArrays:
-        """Per-passage [E] states (float32 numpy, input order): what the QL cache stores."""
+        """Per-passage [E] states (float32 numpy, input order): what the QL cache stores. Batches as the
+        encoders' (`length_batches`)."""
         titles = titles if titles is not None else [""] * len(passages)
         rows = self.tokenizer.passages(titles, passages)
         parts, order = [], []
-        for index in length_batches([len(r) for r in rows], batch_size):
+        for index in length_batches([len(r) for r in rows], batch_size, max_tokens):
             parts.append(self._document_states(*pad([rows[i] for i in index], self.config.pad_token_id)))
             order.extend(index)
         if not parts:

@@ -36,19 +36,30 @@ class TextEncoderBase:
         return self.encode_ids(self.tokenizer.queries(texts), batch_size, progress)
 
     def encode_passages(
-        self, texts: Sequence[str], titles: Sequence[str] | None = None, batch_size: int = 16, progress: bool = False
+        self,
+        texts: Sequence[str],
+        titles: Sequence[str] | None = None,
+        batch_size: int = 16,
+        progress: bool = False,
+        max_tokens: int | None = None,
     ) -> np.ndarray:
         titles = titles if titles is not None else [""] * len(texts)
-        return self.encode_ids(self.tokenizer.passages(titles, texts), batch_size, progress)
+        return self.encode_ids(self.tokenizer.passages(titles, texts), batch_size, progress, max_tokens=max_tokens)
 
     def encode_ids(
-        self, rows: list[list[int]], batch_size: int = 16, progress: bool = False, side: str = "right"
+        self,
+        rows: list[list[int]],
+        batch_size: int = 16,
+        progress: bool = False,
+        side: str = "right",
+        max_tokens: int | None = None,
     ) -> np.ndarray:
-        """Token rows (each ending in [E]) -> [N, H] float32 in input order, batched by length to limit padding."""
+        """Token rows (each ending in [E]) -> [N, H] float32 in input order, batched by length to limit padding
+        (at most `batch_size` rows and, with `max_tokens`, that many padded tokens a batch)."""
         from tqdm.auto import tqdm
 
         out = np.zeros((len(rows), self.dim), dtype=np.float32)
-        batches = list(length_batches([len(r) for r in rows], batch_size))
+        batches = list(length_batches([len(r) for r in rows], batch_size, max_tokens))
         for index in tqdm(batches, desc="encode", unit="batch", disable=not progress):
             ids, mask = pad([rows[i] for i in index], self.config.pad_token_id, side)
             out[index] = self._embed(ids, mask)

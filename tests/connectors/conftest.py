@@ -23,10 +23,10 @@ def crash_on_upsert(monkeypatch, call: int) -> None:
 
     original, calls = embedded.EmbeddedBackend.upsert, []
 
-    def crashing(self, index, records):
+    def crashing(self, index, records, **kwargs):
         calls.append(len(records))
         if len(calls) == call:
             raise KeyboardInterrupt("simulated crash")
-        return original(self, index, records)
+        return original(self, index, records, **kwargs)
 
     monkeypatch.setattr(embedded.EmbeddedBackend, "upsert", crashing)
