@@ -23,8 +23,23 @@ from llmql.train.errors import cli_errors
     multiple=True,
     help="Another index (or alias) requests may name besides --index (repeatable); no other is served.",
 )
+@click.option(
+    "--batching/--no-batching",
+    default=True,
+    help="Concurrent requests share model calls (one call per device at a time).",
+)
+@click.option("--max-batch-tokens", type=click.IntRange(64, None), default=16384, help="A shared call, at most.")
+@click.option(
+    "--max-wait-ms", type=click.FloatRange(0, 1000), default=5.0, help="How long a call waits for others to join."
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(1, 10_000),
+    default=32,
+    help="Requests waiting for the model; one more is answered 503 with Retry-After.",
+)
 @cli_errors
-def serve(backend, url, index, runtime, device, model, ql_model, host, port, max_k, allowed) -> None:
+def serve(backend, url, index, runtime, device, model, ql_model, host, port, max_k, allowed, **batching) -> None:
     """HTTP service: /search, /rerank, /embed, /health; OpenAPI at /openapi.json.
 
     Refuses to start when --model or --ql-model is not the model a served index was synced with."""
@@ -43,6 +58,7 @@ def serve(backend, url, index, runtime, device, model, ql_model, host, port, max
             runtime=runtime,
             device=device,
             indexes=tuple(allowed),
+            **batching,
         )
     )
     uvicorn.run(app, host=host, port=port)

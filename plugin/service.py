@@ -35,6 +35,10 @@ class ServiceConfig:
     runtime: str = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.device.resolve_device)
     indexes: tuple[str, ...] = ()  # other indexes (or aliases) a request may name besides `index`
+    batching: bool = True  # concurrent requests share model calls (llmql.plugin.batcher); off: one call each
+    max_batch_tokens: int = 16384  # a shared encoding call, at most (estimated tokens)
+    max_wait_ms: float = 5.0  # how long the first request of a call waits for others to join it
+    max_queue: int = 32  # requests waiting for the model; one more is answered 503 with Retry-After
 
     @property
     def served(self) -> tuple[str, ...]:
@@ -147,6 +151,7 @@ class _Models:
     ql_scorer: object = None
     ql_paths: dict[str, str] | None = None
     tuned: object = None  # SearchConfig: the model's search.json, or the untuned defaults
+    batcher: object = None  # the ModelBatcher the models run through, when batching
 
     def index_of(self, name: str | None) -> str:
         from fastapi import HTTPException
@@ -177,12 +182,18 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
         ql_scorer = load_ql_scorer(config.ql_model, runtime=config.runtime, device=device)
     backend = backend or open_backend(config.backend, config.url)
     paths = {index: check_models(backend, index, encoder, ql_scorer) for index in config.served}
-    models = _Models(config, backend, encoder, ql_scorer, paths, default_config(encoder, ql_scorer))
+    tuned = default_config(encoder, ql_scorer)
+    batcher = None
+    if config.batching and (encoder is not None or ql_scorer is not None):
+        batcher, encoder, ql_scorer = _queued(config, encoder, ql_scorer)
+    models = _Models(config, backend, encoder, ql_scorer, paths, tuned, batcher)
     app = FastAPI(
         title="llmql",
         version="0.1.0",
         description="LLM-QL dense retrieval, hybrid search and query-likelihood re-ranking.",
+        lifespan=_threads_for(config),
     )
+    app.state.batcher = batcher
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     _add_error_mapping(app)
     _add_routes(app, models)
@@ -207,12 +218,41 @@ def _add_routes(app, models: _Models) -> None:
         return _embed(models, body)
 
 
+def _queued(config: ServiceConfig, encoder, ql_scorer):
+    from llmql.plugin.batcher import ModelBatcher, QueuedEncoder, QueuedQLScorer
+
+    batcher = ModelBatcher(encoder, config.max_batch_tokens, config.max_wait_ms, config.max_queue)
+    return (
+        batcher,
+        QueuedEncoder(encoder, batcher) if encoder is not None else None,
+        QueuedQLScorer(ql_scorer, batcher) if ql_scorer is not None else None,
+    )
+
+
+def _threads_for(config: ServiceConfig):
+    """Request threads: enough that requests waiting for the model (at most `max_queue`) never leave a BM25 or
+    health request without one."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        import anyio.to_thread
+
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, config.max_queue + 16)
+        yield
+
+    return lifespan
+
+
 def _add_error_mapping(app) -> None:
-    """Errors become answers, never bare 500s: an unreachable engine 503 (with Retry-After), an unknown index 404,
-    any other engine error 502, and input the library refuses (ValueError: no cached states, ...) 422."""
+    """Errors become answers, never bare 500s: an unreachable engine or a full model queue 503 (with
+    Retry-After), an unknown index 404, any other engine error 502, and input the library refuses (ValueError:
+    no cached states, ...) 422."""
     from fastapi.responses import JSONResponse
 
     from llmql.connectors.base import BackendError, BackendUnavailable, UnknownIndex
+    from llmql.plugin.batcher import Overloaded
 
     async def backend_error(_request, err: BackendError):
         status = 503 if isinstance(err, BackendUnavailable) else 404 if isinstance(err, UnknownIndex) else 502
@@ -222,8 +262,12 @@ def _add_error_mapping(app) -> None:
     async def refused_input(_request, err: ValueError):
         return JSONResponse({"detail": str(err)}, status_code=422)
 
+    async def overloaded(_request, err: Overloaded):
+        return JSONResponse({"detail": str(err)}, status_code=503, headers={"Retry-After": "1"})
+
     app.add_exception_handler(BackendError, backend_error)
     app.add_exception_handler(ValueError, refused_input)
+    app.add_exception_handler(Overloaded, overloaded)
 
 
 def _health(models: _Models):
@@ -243,6 +287,7 @@ def _health(models: _Models):
         "documents": count,
         "encoder": models.encoder is not None,
         "ql_scorer": models.ql_scorer is not None,
+        **({"model_queue": models.batcher.snapshot()} if models.batcher is not None else {}),
     }
 
 

@@ -1,0 +1,162 @@
+"""`llmql serve` under concurrent load: /embed requests/s with p50/p95 at several concurrencies, batching on and
+off, and BM25-only /search latency while 32 clients keep the model busy, in one run against real server
+processes on loopback.
+
+    .venv/bin/python -m bench.serve_load [--model smollm2-135m] [--seconds 15] [--device auto]
+
+The index holds the first 300 SciFact abstracts, synced with the same model. Writes bench/results/serve_load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench.common import SHARED_DATA, write_results
+
+QUERIES = [
+    "aspirin lowers the risk of stroke",
+    "vitamin D deficiency in elderly patients",
+    "gene expression in breast cancer cells",
+    "antibiotic resistance spreads through plasmids",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(args, index_dir: Path, batching: bool) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "llmql"), "serve", "--url", str(index_dir), "--index", "docs"]
+    command += ["--model", args.model, "--runtime", args.runtime, "--device", args.device, "--port", str(port)]
+    command += [] if batching else ["--no-batching"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"llmql serve exited with {process.returncode}")
+        time.sleep(0.5)
+    raise RuntimeError("llmql serve did not come up")
+
+
+def load(url: str, path: str, body_of, concurrency: int, seconds: float) -> dict:
+    """`concurrency` clients send requests back to back for `seconds`; latencies of the 200s, and the rest."""
+    import httpx
+
+    latencies: list[float] = []
+    refused = [0]
+    stop = time.monotonic() + seconds
+    lock = threading.Lock()
+
+    def client(worker: int) -> None:
+        with httpx.Client(timeout=120) as http:
+            i = worker
+            while time.monotonic() < stop:
+                start = time.perf_counter()
+                response = http.post(f"{url}{path}", json=body_of(i))
+                elapsed = time.perf_counter() - start
+                with lock:
+                    if response.status_code == 200:
+                        latencies.append(elapsed)
+                    else:
+                        refused[0] += 1
+                i += concurrency
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(concurrency)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    ordered = sorted(latencies) or [float("nan")]
+    return {
+        "concurrency": concurrency,
+        "requests_per_s": round(len(latencies) / wall, 2),
+        "p50_ms": round(1000 * statistics.median(ordered), 1),
+        "p95_ms": round(1000 * ordered[int(0.95 * (len(ordered) - 1))], 1),
+        "ok": len(latencies),
+        "refused": refused[0],
+    }
+
+
+def bm25_under_load(url: str, seconds: float) -> dict:
+    """BM25-only search latency from one client while 32 /embed clients keep the model queue full."""
+    background = threading.Thread(target=load, args=(url, "/embed", embed_body, 32, seconds))
+    background.start()
+    time.sleep(min(2.0, seconds / 4))
+    measured = load(url, "/search", lambda i: {"query": QUERIES[i % 4], "mode": "bm25", "k": 10}, 1, seconds / 2)
+    background.join()
+    return measured
+
+
+def embed_body(i: int) -> dict:
+    return {"texts": [f"{QUERIES[i % 4]} ({i})"]}
+
+
+def build_index(args, work: Path) -> Path:
+    from llmql.connectors.sync import SyncConfig, sync
+
+    corpus = work / "corpus.jsonl"
+    with (SHARED_DATA / "scifact" / "corpus.jsonl").open() as src:
+        corpus.write_text("".join(line for _, line in zip(range(300), src, strict=False)))
+    cfg = SyncConfig(corpus=str(corpus), model=args.model, url=str(work / "index"), index="docs")
+    sync(SyncConfig(**{**cfg.__dict__, "runtime": args.runtime, "device": args.device}), progress=False)
+    return work / "index"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torch"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per measurement")
+    parser.add_argument("--concurrency", default="1,8,32")
+    args = parser.parse_args()
+
+    index_dir = build_index(args, Path(tempfile.mkdtemp(prefix="llmql-serve-load-")))
+    rows = []
+    for batching in (True, False):
+        process, url = serve(args, index_dir, batching)
+        try:
+            for concurrency in (int(c) for c in args.concurrency.split(",")):
+                row = {
+                    "batching": batching,
+                    "endpoint": "/embed",
+                    **load(url, "/embed", embed_body, concurrency, args.seconds),
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            row = {
+                "batching": batching,
+                "endpoint": "/search bm25 under /embed load",
+                **bm25_under_load(url, args.seconds),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        finally:
+            process.terminate()
+            process.wait(30)
+    write_results("serve_load", {"settings": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
