@@ -66,33 +66,7 @@ from llmql.train.errors import cli_errors
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (warns).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_errors
-def main(
-    corpus,
-    model,
-    backend,
-    url,
-    index,
-    runtime,
-    device,
-    alias,
-    batch_size,
-    encode_batch_size,
-    max_batch_tokens,
-    recreate,
-    incremental,
-    delete_missing,
-    resume,
-    on_error,
-    ql_cache,
-    id_field,
-    text_field,
-    title_field,
-    keep_fields,
-    failures,
-    es_quantization,
-    insecure,
-    quiet,
-) -> None:
+def main(corpus, id_field, text_field, title_field, keep_fields, failures, es_quantization, quiet, **options) -> None:
     """Sync CORPUS (BEIR folder or corpus.jsonl, JSONL with chosen fields, or TSV with a header) into an index.
 
     Idempotent (documents keep their ids), resumable, incremental on request. Exit status 1 when any
@@ -104,43 +78,18 @@ def main(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     for noisy in ("opensearch", "elasticsearch", "elastic_transport", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)  # their retries log tracebacks; our errors say it all
-    if insecure:
+    if options["insecure"]:
         click.echo("warning: TLS certificate verification is off (--insecure)", err=True)
-    options = {"quantization": es_quantization} if backend == "elasticsearch" else {}
     cfg = SyncConfig(
         corpus=corpus,
-        model=model,
-        backend=backend,
-        url=url,
-        index=index,
-        alias=alias,
-        batch_size=batch_size,
-        encode_batch_size=encode_batch_size,
-        max_batch_tokens=max_batch_tokens,
-        recreate=recreate,
-        incremental=incremental,
-        delete_missing=delete_missing,
-        resume=resume,
-        on_error=on_error,
-        ql_cache=ql_cache,
         failures_file=failures,
-        insecure=insecure,
-        runtime=runtime,
-        device=device,
         corpus_format=CorpusFormat(id_field, text_field, title_field, tuple(keep_fields)),
-        backend_options=options,
+        backend_options={"quantization": es_quantization} if options["backend"] == "elasticsearch" else {},
+        **options,  # the options named as SyncConfig's fields
     )
     report = sync(cfg, progress=not quiet)
-    summary = {
-        "index": report.index,
-        "alias": report.alias,
-        "indexed": report.indexed,
-        "unchanged": report.unchanged,
-        "deleted": report.deleted,
-        "failed": report.failed,
-        "seconds": round(report.seconds, 1),
-    }
-    click.echo(json.dumps(summary))
+    fields = ("index", "alias", "indexed", "unchanged", "deleted", "failed")
+    click.echo(json.dumps({**{f: getattr(report, f) for f in fields}, "seconds": round(report.seconds, 1)}))
     if report.failures_file:
         click.echo(f"{report.failed} document(s) failed; reasons in {report.failures_file}", err=True)
         sys.exit(1)

@@ -90,19 +90,14 @@ def search_main(
         searcher = HybridSearcher(open_backend(backend, url), index, encoder, scorer, cfg)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
-    result = searcher.search(query, k, flt)
+    _echo_result(searcher.search(query, k, flt), as_json, explain)
+
+
+def _echo_result(result, as_json: bool, explain: bool) -> None:
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "query": query,
-                    "timings_ms": result.timings_ms,
-                    "ql_path": result.ql_path,
-                    "hits": [h.__dict__ for h in result.hits],
-                },
-                default=float,
-            )
-        )
+        hits = [h.__dict__ for h in result.hits]
+        payload = {"query": result.query, "timings_ms": result.timings_ms, "ql_path": result.ql_path, "hits": hits}
+        click.echo(json.dumps(payload, default=float))
         return
     for rank, h in enumerate(result.hits, start=1):
         title = f"{h.title} | " if h.title else ""
