@@ -63,7 +63,7 @@ class OptimConfig:
     max_steps: int | None = None
     epochs: float = 1.0
     seed: int = 42
-    bf16: bool = True  # autocast where the CPU (or GPU) supports bf16
+    bf16: bool | None = None  # None: autocast only where the CPU (or GPU) has native bf16; True/False force it
     gradient_checkpointing: bool = False
     save_every: int = 50  # steps between resumable checkpoints
     max_grad_norm: float = 1.0

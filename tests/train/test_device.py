@@ -75,3 +75,16 @@ def test_sync_and_search_refuse_a_missing_gpu_before_any_work(tiny_export, toy_b
         search_main, ["kelp", "--url", str(index_dir), "--model", str(tiny_export), "--device", "cuda:0"]
     )
     assert searched.exit_code == 1 and "device 'cuda:0'" in searched.output and not index_dir.exists()
+
+
+def test_training_defaults_to_bf16_only_where_the_hardware_has_it(monkeypatch):
+    """A forced bf16 default made every training step 16x slower on a CPU without native bf16 (emulated
+    matmuls in torch's single-threaded fallback GEMM): the default must follow the hardware."""
+    import llmql.train.device as device
+    from llmql.train.config import OptimConfig
+
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    assert device.resolve_bf16(OptimConfig().bf16, "cpu") is False
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    assert device.resolve_bf16(OptimConfig().bf16, "cpu") is True
+    assert device.resolve_bf16(False, "cpu") is False  # an explicit choice is kept
