@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,11 +57,16 @@ def corpus_slice(data: Path, out: Path, size: int, seed: int = 0, tuning: set[st
     """A BEIR view with every test-judged document (and those judged for the `tuning` queries) plus random
     others up to `size` documents (queries and qrels linked, nothing copied but the corpus lines). Quick, and
     clearly not the full-corpus figure."""
-    import json
     import random
 
-    if (out / "corpus.jsonl").is_file():
+    recipe = json.dumps({"size": size, "seed": seed, "tuning": sorted(tuning)})
+    if (
+        (out / "corpus.jsonl").is_file()
+        and (out / "slice.json").is_file()
+        and (out / "slice.json").read_text() == recipe
+    ):
         return out
+    shutil.rmtree(out, ignore_errors=True)  # made for other tuning queries (or by an earlier version): rebuild
     judged = {line.split("\t")[1] for line in _qrels_rows(data, "test")}
     judged |= {row.split("\t")[1] for row in _qrels_rows(data, "train") if row.split("\t")[0] in tuning}
     rows = (data / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
@@ -68,12 +74,16 @@ def corpus_slice(data: Path, out: Path, size: int, seed: int = 0, tuning: set[st
     others = [i for i in ids if i not in judged]
     keep = judged | set(random.Random(seed).sample(others, max(0, min(len(others), size - len(judged)))))
     (out / "qrels").mkdir(parents=True, exist_ok=True)
-    for name in ("queries.jsonl", "qrels/test.tsv", "qrels/train.tsv"):
+    for name in ("queries.jsonl", "qrels/test.tsv"):
         if (data / name).exists() and not (out / name).exists():
             (out / name).symlink_to((data / name).resolve())
+    # the training judgements the slice can answer: the tuning queries' (the rest judge documents left out)
+    kept = [r for r in _qrels_rows(data, "train") if r.split("\t")[0] in tuning]
+    (out / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{r}\n" for r in kept))
     tmp = out / "corpus.jsonl.tmp"
     tmp.write_text("\n".join(r for r, i in zip(rows, ids, strict=True) if i in keep) + "\n", encoding="utf-8")
     tmp.rename(out / "corpus.jsonl")
+    (out / "slice.json").write_text(recipe)
     return out
 
 

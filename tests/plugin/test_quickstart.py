@@ -73,3 +73,24 @@ def test_quickstart_on_a_real_server(engine, tiny_llama, toy_beir, tmp_path):
         assert backend.count(index) == 24  # the toy slice: every judged document plus others
     finally:
         backend.drop_index(index)
+
+
+def test_the_slice_can_be_tuned_on_when_it_leaves_training_documents_out(tmp_path):
+    """The real slice (1,000 of 5,183 abstracts) leaves out documents judged for training queries; tuning
+    loads its train split, so that split may judge only the tuning queries (whose documents are kept)."""
+    from llmql.plugin.quickstart import corpus_slice
+    from llmql.train.data import load_beir
+
+    data = tmp_path / "data"
+    (data / "qrels").mkdir(parents=True)
+    docs = [f"d{i}" for i in range(40)]
+    (data / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "text": f"text {d}"}) + "\n" for d in docs))
+    queries = ["t1", "q1", "q2", "q3"]
+    (data / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": f"about {q}"}) + "\n" for q in queries))
+    header = "query-id\tcorpus-id\tscore\n"
+    (data / "qrels" / "test.tsv").write_text(header + "t1\td0\t1\n")
+    (data / "qrels" / "train.tsv").write_text(header + "q1\td1\t1\nq2\td2\t1\nq3\td3\t1\n")
+    sliced = corpus_slice(data, tmp_path / "slice", size=3, tuning={"q2"})
+    tuning = load_beir(sliced, "train")
+    assert set(tuning.qrels) == {"q2"} and "d2" in tuning.corpus and len(tuning.corpus) == 3
+    assert set(load_beir(sliced, "test").qrels) == {"t1"}
