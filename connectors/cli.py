@@ -12,6 +12,15 @@ from llmql.connectors.cli_options import CONTEXT, backend_options
 from llmql.train.errors import cli_errors
 
 
+def _shard(value: str | None) -> str | None:
+    from llmql.connectors.shards import parse_shard
+
+    try:
+        return None if value is None else str(parse_shard(value))
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
 @click.command(context_settings=CONTEXT)
 @click.argument("corpus", type=click.Path(exists=True))
 @click.option(
@@ -40,6 +49,15 @@ from llmql.train.errors import cli_errors
 @click.option("--incremental", is_flag=True, help="Skip documents whose content hash is unchanged.")
 @click.option("--delete-missing", is_flag=True, help="Delete indexed documents that are gone from CORPUS.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted sync after its last confirmed batch.")
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    callback=lambda _ctx, _param, value: _shard(value),
+    help="Write only shard I of N (0-based, by document id) and resume it on its own. Under torchrun or "
+    "accelerate launch each rank takes its own shard and device without this flag, and --recreate, --alias and "
+    "--delete-missing run once after every shard is done; with --shard alone they are refused.",
+)
 @click.option(
     "--on-error",
     type=click.Choice(["fail", "skip"]),
@@ -71,6 +89,9 @@ def main(corpus, id_field, text_field, title_field, keep_fields, failures, es_qu
 
     Idempotent (documents keep their ids), resumable, incremental on request. Exit status 1 when any
     document failed; failures are listed with reasons in --failures.
+
+    Several processes or machines: `torchrun --nproc-per-node N -m llmql.connectors.cli CORPUS ...` (or
+    `accelerate launch`); each rank syncs its share of the documents on its own GPU.
     """
     from llmql.connectors.corpus import CorpusFormat
     from llmql.connectors.sync import SyncConfig, sync
@@ -88,8 +109,12 @@ def main(corpus, id_field, text_field, title_field, keep_fields, failures, es_qu
         **options,  # the options named as SyncConfig's fields
     )
     report = sync(cfg, progress=not quiet)
-    fields = ("index", "alias", "indexed", "unchanged", "deleted", "failed")
+    fields = ("index", "alias", "shard", "indexed", "unchanged", "deleted", "failed")
     click.echo(json.dumps({**{f: getattr(report, f) for f in fields}, "seconds": round(report.seconds, 1)}))
     if report.failures_file:
         click.echo(f"{report.failed} document(s) failed; reasons in {report.failures_file}", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":  # torchrun --nproc-per-node N -m llmql.connectors.cli CORPUS ...
+    main()

@@ -5,6 +5,10 @@ first write (a bad corpus changes nothing), then in engine batches: each batch i
 bounded by a token budget) while the previous one is being written, and progress is committed once the engine
 has acknowledged a batch, so `resume` restarts after the last confirmed one. With `alias`, a new index
 generation is built and the alias swapped only when it is complete.
+
+Sharded (`shard="I/N"`, or each rank under torchrun / accelerate launch) a process writes only its share of
+the documents, and resumes on its own; launched together, the shards' whole-index steps (recreate, deletions,
+the alias swap) run once on rank 0, the swap only after every shard has confirmed its last batch.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from llmql.connectors.corpus import (
     scan_corpus,
 )
 from llmql.connectors.registry import open_backend
+from llmql.connectors.shards import Shard, ShardGroup, shard_group
 from llmql.connectors.sync_state import FailureLog, SyncProgress, state_path
 from llmql.train.device import resolve_device
 from llmql.train.errors import DataError, LLMQLError
@@ -59,6 +64,7 @@ class SyncConfig:
     insecure: bool = False
     runtime: Literal["auto", "onnx", "torch"] = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.device.resolve_device)
+    shard: str | None = None  # "I/N": this process's share of the documents; None: the launcher's rank, or all
     backend_options: dict = field(default_factory=dict)
 
 
@@ -74,6 +80,7 @@ class SyncReport:
     failures_file: str | None = None
     alias: str | None = None
     replaced: list[str] = field(default_factory=list)
+    shard: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -99,6 +106,8 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     source = corpus_file(cfg.corpus)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: corpus file not found")
+    group = shard_group(cfg.shard)
+    _check_shard_options(cfg, group)
     device = resolve_device(cfg.device)  # a GPU that is not here is refused before anything is read
     scan = _validate(source, cfg)  # before anything is written: a bad corpus changes no index
     encoder = load_encoder(cfg.model, runtime=cfg.runtime, device=device)
@@ -107,24 +116,67 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     if cfg.backend != "embedded" and cfg.insecure:
         options["verify_certs"] = False
     backend = open_backend(cfg.backend, cfg.url, **options)
-    state = SyncProgress(state_path(cfg), cfg, encoder.identity)
-    _drop_abandoned(backend, cfg, state.abandoned)
-    if cfg.recreate and not state.resumed:
-        backend.drop_index(state.target)
-    info = backend.open_index(state.target, encoder.dim, encoder.identity, create=True)  # refuses a mismatch
-    state.save(info.name)
-    report = SyncReport(index=info.name, resumed_after_line=state.committed, alias=cfg.alias)
-    existing = dict(backend.content_hashes(info.name)) if (cfg.incremental or cfg.delete_missing) else {}
-    # An index this run created holds none of the corpus's (unique) ids: plain appends, no upsert join.
-    fresh = info.count == 0 and not state.resumed
+    shard = group.shard
+    state = SyncProgress(state_path(cfg, shard), cfg, encoder.identity, shard)
+    info, fresh = _open_target(cfg, backend, state, group, encoder)
+    report = SyncReport(index=info.name, resumed_after_line=state.committed, alias=cfg.alias, shard=_label(shard))
+    existing = {}
+    if cfg.incremental or cfg.delete_missing:
+        existing = {i: h for i, h in backend.content_hashes(info.name) if shard.owns(i)}
     failures = FailureLog(Path(state.failures_file), keep=state.resumed)
     seen = _pipeline(source, cfg, writer, backend, state, report, existing, failures, fresh, scan.lines, progress)
-    _finish(cfg, backend, info.name, report, sorted(set(existing) - seen) if cfg.delete_missing else [])
+    gone = sorted(set(existing) - seen) if cfg.delete_missing else []
+    gone = [i for part in group.gather(gone) for i in part]  # every shard has confirmed its last batch here
+    if group.leader:
+        _finish(cfg, backend, info.name, report, gone)
+    group.barrier()  # the swap is done before any shard forgets its progress
     report.failed = failures.close()
     report.failures_file = str(failures.path) if report.failed else None
     state.remove()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _check_shard_options(cfg: SyncConfig, group: ShardGroup) -> None:
+    """Shards started one by one cannot know when the others are done: the whole-index steps need a launcher."""
+    whole = [
+        flag
+        for flag, on in (("--recreate", cfg.recreate), ("--alias", cfg.alias), ("--delete-missing", cfg.delete_missing))
+        if on
+    ]
+    if group.shard.count > 1 and not group.launched and whole:
+        raise LLMQLError(
+            f"{', '.join(whole)} act on the whole index and must run once, after every shard has finished: start "
+            f"the shards together with `torchrun --nproc-per-node {group.shard.count} -m llmql.connectors.cli ...` "
+            "(or accelerate launch) instead of --shard"
+        )
+
+
+def _open_target(cfg: SyncConfig, backend, state: SyncProgress, group: ShardGroup, encoder):
+    """Agree on the index generation (rank 0's), prepare it on rank 0 before any rank writes, open it on every
+    rank. Returns (IndexInfo, fresh): fresh when the index was empty before this sync and no shard resumes."""
+    targets = group.gather(state.target if state.resumed else None)
+    resumed = [t for t in targets if t is not None]
+    if len(set(resumed)) > 1:
+        raise LLMQLError(
+            f"the shards' interrupted syncs wrote different indexes {sorted(set(resumed))}; run without --resume"
+        )
+    state.target = resumed[0] if resumed else group.share(state.target)
+    abandoned = sorted({a for a in group.gather(state.abandoned) if a})
+    with group.leader_first():
+        if group.leader:
+            for generation in abandoned:
+                _drop_abandoned(backend, cfg, generation)
+            if cfg.recreate and not resumed:
+                backend.drop_index(state.target)
+        info = backend.open_index(state.target, encoder.dim, encoder.identity, create=True)  # refuses a mismatch
+    state.save(info.name)
+    fresh = group.share(info.count == 0) and not resumed
+    return info, fresh
+
+
+def _label(shard: Shard) -> str | None:
+    return str(shard) if shard.count > 1 else None
 
 
 def _pipeline(source, cfg, writer, backend, state, report, existing, failures, fresh, lines, progress) -> set[str]:
@@ -149,7 +201,7 @@ def _pipeline(source, cfg, writer, backend, state, report, existing, failures, f
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmql-sync-write") as pool:
         try:
             for batch in _batches(read_corpus(source, cfg.corpus_format), cfg.batch_size):
-                docs = _accept(batch, after, seen, failures)
+                docs = _accept(batch, after, seen, failures, state.shard)
                 records, line_of = writer.prepare(docs, existing, report)  # overlaps the write in flight
                 if pending is not None:
                     pending.result()  # a failed write stops the sync here, before anything later is committed
@@ -192,10 +244,13 @@ def _drop_abandoned(backend, cfg: SyncConfig, generation: str | None) -> None:
     backend.drop_index(generation)
 
 
-def _accept(batch: list, committed: int, seen: set[str], failures: FailureLog) -> list[SourceDoc]:
-    """The batch's documents past the committed line; bad lines (only met with --on-error skip) are recorded."""
+def _accept(batch: list, committed: int, seen: set[str], failures: FailureLog, shard: Shard) -> list[SourceDoc]:
+    """This shard's documents in the batch past the committed line; its bad lines (only met with --on-error skip)
+    are recorded (those without an id by shard 0)."""
     docs: list[SourceDoc] = []
     for item in batch:
+        if not (shard.owns(item.id) if item.id else shard.index == 0):
+            continue
         if isinstance(item, BadLine):
             if item.line > committed:
                 failures.add(item.line, item.id, item.reason)

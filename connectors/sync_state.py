@@ -21,16 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from llmql.connectors.corpus import corpus_file
+from llmql.connectors.shards import WHOLE, Shard
 from llmql.train.errors import LLMQLError
 
 log = logging.getLogger(__name__)
 
 
-def state_path(cfg: Any) -> Path:
-    """Where progress of this (backend, location, index or alias, corpus) is kept (`cfg`: a SyncConfig)."""
+def state_path(cfg: Any, shard: Shard = WHOLE) -> Path:
+    """Where progress of this (backend, location, index or alias, corpus, shard) is kept (`cfg`: a SyncConfig)."""
     from llmql.train.model_sources import cache_root
 
-    key = json.dumps([cfg.backend, cfg.url, cfg.alias or cfg.index, str(corpus_file(cfg.corpus).resolve())])
+    key = [cfg.backend, cfg.url, cfg.alias or cfg.index, str(corpus_file(cfg.corpus).resolve())]
+    key = json.dumps(key + ([str(shard)] if shard.count > 1 else []))
     return cache_root() / "sync" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
@@ -68,10 +70,11 @@ class FailureLog:
 
 
 class SyncProgress:
-    """The progress file of one sync: which index generation it writes and the last line the engine acknowledged."""
+    """The progress file of one sync (or one shard of it): which index generation it writes and the last line the
+    engine acknowledged. Each shard lists its failures in its own file (FILE.shard-I-of-N.jsonl)."""
 
-    def __init__(self, path: Path, cfg: Any, identity: str):
-        self.path, self.cfg, self.identity = path, cfg, identity
+    def __init__(self, path: Path, cfg: Any, identity: str, shard: Shard = WHOLE):
+        self.path, self.cfg, self.identity, self.shard = path, cfg, identity, shard
         state = json.loads(path.read_text()) if path.is_file() else None
         self.abandoned: str | None = None  # the generation an interrupted sync that is started over was writing
         if state and not cfg.resume:
@@ -85,7 +88,10 @@ class SyncProgress:
             )
         self.resumed = state is not None
         self.committed: int = state["committed_line"] if state else 0
-        default_failures = str(Path(cfg.failures_file or "llmql-sync-failures.jsonl").resolve())
+        failures = Path(cfg.failures_file or "llmql-sync-failures.jsonl")
+        if shard.count > 1:
+            failures = failures.with_name(f"{failures.stem}.shard-{shard.index}-of-{shard.count}{failures.suffix}")
+        default_failures = str(failures.resolve())
         self.failures_file: str = (state or {}).get("failures_file", default_failures)
         if state:
             self.target = state["target"]

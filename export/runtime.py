@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from llmql.export.manifest import read_manifest
+from llmql.train.cpu import cpu_threads
 from llmql.train.device import DeviceError, resolve_device
 from llmql.train.end_states import EndStateArrays
 from llmql.train.errors import ModelError
@@ -25,11 +25,11 @@ log = logging.getLogger(__name__)
 
 
 def session(path: Path, threads: int | None = None):
-    """An onnxruntime CPU session; `threads` defaults to $LLMQL_THREADS or the core count."""
+    """An onnxruntime CPU session; `threads` defaults to this process's share of the cores (`cpu_threads`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or int(os.environ.get("LLMQL_THREADS", "0")) or (os.cpu_count() or 1)
+    options.intra_op_num_threads = threads or cpu_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 
@@ -22,3 +23,12 @@ def cpu_flags() -> frozenset[str]:
 def cpu_has_bf16() -> bool:
     """Native bf16 matrix arithmetic: AVX512-BF16 or AMX on x86, bf16 on Arm."""
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_threads() -> int:
+    """Threads one process's model calls may use: $LLMQL_THREADS, else the cores shared among the processes a
+    launcher started on this machine (LOCAL_WORLD_SIZE), so that N shard processes do not oversubscribe them."""
+    if os.environ.get("LLMQL_THREADS"):
+        return max(1, int(os.environ["LLMQL_THREADS"]))
+    per_machine = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, (os.cpu_count() or 1) // per_machine)
