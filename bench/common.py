@@ -75,14 +75,23 @@ def write_results(name: str, payload: dict) -> Path:
     return path
 
 
-def matmul_peak_gflops(dtype_name: str = "float32", size: int = 2048, repeats: int = 5) -> float:
-    """The CPU's dense matmul throughput in this process (the ceiling every model path is compared with)."""
+def matmul_peak_gflops(dtype_name: str = "float32", size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """Dense matmul throughput of `device` in this process (the ceiling every model path is compared with); on
+    a GPU 8192-square products, each timed to completion."""
     import torch
 
     dtype = getattr(torch, dtype_name)
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
-    seconds = median(timed(lambda: a @ b, repeats))
+    size = 8192 if device.startswith("cuda") else size
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+
+    def product() -> None:
+        a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+
+    product()  # warm-up (kernel selection)
+    seconds = median(timed(product, repeats))
     return 2 * size**3 / seconds / 1e9
 
 

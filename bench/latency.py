@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--full-path-queries", type=int, default=10, help="the full QL path is slow; fewer queries")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnx"])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args()
 
     from llmql.connectors.base import Record
@@ -53,8 +54,8 @@ def main() -> None:
         "".join(json.dumps({"_id": i, "title": data.corpus[i].title, "text": data.corpus[i].text}) + "\n" for i in ids)
     )
     docs = list(read_corpus(corpus))
-    encoder = load_encoder(args.model, runtime=args.runtime)
-    scorer = load_ql_scorer(args.model, runtime=args.runtime)
+    encoder = load_encoder(args.model, runtime=args.runtime, device=args.device)
+    scorer = load_ql_scorer(args.model, runtime=args.runtime, device=args.device)
     print(f"encoding {len(docs)} documents and their [E] states once", flush=True)
     vectors = encoder.encode_passages([d.text for d in docs], [d.title for d in docs], progress=True)
     states = pack(scorer.end_states([d.text for d in docs], [d.title for d in docs]), "fp16")

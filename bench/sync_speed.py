@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m", help="model directory, export, or named model")
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnx", "auto"])
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args()
 
     from llmql.connectors.corpus import BadLine, read_corpus
@@ -39,7 +40,7 @@ def main() -> None:
                 break
             dst.write(line)
     docs = [d for d in read_corpus(corpus) if not isinstance(d, BadLine)]
-    encoder = load_encoder(args.model, runtime=args.runtime)
+    encoder = load_encoder(args.model, runtime=args.runtime, device=args.device)
 
     encoder.encode_passages([d.text for d in docs[:8]], [d.title for d in docs[:8]])  # warm-up
     start = time.perf_counter()
@@ -58,6 +59,7 @@ def main() -> None:
             SyncConfig(
                 corpus=str(corpus),
                 model=args.model,
+                device=args.device,
                 backend=engine,
                 url=location,
                 index=index,
