@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def prefetched(items: Iterable[T], prepare: Callable[[T], R]) -> Iterator[tuple[T, R]]:
+    """(item, prepare(item)) in order, each prepared on a background thread while the caller works on the one
+    before: padding (and, on a GPU, pinning and the host-to-device copy) overlaps the model's call."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmql-prefetch") as pool:
+        pending = None
+        for item in items:
+            future = pool.submit(prepare, item)
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = (item, future)
+        if pending is not None:
+            yield pending[0], pending[1].result()
 
 
 def pad(rows: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> tuple[np.ndarray, np.ndarray]:

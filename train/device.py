@@ -94,3 +94,15 @@ def autocast(enabled: bool, device: str = "cpu") -> contextlib.AbstractContextMa
 
     kind = "cuda" if is_cuda(device) else "cpu"
     return torch.autocast(kind, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def to_device(array, device: str):
+    """numpy -> a torch tensor on `device`; to a GPU through pinned memory without blocking, so that a copy made
+    on a prefetch thread overlaps the model's work on the previous batch (same stream: ordered before it)."""
+    import numpy as np
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if not is_cuda(device):
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)

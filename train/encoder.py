@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmql.train.device import autocast, resolve_bf16
+from llmql.train.device import autocast, resolve_bf16, to_device
 from llmql.train.modeling import BiEncoder, load_for_inference
 from llmql.train.text_encoder import TextEncoderBase
 from llmql.train.tokenization import PromptTokenizer
@@ -38,8 +38,10 @@ class Encoder(TextEncoderBase):
             device=device,
         )
 
+    def _inputs(self, ids: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return to_device(ids, self.device), to_device(mask, self.device)
+
     @torch.inference_mode()
-    def _embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        ids_t, mask_t = (torch.from_numpy(a).to(self.device, non_blocking=True) for a in (ids, mask))
+    def _embed(self, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
         with autocast(self.bf16, self.device):
-            return self.model(ids_t, mask_t).float().cpu().numpy()
+            return self.model(ids, mask).float().cpu().numpy()

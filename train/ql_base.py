@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from llmql.train.batching import length_batches, pad
+from llmql.train.batching import length_batches, pad, prefetched
 from llmql.train.config import ModelConfig
 from llmql.train.end_states import EndStateArrays
 from llmql.train.tokenization import PromptTokenizer
@@ -44,8 +44,9 @@ class QLScorerBase:
         titles = titles if titles is not None else [""] * len(passages)
         rows = self.tokenizer.passages(titles, passages)
         parts, order = [], []
-        for index in length_batches([len(r) for r in rows], batch_size, max_tokens):
-            parts.append(self._document_states(*pad([rows[i] for i in index], self.config.pad_token_id)))
+        batches = length_batches([len(r) for r in rows], batch_size, max_tokens)
+        for index, padded in prefetched(batches, lambda index: pad([rows[i] for i in index], self.config.pad_token_id)):
+            parts.append(self._document_states(*padded))
             order.extend(index)
         if not parts:
             raise ValueError("no passages")

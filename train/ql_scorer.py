@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from llmql.train.batching import length_batches, pad
-from llmql.train.device import autocast, resolve_bf16
+from llmql.train.device import autocast, resolve_bf16, to_device
 from llmql.train.end_states import EndStateArrays
 from llmql.train.modeling import EndStates, QLModel, compute_end_states, load_for_inference, query_logprobs_from_states
 from llmql.train.ql_base import QLScorerBase
@@ -38,7 +38,7 @@ class QLScorer(QLScorerBase):
         return cls(lm, tokenizer, resolve_bf16(bf16, device), device)
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
+        return to_device(array, self.device)
 
     @torch.inference_mode()
     def score(

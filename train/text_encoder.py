@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from llmql.train.batching import length_batches, pad
+from llmql.train.batching import length_batches, pad, prefetched
 from llmql.train.config import ModelConfig
 from llmql.train.tokenization import PromptTokenizer
 
@@ -20,9 +20,13 @@ class TextEncoderBase:
     identity: str = ""  # the trained model the vectors come from (indexes record it)
     directory: str | None = None  # the export or model directory it was loaded from (its search.json applies)
 
-    def _embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """input_ids, attention_mask [B, L] int64 -> [B, H] float32, L2-normalised."""
+    def _embed(self, ids, mask) -> np.ndarray:
+        """input_ids, attention_mask [B, L] (as `_inputs` made them) -> [B, H] float32, L2-normalised."""
         raise NotImplementedError
+
+    def _inputs(self, ids: np.ndarray, mask: np.ndarray):
+        """Padded numpy batch -> what `_embed` takes; runs on the prefetch thread (a GPU runtime copies here)."""
+        return ids, mask
 
     @property
     def config(self) -> ModelConfig:
@@ -60,7 +64,13 @@ class TextEncoderBase:
 
         out = np.zeros((len(rows), self.dim), dtype=np.float32)
         batches = list(length_batches([len(r) for r in rows], batch_size, max_tokens))
-        for index in tqdm(batches, desc="encode", unit="batch", disable=not progress):
-            ids, mask = pad([rows[i] for i in index], self.config.pad_token_id, side)
-            out[index] = self._embed(ids, mask)
+
+        def prepare(index: list[int]):
+            return self._inputs(*pad([rows[i] for i in index], self.config.pad_token_id, side))
+
+        bar = tqdm(total=len(batches), desc="encode", unit="batch", disable=not progress)
+        for index, inputs in prefetched(batches, prepare):
+            out[index] = self._embed(*inputs)
+            bar.update()
+        bar.close()
         return out

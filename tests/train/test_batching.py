@@ -31,3 +31,38 @@ def test_pad_right_and_left():
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     ids, mask = pad([[5, 6, 7], [8]], pad_id=0, side="left")
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.dtype == np.int64
+
+
+def test_prefetched_prepares_the_next_batch_while_the_caller_works():
+    import threading
+
+    from llmql.train.batching import prefetched
+
+    ready = {i: threading.Event() for i in range(4)}
+
+    def prepare(i: int) -> int:
+        ready[i].set()
+        return i * 10
+
+    out = []
+    for item, value in prefetched(range(4), prepare):
+        if item < 3:  # the next item is prepared while this one is being used
+            assert ready[item + 1].wait(timeout=5)
+        out.append((item, value))
+    assert out == [(0, 0), (1, 10), (2, 20), (3, 30)]
+    assert list(prefetched([], prepare)) == []
+
+
+def test_prefetched_raises_the_preparation_error_in_the_caller():
+    from llmql.train.batching import prefetched
+
+    def prepare(i: int) -> int:
+        if i == 2:
+            raise ValueError("row 2 is bad")
+        return i
+
+    seen = []
+    with pytest.raises(ValueError, match="row 2 is bad"):
+        for item, _ in prefetched(range(5), prepare):
+            seen.append(item)
+    assert seen == [0, 1]
