@@ -12,24 +12,17 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+# the filter language lives in llmql.connectors.filters; re-exported for the backends' signatures
+from llmql.connectors.filters import FieldValue as FieldValue
+from llmql.connectors.filters import Filter as Filter
+from llmql.connectors.filters import parse_filter
 from llmql.train.errors import LLMQLError
-
-FieldValue = str | int | float | bool
-# {"field": value} or {"field": [value, ...]}: exact match, all fields must match (AND), values OR'ed.
-Filter = dict[str, FieldValue | list[FieldValue]]
 
 
 def check_filter(value: object) -> Filter:
     """A filter as a user wrote it (parsed JSON) -> the filter, or ValueError saying what is wrong with it."""
-    if not isinstance(value, dict):
-        raise ValueError(f'a filter is a JSON object such as {{"lang": "en"}}, not {type(value).__name__} {value!r}')
-    for key, item in value.items():
-        values = item if isinstance(item, list) else [item]
-        if not values or not all(isinstance(v, str | int | float | bool) for v in values):
-            raise ValueError(
-                f"filter field {key!r}: a value or a non-empty list of values (strings, numbers, true/false)"
-            )
-    return value
+    parse_filter(value)
+    return value  # type: ignore[return-value]
 
 
 class BackendError(LLMQLError):
@@ -98,9 +91,11 @@ class Backend(Protocol):
     name: str
     location: str  # URL or directory, for messages
 
-    def open_index(self, index: str, dim: int, model: str, create: bool = True) -> IndexInfo:
-        """Open `index` (or the index an alias points to), creating it if allowed. Raises IndexMismatch if it
-        exists with another dimension or model, before anything is written."""
+    def open_index(
+        self, index: str, dim: int, model: str, create: bool = True, fields: tuple[str, ...] = ()
+    ) -> IndexInfo:
+        """Open `index` (or the index an alias points to), creating it if allowed, ready to filter on the metadata
+        `fields`. Raises IndexMismatch if it exists with another dimension or model, before anything is written."""
 
     def index_info(self, index: str) -> IndexInfo:
         """What `index` (or the index an alias points to) holds: dimension, model identity, document count.

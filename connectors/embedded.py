@@ -30,6 +30,7 @@ from llmql.connectors.base import (
     WriteResult,
     check_index_model,
 )
+from llmql.connectors.filters import check_fields, parse_filter, quote, sql_filter, tag
 
 ALIASES = "aliases.json"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -43,23 +44,24 @@ def _check_name(index: str) -> None:
         )
 
 
-def _quote(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def _tags(fields: dict) -> list[str]:
-    return [f"{k}={v}" for k, v in sorted(fields.items())]
+    return [tag(k, v) for k, v in sorted(fields.items())]
 
 
-def _where(filter: Filter | None) -> str | None:
-    """{"year": [2020, 2021], "lang": "en"} -> array_has_any(tags, [...]) AND ... (exact match on metadata)."""
-    if not filter:
-        return None
-    clauses = []
-    for key, value in filter.items():
-        values = value if isinstance(value, list) else [value]
-        clauses.append("array_has_any(tags, [" + ", ".join(_quote(f"{key}={v}") for v in values) + "])")
-    return " AND ".join(clauses)
+def _field_columns(names: list[str]) -> dict[str, tuple[str, str]]:
+    """Each declared metadata field's two columns for ranges: its value as a number, and as a string (ISO
+    dates compare as strings); positional names, so any field name is a safe column name."""
+    return {name: (f"num_{i}", f"str_{i}") for i, name in enumerate(names)}
+
+
+def _field_values(fields: dict, names: list[str]) -> dict:
+    row = {}
+    for name, (number, text) in _field_columns(names).items():
+        value = fields.get(name)
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        row[number] = float(value) if numeric else None
+        row[text] = value if isinstance(value, str) else None
+    return row
 
 
 class EmbeddedBackend:
@@ -97,9 +99,11 @@ class EmbeddedBackend:
         except (FileNotFoundError, ValueError):
             raise UnknownIndex(f"{self.location}: no index or alias named {index!r}") from None
 
-    def _schema(self, dim: int, model: str):
+    def _schema(self, dim: int, model: str, fields: tuple[str, ...] = ()):
         import pyarrow as pa
 
+        columns = [c for pair in _field_columns(list(fields)).values() for c in pair]
+        typed = [pa.field(c, pa.float64() if c.startswith("num_") else pa.string()) for c in columns]
         return pa.schema(
             [
                 pa.field("id", pa.string(), nullable=False),
@@ -111,9 +115,28 @@ class EmbeddedBackend:
                 pa.field("ql_state", pa.binary()),
                 pa.field("fields", pa.string()),
                 pa.field("tags", pa.list_(pa.string())),
+                *typed,
             ],
-            metadata={"llmql.model": model, "llmql.dim": str(dim)},
+            metadata={"llmql.model": model, "llmql.dim": str(dim), "llmql.fields": json.dumps(list(fields))},
         )
+
+    def _declared_fields(self, index: str) -> list[str] | None:
+        """The metadata fields the index was created for (None: created before fields were recorded)."""
+        meta = self._table(index).schema.metadata or {}
+        raw = meta.get(b"llmql.fields")
+        return None if raw is None else json.loads(raw.decode())
+
+    def _where(self, index: str, filter: Filter | None) -> str | None:
+        clauses = parse_filter(filter)
+        if not clauses:
+            return None
+        declared = self._declared_fields(index)
+        check_fields(clauses, None if declared is None else set(declared), f"{self.location} index {index!r}")
+        if declared is None and any(c.bounds for c in clauses):
+            raise ValueError(
+                f"{self.location} index {index!r} was synced before range filters; sync it again with --recreate"
+            )
+        return sql_filter(clauses, _field_columns(declared or []))
 
     # -- protocol -------------------------------------------------------------------------------------------
     def index_info(self, index: str) -> IndexInfo:
@@ -124,7 +147,9 @@ class EmbeddedBackend:
             self._resolve(index), int(meta.get("llmql.dim", -1)), meta.get("llmql.model", ""), table.count_rows()
         )
 
-    def open_index(self, index: str, dim: int, model: str, create: bool = True) -> IndexInfo:
+    def open_index(
+        self, index: str, dim: int, model: str, create: bool = True, fields: tuple[str, ...] = ()
+    ) -> IndexInfo:
         _check_name(index)
         if self.resolve(index) is not None:
             info = self.index_info(index)
@@ -132,13 +157,14 @@ class EmbeddedBackend:
             return info
         if not create:
             raise UnknownIndex(f"{self.location}: no index or alias named {index!r}")
-        self.db.create_table(index, schema=self._schema(dim, model))
+        self.db.create_table(index, schema=self._schema(dim, model, fields))
         return IndexInfo(index, dim, model, 0)
 
     def upsert(self, index: str, records: Sequence[Record], fresh: bool = False) -> WriteResult:
         if not records:
             return WriteResult()
         table = self._table(index)
+        declared = self._declared_fields(index) or []
         rows = [
             {
                 "id": r.id,
@@ -150,6 +176,7 @@ class EmbeddedBackend:
                 "ql_state": r.ql_state,
                 "fields": json.dumps(r.fields, sort_keys=True),
                 "tags": _tags(r.fields),
+                **_field_values(r.fields, declared),
             }
             for r in records
         ]
@@ -168,7 +195,7 @@ class EmbeddedBackend:
         table = self._table(index)
         before = table.count_rows()
         for start in range(0, len(ids), 1000):
-            table.delete("id IN (" + ", ".join(_quote(i) for i in ids[start : start + 1000]) + ")")
+            table.delete("id IN (" + ", ".join(quote(i) for i in ids[start : start + 1000]) + ")")
         return before - table.count_rows()
 
     def fetch(
@@ -179,7 +206,7 @@ class EmbeddedBackend:
         table = self._table(index)
         columns = ["id", "title", "text", "content_hash", "fields"]
         columns += (["ql_state"] if with_state else []) + (["vector"] if with_vector else [])
-        where = "id IN (" + ", ".join(_quote(i) for i in ids) + ")"
+        where = "id IN (" + ", ".join(quote(i) for i in ids) + ")"
         rows = table.search().where(where).select(columns).limit(len(ids)).to_list()
         return {
             r["id"]: Record(
@@ -201,7 +228,7 @@ class EmbeddedBackend:
         table = self._table(index)
         self._ensure_fts(table)
         search = table.search(query, query_type="fts", fts_columns="search_text")
-        where = _where(filter)
+        where = self._where(index, filter)
         if where:
             search = search.where(where, prefilter=True)
         rows = search.select(["id", "title", "text", "fields", "_score"]).limit(k).to_list()
@@ -210,7 +237,7 @@ class EmbeddedBackend:
     def knn(self, index: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
         table = self._table(index)
         search = table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector").metric("dot")
-        where = _where(filter)
+        where = self._where(index, filter)
         if where:
             search = search.where(where, prefilter=True)
         rows = search.select(["id", "title", "text", "fields", "_distance"]).limit(k).to_list()

@@ -26,6 +26,7 @@ from llmql.connectors.base import (
     check_index_model,
 )
 from llmql.connectors.bulk import collect
+from llmql.connectors.filters import check_fields, fields_of, parse_filter
 from llmql.connectors.mappings import META_KEY, SOURCE_EXCLUDES, bm25_query
 
 
@@ -146,7 +147,9 @@ class LuceneBackend:
         meta = mapping.get("_meta", {}).get(META_KEY, {})
         return IndexInfo(name, int(meta.get("dim", -1)), meta.get("model", ""), self.count(name))
 
-    def open_index(self, index: str, dim: int, model: str, create: bool = True) -> IndexInfo:
+    def open_index(
+        self, index: str, dim: int, model: str, create: bool = True, fields: tuple[str, ...] = ()
+    ) -> IndexInfo:  # metadata fields are mapped as they arrive (numbers, dates and keywords: filterable alike)
         if self.resolve(index) is not None:
             info = self.index_info(index)
             check_index_model(self.location, info, dim, model, "use --recreate or another --index")
@@ -195,11 +198,29 @@ class LuceneBackend:
         body = {**body, "_source": {"excludes": SOURCE_EXCLUDES}}
         return self._request("POST", f"/{index}/_search", body=body, index=index)["hits"]["hits"]
 
+    def _check_filter(self, index: str, filter: Filter | None) -> None:
+        """A filter naming a field no document of the index has is refused (a mapping read, cached per index)."""
+        clauses = parse_filter(filter)
+        if not clauses:
+            return
+        cache = vars(self).setdefault("_filter_fields", {})  # per backend object: index -> its metadata fields
+        known = cache.get(index)
+        if known is None or not fields_of(clauses) <= known:
+            mapping = self._request("GET", f"/{index}/_mapping", index=index)
+            known = set()
+            for body in mapping.values():
+                properties = body["mappings"].get("properties", {}).get("fields", {}).get("properties", {})
+                known |= set(properties)
+            cache[index] = known
+        check_fields(clauses, known, f"{self.location} index {index!r}")
+
     def bm25(self, index: str, query: str, k: int, filter: Filter | None = None) -> list[Hit]:
+        self._check_filter(index, filter)
         hits = self._search(index, {"size": k, "query": bm25_query(query, filter)})
         return [hit_of(h, float(h["_score"])) for h in hits]
 
     def knn(self, index: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
+        self._check_filter(index, filter)
         body = {"size": k, **self._knn_body(np.asarray(vector, dtype=np.float32).tolist(), k, filter)}
         return [hit_of(h, self._cosine(float(h["_score"]))) for h in self._search(index, body)]
 

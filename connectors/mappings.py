@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmql.connectors.base import Filter
+from llmql.connectors.filters import Filter, lucene_filter, parse_filter
 
 META_KEY = "llmql"
 SOURCE_EXCLUDES = ["vector", "ql_state", "search_text"]
@@ -98,10 +98,8 @@ def elasticsearch_mapping(
 
 
 def filter_clauses(filter: Filter | None) -> list[dict[str, Any]]:
-    """{"year": [2020, 2021], "lang": "en"} -> [{"terms": {"fields.year": [...]}}, {"terms": ...}]"""
-    if not filter:
-        return []
-    return [{"terms": {f"fields.{k}": v if isinstance(v, list) else [v]}} for k, v in filter.items()]
+    """A filter (llmql.connectors.filters) as non-scoring bool clauses."""
+    return lucene_filter(parse_filter(filter))
 
 
 def bm25_query(query: str, filter: Filter | None = None) -> dict[str, Any]:

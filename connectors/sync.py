@@ -169,7 +169,8 @@ def _open_target(cfg: SyncConfig, backend, state: SyncProgress, group: ShardGrou
                 _drop_abandoned(backend, cfg, generation)
             if cfg.recreate and not resumed:
                 backend.drop_index(state.target)
-        info = backend.open_index(state.target, encoder.dim, encoder.identity, create=True)  # refuses a mismatch
+        fields = cfg.corpus_format.keep_fields
+        info = backend.open_index(state.target, encoder.dim, encoder.identity, create=True, fields=fields)
     state.save(info.name)
     fresh = group.share(info.count == 0) and not resumed
     return info, fresh

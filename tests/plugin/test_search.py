@@ -27,12 +27,12 @@ def test_hybrid_search_with_ql_rerank(synced, ql_export):
     np.testing.assert_allclose(ql_scores, direct, atol=5e-3)  # fp16 cache vs fresh fp32 states
 
 
-def test_filters_reach_both_engines(synced, ql_export):
+def test_a_filter_on_a_field_the_index_lacks_is_refused(synced, ql_export):
     backend, index = synced
     encoder = OnnxEncoder.from_dir(ql_export)
-    # the toy corpus has no metadata, so a filter on a field matches nothing on every engine
-    result = HybridSearcher(backend, index, encoder).search("kelp", k=5, filter={"year": 2020})
-    assert result.hits == []
+    # the toy corpus has no metadata: a filter on a field would silently match nothing (or, under "not", all)
+    with pytest.raises(ValueError, match=r"filter on \['year'\] which the index does not hold"):
+        HybridSearcher(backend, index, encoder).search("kelp", k=5, filter={"year": 2020})
 
 
 def test_cached_and_full_ql_scores_agree(synced, ql_export):
