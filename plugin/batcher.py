@@ -147,6 +147,7 @@ class QueuedEncoder:
     def __init__(self, encoder, batcher: ModelBatcher):
         self.inner, self.batcher = encoder, batcher
         self.identity, self.directory, self.dim = encoder.identity, getattr(encoder, "directory", None), encoder.dim
+        self.tokenizer = encoder.tokenizer
 
     def encode_queries(self, texts: Sequence[str], **_ignored) -> np.ndarray:
         return self.batcher.encode(texts, "query")
@@ -162,6 +163,7 @@ class QueuedQLScorer:
 
     def __init__(self, scorer, batcher: ModelBatcher):
         self.inner, self.batcher, self.identity = scorer, batcher, scorer.identity
+        self.tokenizer = scorer.tokenizer
 
     def score_states(self, query, states, **kwargs):
         return self.batcher.run(lambda: self.inner.score_states(query, states, **kwargs))

@@ -14,6 +14,7 @@ from llmql.train.errors import cli_errors
 @backend_options()
 @click.option("--model", default=None, help="Export (or model) directory for query encoding.")
 @click.option("--ql-model", default=None, help="Export with --ql-scorer for /rerank and rerank=true.")
+@click.option("--model-name", default="llmql", help="The model name the OpenAI-style /v1 endpoints answer to.")
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", type=int, default=8080)
 @click.option("--max-k", type=click.IntRange(1, 10_000), default=100, help="Largest k a request may ask for.")
@@ -39,8 +40,11 @@ from llmql.train.errors import cli_errors
     help="Requests waiting for the model; one more is answered 503 with Retry-After.",
 )
 @cli_errors
-def serve(backend, url, index, runtime, device, model, ql_model, host, port, max_k, allowed, **batching) -> None:
-    """HTTP service: /search, /rerank, /embed, /health; OpenAPI at /openapi.json.
+def serve(
+    backend, url, index, runtime, device, model, ql_model, model_name, host, port, max_k, allowed, **batching
+) -> None:
+    """HTTP service: /search, /rerank, /embed, /health, and /v1/embeddings (OpenAI's shape) and /v1/rerank
+    (Cohere's); OpenAPI at /openapi.json.
 
     Refuses to start when --model or --ql-model is not the model a served index was synced with."""
     import uvicorn
@@ -58,6 +62,7 @@ def serve(backend, url, index, runtime, device, model, ql_model, host, port, max
             runtime=runtime,
             device=device,
             indexes=tuple(allowed),
+            model_name=model_name,
             **batching,
         )
     )

@@ -78,9 +78,23 @@ class HybridSearcher:
             ql_path = check_models(backend, index, encoder, ql_scorer, ql_path)
         self.reranker = QLReranker(ql_scorer, backend, index, ql_path) if ql_scorer else None
 
-    def search(self, query: str, k: int = 10, filter: Filter | None = None) -> SearchResult:
+    @property
+    def depth(self) -> int:
+        """How far the fused list goes: pages (offset + k) within it never change as the offset moves."""
+        cfg = self.config
+        return {"bm25": cfg.bm25_k, "dense": cfg.knn_k}.get(cfg.mode, max(cfg.bm25_k, cfg.knn_k))
+
+    def search(self, query: str, k: int = 10, filter: Filter | None = None, offset: int = 0) -> SearchResult:
+        """The hits ranked offset+1 .. offset+k of the fused (and re-ranked) list; past its end, an empty page.
+        Every page comes from the same candidate lists (`depth`), so pages never overlap or skip a hit; a page
+        reaching past `depth` is refused rather than answered from longer lists that would reorder it."""
         if not query.strip():
             raise ValueError("empty query")
+        if offset < 0 or offset + k > max(self.depth, k):
+            raise ValueError(
+                f"from={offset} + size={k} goes past the {self.depth} candidates a page is ranked from; "
+                "raise the first-stage depth (bm25_k / knn_k) to page further"
+            )
         cfg = self.config
         timings: dict[str, float] = {}
         stages: dict[str, dict[str, float]] = {}
@@ -126,6 +140,6 @@ class HybridSearcher:
                 hits[d].fields,
                 {name: s[d] for name, s in stages.items() if d in s},
             )
-            for d in order[:k]
+            for d in order[offset : offset + k]
         ]
         return SearchResult(query, out, timings, cfg, ql_path)

@@ -22,6 +22,7 @@ from llmql.train.errors import cli_errors
     help="[default: the model's search.json (llmql tune), else hybrid]",
 )
 @click.option("--k", type=click.IntRange(1, 10_000), default=10, help="Results to show.")
+@click.option("--from", "offset", type=click.IntRange(0, None), default=0, help="Skip this many results (paging).")
 @fusion_option()
 @click.option(
     "--rerank",
@@ -55,6 +56,7 @@ def search_main(
     ql_model,
     mode,
     k,
+    offset,
     fusion,
     rerank,
     ql_weight,
@@ -90,16 +92,20 @@ def search_main(
         searcher = HybridSearcher(open_backend(backend, url), index, encoder, scorer, cfg)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
-    _echo_result(searcher.search(query, k, flt), as_json, explain)
+    try:
+        result = searcher.search(query, k, flt, offset=offset)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    _echo_result(result, as_json, explain, offset)
 
 
-def _echo_result(result, as_json: bool, explain: bool) -> None:
+def _echo_result(result, as_json: bool, explain: bool, offset: int = 0) -> None:
     if as_json:
         hits = [h.__dict__ for h in result.hits]
         payload = {"query": result.query, "timings_ms": result.timings_ms, "ql_path": result.ql_path, "hits": hits}
         click.echo(json.dumps(payload, default=float))
         return
-    for rank, h in enumerate(result.hits, start=1):
+    for rank, h in enumerate(result.hits, start=offset + 1):
         title = f"{h.title} | " if h.title else ""
         click.echo(f"{rank:>3}. {h.score:9.4f}  {h.id}  {(title + h.text)[:100]}")
         if explain:

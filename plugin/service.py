@@ -1,9 +1,10 @@
 """`llmql serve`: an HTTP service (FastAPI) so an existing search stack can add dense and QL stages.
 
-    POST /search  {"query", "k", "mode", "rerank", "filter", "explain", "index"}
+    POST /search  {"query", "k" (or "size"), "from", "fields", "mode", "rerank", "filter", "explain", "index"}
     POST /rerank  {"query", "ids"} or {"query", "candidates": [{"id", "title", "text"}]}  (the caller's own hits)
     POST /embed   {"texts", "kind": "query" | "passage"}
     GET  /health  and the OpenAPI document at /openapi.json (docs at /docs)
+    POST /v1/embeddings, /v1/rerank, GET /v1/models: the OpenAI and Cohere-style shapes (plugin/compat_api.py)
 
 Request bodies are bounded (bytes, list lengths, text lengths) and unknown fields are refused (a client's typo
 must not be ignored silently); bad input gets a 4xx with a message and the service stays up. A request may name
@@ -14,7 +15,7 @@ that cannot be reached is a 503, an unknown index a 404.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -39,6 +40,7 @@ class ServiceConfig:
     max_batch_tokens: int = 16384  # a shared encoding call, at most (estimated tokens)
     max_wait_ms: float = 5.0  # how long the first request of a call waits for others to join it
     max_queue: int = 32  # requests waiting for the model; one more is answered 503 with Retry-After
+    model_name: str = "llmql"  # the `model` the OpenAI-style /v1 endpoints serve (another name is a 404)
 
     @property
     def served(self) -> tuple[str, ...]:
@@ -59,15 +61,42 @@ class Strict(BaseModel):
 
 
 class SearchRequest(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
     query: Text
     k: int = Field(10, ge=1, le=1000)
+    size: int | None = Field(None, ge=1, le=1000)  # the same as k, for clients that page with from/size
+    from_: int = Field(0, ge=0, le=10_000, alias="from")
+    fields: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(None, max_length=64)
     mode: Literal["hybrid", "bm25", "dense"] | None = None  # None: the model's tuned mode (search.json), else hybrid
     rerank: bool | None = None  # None: as tuned (search.json) when the service has a QL scorer, else off
-    filter: dict[str, str | int | float | bool | list[str | int | float | bool]] | None = None
+    filter: dict[str, Any] | None = None  # llmql.connectors.filters: values, ranges, "not"
     explain: bool = False
     index: str | None = None
 
     _blank = field_validator("query")(_not_blank)
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, value: dict | None) -> dict | None:
+        from llmql.connectors.base import check_filter
+
+        return None if value is None else check_filter(value)
+
+    @property
+    def page_size(self) -> int:
+        if self.size is not None and "k" in self.model_fields_set and self.size != self.k:
+            raise ValueError(f"give k or size, not both (k={self.k}, size={self.size})")
+        return self.size if self.size is not None else self.k
+
+
+def project(hit, fields: list[str] | None) -> dict:
+    """The stored fields a hit returns: by default the title and every metadata field (not the text, which can
+    be long); with `fields`, only those named ("title", "text", or metadata names)."""
+    if fields is None:
+        return {"title": hit.title, "fields": hit.fields}
+    out = {name: getattr(hit, name) for name in ("title", "text") if name in fields}
+    return {**out, "fields": {k: v for k, v in hit.fields.items() if k in fields}}
 
 
 class Candidate(Strict):
@@ -197,6 +226,9 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     _add_error_mapping(app)
     _add_routes(app, models)
+    from llmql.plugin.compat_api import add_compat_routes
+
+    add_compat_routes(app, models, config.model_name)
     return app
 
 
@@ -299,8 +331,9 @@ def _search(models: _Models, body: SearchRequest) -> dict:
     index, config, tuned = models.index_of(body.index), models.config, models.tuned
     mode = body.mode or tuned.mode
     rerank = body.rerank if body.rerank is not None else tuned.rerank_depth > 0
-    if body.k > config.max_k:
-        raise HTTPException(400, f"k={body.k} is over this service's limit of {config.max_k}")
+    size = body.page_size
+    if size > config.max_k:
+        raise HTTPException(400, f"k={size} is over this service's limit of {config.max_k}")
     if mode != "bm25" and models.encoder is None:
         raise HTTPException(400, f"mode {mode!r} needs an encoder; the service was started without --model")
     if rerank and models.ql_scorer is None:
@@ -308,16 +341,9 @@ def _search(models: _Models, body: SearchRequest) -> dict:
     depth = (tuned.rerank_depth or config.rerank_depth) if rerank else 0
     cfg = replace(tuned, mode=mode, rerank_depth=depth, ql_path=models.ql_paths[index])
     searcher = HybridSearcher(models.backend, index, models.encoder, models.ql_scorer, cfg, verify=False)
-    result = searcher.search(body.query, body.k, body.filter)
+    result = searcher.search(body.query, size, body.filter, offset=body.from_)
     hits = [
-        {
-            "id": h.id,
-            "score": h.score,
-            "title": h.title,
-            "text": h.text,
-            "fields": h.fields,
-            **({"stages": h.stages} if body.explain else {}),
-        }
+        {"id": h.id, "score": h.score, **project(h, body.fields), **({"stages": h.stages} if body.explain else {})}
         for h in result.hits
     ]
     return {"hits": hits, "timings_ms": result.timings_ms, **({"ql_path": result.ql_path} if rerank else {})}

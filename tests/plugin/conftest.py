@@ -1,3 +1,6 @@
+import socket
+import threading
+import time
 import uuid
 
 import pytest
@@ -5,6 +8,8 @@ import pytest
 from llmql.connectors.registry import open_backend
 from llmql.connectors.sync import SyncConfig, sync
 from llmql.export.convert import ExportConfig, export_model
+from llmql.export.runtime import OnnxEncoder, OnnxQLScorer
+from llmql.plugin.service import ServiceConfig, create_app
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +49,31 @@ def synced_embedded(tmp_path, toy_beir, ql_export):
     cfg = SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=location, index="docs", ql_cache="fp16")
     assert sync(cfg, progress=False).ok
     return open_backend("embedded", location), "docs"
+
+
+@pytest.fixture(scope="session")
+def service(ql_export, toy_beir, tmp_path_factory):
+    """A real `llmql serve` (uvicorn on a free local port) over the toy corpus with cached [E] states; its URL."""
+    import uvicorn
+
+    root = tmp_path_factory.mktemp("compat")
+    sync(SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=str(root), index="docs", ql_cache="fp16"), False)
+    app = create_app(
+        ServiceConfig(url=str(root), index="docs"),
+        OnnxEncoder.from_dir(ql_export),
+        OnnxQLScorer.from_dir(ql_export),
+        open_backend("embedded", str(root)),
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

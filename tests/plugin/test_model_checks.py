@@ -120,8 +120,8 @@ def test_service_rejects_unknown_fields_and_blank_texts(embedded_index, ql_expor
     client = TestClient(
         create_app(ServiceConfig(url=embedded_index, index="docs"), OnnxEncoder.from_dir(ql_export), None, backend)
     )
-    typo = client.post("/search", json={"query": "kelp", "size": 3})
-    assert typo.status_code == 422 and "size" in typo.text
+    typo = client.post("/search", json={"query": "kelp", "top_k": 3})
+    assert typo.status_code == 422 and "top_k" in typo.text
     blank = client.post("/embed", json={"texts": ["kelp", "   "]})
     assert blank.status_code == 422 and "blank" in blank.text
     assert json.loads(client.get("/health").text)["indexes"] == ["docs"]

@@ -98,3 +98,37 @@ def test_a_small_chunked_body_is_served(client):
 def test_an_invalid_content_length_is_a_400(client):
     response = client.post("/search", content=b"{}", headers={"content-length": "abc"})
     assert response.status_code == 400 and "Content-Length" in response.text
+
+
+def test_pages_follow_each_other_and_fields_are_chosen(client):
+    def page(**body):
+        answer = client.post("/search", json={"query": "kelp study", "mode": "bm25", **body})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["hits"]
+
+    whole = [h["id"] for h in page(k=12)]
+    pages = [h["id"] for start in (0, 4, 8) for h in page(**{"from": start, "size": 4})]
+    assert pages == whole and len(set(whole)) == 12  # no overlap, no gap
+    assert page(**{"from": 30, "size": 5}) == []  # past the end: an empty page
+    default = page(k=1)[0]
+    assert "text" not in default and "title" in default  # by default every stored field but the text
+    chosen = page(k=1, fields=["text"])[0]
+    assert set(chosen) == {"id", "score", "text", "fields"} and chosen["text"]
+    both = client.post("/search", json={"query": "kelp", "k": 3, "size": 4})
+    assert both.status_code == 422 and "not both" in both.text
+
+
+def test_paging_past_the_candidate_depth_is_refused(ql_export, toy_beir, tmp_path):
+    from llmql.plugin.search import HybridSearcher, SearchConfig
+
+    sync(SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=str(tmp_path), index="docs"), progress=False)
+    searcher = HybridSearcher(
+        open_backend("embedded", str(tmp_path)),
+        "docs",
+        OnnxEncoder.from_dir(ql_export),
+        config=SearchConfig(bm25_k=8, knn_k=8),
+    )
+    first, second = searcher.search("kelp", 4).hits, searcher.search("kelp", 4, offset=4).hits
+    assert [h.id for h in first + second] == [h.id for h in searcher.search("kelp", 8).hits]
+    with pytest.raises(ValueError, match="past the 8 candidates"):
+        searcher.search("kelp", 4, offset=6)
