@@ -109,8 +109,11 @@ def main(corpus, id_field, text_field, title_field, keep_fields, failures, es_qu
         **options,  # the options named as SyncConfig's fields
     )
     report = sync(cfg, progress=not quiet)
-    fields = ("index", "alias", "shard", "indexed", "unchanged", "deleted", "failed")
+    fields = ("index", "alias", "shard", "indexed", "unchanged", "deleted", "failed", "cut")
     click.echo(json.dumps({**{f: getattr(report, f) for f in fields}, "seconds": round(report.seconds, 1)}))
+    if report.cut:
+        limit = f"{report.cut} document(s) were longer than the model's passage length and were cut"
+        click.echo(f"note: {limit}: dense search and QL see only their beginning (BM25 sees all)", err=True)
     if report.failures_file:
         click.echo(f"{report.failed} document(s) failed; reasons in {report.failures_file}", err=True)
         sys.exit(1)

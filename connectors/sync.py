@@ -81,6 +81,7 @@ class SyncReport:
     alias: str | None = None
     replaced: list[str] = field(default_factory=list)
     shard: str | None = None
+    cut: int = 0  # documents longer than the model's passage length: dense and QL see only their beginning
 
     @property
     def ok(self) -> bool:
@@ -276,6 +277,7 @@ class _BatchWriter:
         if not todo:
             return [], {}
         texts, titles = [d.text for d in todo], [d.title for d in todo]
+        report.cut += self.encoder.tokenizer.cut_passages(titles, texts)
         size, budget = self.cfg.encode_batch_size, self.cfg.max_batch_tokens
         vectors = self.encoder.encode_passages(texts, titles, batch_size=size, max_tokens=budget)
         states = None

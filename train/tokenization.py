@@ -55,6 +55,12 @@ class PromptTokenizer:
             out.append(body if len(enc.ids) <= max_tokens else body[: enc.offsets[max_tokens - 1][1]])
         return out
 
+    def cut_passages(self, titles: Sequence[str], texts: Sequence[str]) -> int:
+        """How many of these passages are longer than `max_passage_tokens`, so that their tail is cut."""
+        bodies = [passage_body(t, x) for t, x in zip(titles, texts, strict=True)]
+        limit = self.config.max_passage_tokens
+        return sum(len(e.ids) > limit for e in self.tokenizer.encode_batch(bodies, add_special_tokens=False))
+
     def _wrap(self, prefix: str, bodies: Sequence[str], suffix: str) -> list[Encoding]:
         # Whitespace at the end of the prefix belongs to the body's first word (BPE merges "Ġword").
         stripped = prefix.rstrip()

@@ -191,3 +191,15 @@ def test_insecure_warns(tiny_export, toy_beir):
         ],
     )
     assert "TLS certificate verification is off" in result.output
+
+
+def test_sync_counts_the_documents_it_cuts(tiny_export, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    long_text = " ".join(["kelp lagoon granite ridge"] * 120)  # far past the model's 200 passage tokens
+    rows = [{"_id": f"long{i}", "text": long_text} for i in range(3)] + [{"_id": "short", "text": "kelp"}]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = [str(corpus), "--model", str(tiny_export), "--url", str(tmp_path / "index"), "--quiet"]
+    result = CliRunner().invoke(sync_cli, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[-1])["cut"] == 3
+    assert "3 document(s) were longer than the model's passage length" in result.stderr
