@@ -75,9 +75,20 @@ def _optim_options(lr: float, warmup: str, batch_size: int):
                 show_default=True,
                 help="bf16 autocast; auto = where the CPU/GPU supports it.",
             ),
-            click.option("--gradient-checkpointing", is_flag=True, help="Trade compute for activation memory."),
+            click.option(
+                "--gradient-checkpointing",
+                is_flag=True,
+                help="Trade compute for activation memory (turned on by itself when a step would not fit otherwise).",
+            ),
             click.option(
                 "--save-every", type=int, default=50, show_default=True, help="Steps between resumable checkpoints."
+            ),
+            click.option(
+                "--num-workers",
+                type=click.IntRange(0, 64),
+                default=None,
+                help="DataLoader processes preparing batches (tokenisation, Input Corruption) while the model trains "
+                "[default: 2 on a GPU, 0 on a CPU, whose cores the model needs].",
             ),
             click.option("--max-passage-tokens", type=int, default=200, show_default=True),
             click.option("--max-query-tokens", type=int, default=200, show_default=True),
@@ -129,6 +140,7 @@ def _optim(kw: dict):
         bf16=None if bf16 == "auto" else bf16 == "on",
         gradient_checkpointing=kw.pop("gradient_checkpointing"),
         save_every=kw.pop("save_every"),
+        num_workers=kw.pop("num_workers"),
     )
 
 
@@ -203,6 +215,13 @@ def ql(**kw) -> None:
 @click.option("--lora-r", type=int, default=32, help="LoRA rank (alpha = 2r); 0 = full fine-tune.")
 @click.option("--lora-dropout", type=float, default=0.1)
 @click.option("--merge", is_flag=True, help="Also write OUT/merged with the adapter merged in.")
+@click.option(
+    "--grad-cache-chunk",
+    type=click.IntRange(1, None),
+    default=None,
+    help="Encode a step's queries and passages this many at a time (GradCache: the same gradients as one large "
+    "batch, one chunk's memory). Default: only when the step would not fit in memory, then chosen for it.",
+)
 @_optim_options(lr=1e-4, warmup="100", batch_size=8)
 @cli_errors
 def contrastive(**kw) -> None:

@@ -67,7 +67,7 @@ class OptimConfig:
     gradient_checkpointing: bool = False
     save_every: int = 50  # steps between resumable checkpoints
     max_grad_norm: float = 1.0
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader workers; None: 2 on a GPU, 0 on a CPU
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,7 @@ class ContrastiveTrainConfig:
     max_query_tokens: int = 200
     lora: LoraSettings | None = field(default_factory=LoraSettings)
     merge: bool = False
+    grad_cache_chunk: int | None = None  # sequences a forward with GradCache; None: only when a step would not fit
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=1e-4, warmup_steps=100))
 
 

@@ -32,7 +32,9 @@ from llmql.train.data import (
 )
 from llmql.train.distributed import gather_with_grad, process_state
 from llmql.train.errors import LLMQLError
+from llmql.train.grad_cache import cached_step
 from llmql.train.losses import info_nce, ql_loss
+from llmql.train.memory import ModelShape, available_bytes, plan_step
 from llmql.train.model_sources import resolve_model
 from llmql.train.modeling import BiEncoder, QLModel, build_model_config, load_for_inference
 from llmql.train.negatives import mine_negatives
@@ -118,14 +120,23 @@ def train_ql(cfg: QLTrainConfig, resume: bool = False) -> Path:
     lm.train()
     if cfg.lora:
         lm = _with_lora(lm, cfg.lora)
-    if cfg.optim.gradient_checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     prompt = PromptTokenizer(tokenizer.backend_tokenizer, config)
+    rows, length = cfg.optim.batch_size, _longest_passage(prompt) + cfg.max_query_tokens + 1
+    plan = _memory_plan(lm, cfg.optim, rows, length, scored=rows * cfg.max_query_tokens, lora=cfg.lora is not None)
+    if not plan.fits:
+        raise LLMQLError(
+            f"a stage-1 step of {rows} passage+query pairs of up to {length} tokens needs {plan.describe()}: "
+            "lower --batch-size (and raise --grad-accum to keep the step's size) or --max-passage-tokens"
+        )
+    if plan.checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     dataset = QLExamples(pairs, prompt, Corruption(cfg.mask_prob, cfg.corruption), cfg.optim.seed)
 
-    def loss_fn(module, batch):
+    def loss_fn(module, batch, backward):
         logprobs = module(batch["input_ids"], batch["attention_mask"], batch["end_positions"], batch["target_mask"])
-        return ql_loss(logprobs, batch["target_mask"]), int(batch["attention_mask"].sum())
+        loss = ql_loss(logprobs, batch["target_mask"])
+        backward(loss)
+        return loss, int(batch["attention_mask"].sum())
 
     result = fit(
         QLModel(lm, cfg.attention_stop),
@@ -152,6 +163,37 @@ def train_ql(cfg: QLTrainConfig, resume: bool = False) -> Path:
     return out
 
 
+def _longest_passage(prompt: PromptTokenizer) -> int:
+    """Tokens of the longest passage a step can hold: the body's limit and the prompt around it."""
+    return prompt.config.max_passage_tokens + len(prompt.passages([""], [""])[0])
+
+
+def _memory_plan(lm, optim, rows: int, length: int, chunk: int | None = None, scored: int = 0, lora: bool = False):
+    """How the step will fit (llmql.train.memory): as asked, or (said in the log) with GradCache chunks (stage 2
+    only) or gradient checkpointing; `fits` False when nothing does."""
+    from llmql.train.device import resolve_device
+
+    device = resolve_device("auto")
+    plan = plan_step(
+        ModelShape.of(lm),
+        rows,
+        length,
+        available_bytes(device),
+        on_gpu=device != "cpu",
+        checkpointing=optim.gradient_checkpointing,
+        chunk=chunk,
+        can_chunk=scored == 0,
+        scored=scored,
+        lora=lora,
+    )
+    changed = (plan.chunk and not chunk) or (plan.checkpointing and not optim.gradient_checkpointing)
+    if plan.fits and changed:
+        log.warning("the step would not fit in memory as asked; it runs with %s", plan.describe())
+    elif plan.fits:
+        log.info("step memory: %s", plan.describe())
+    return plan
+
+
 class ContrastiveModel(torch.nn.Module):
     """Both sides in one forward call, so DDP sees a single forward per step."""
 
@@ -159,8 +201,11 @@ class ContrastiveModel(torch.nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, query_ids, query_mask, passage_ids, passage_mask):
-        return self.encoder(query_ids, query_mask), self.encoder(passage_ids, passage_mask)
+    def forward(self, query_ids=None, query_mask=None, passage_ids=None, passage_mask=None):
+        """Either side may be left out (GradCache encodes them in separate chunks); it is then None."""
+        q = None if query_ids is None else self.encoder(query_ids, query_mask)
+        p = None if passage_ids is None else self.encoder(passage_ids, passage_mask)
+        return q, p
 
 
 def contrastive_groups(cfg: ContrastiveTrainConfig, out: Path) -> list[TrainGroup]:
@@ -189,18 +234,36 @@ def train_contrastive(cfg: ContrastiveTrainConfig, resume: bool = False) -> Path
     lm.train()
     if cfg.lora:
         lm = _with_lora(lm, cfg.lora)
-    if cfg.optim.gradient_checkpointing:
+    prompt = PromptTokenizer(tokenizer.backend_tokenizer, config)
+    queries, length = cfg.optim.batch_size, max(_longest_passage(prompt), cfg.max_query_tokens + 16)
+    rows = queries * (cfg.group_size + 1)
+    plan = _memory_plan(lm, cfg.optim, rows, length, chunk=cfg.grad_cache_chunk, lora=cfg.lora is not None)
+    if not plan.fits:
+        raise LLMQLError(
+            f"a stage-2 step of {queries} queries x {cfg.group_size} passages of up to {length} tokens needs "
+            f"{plan.describe()} even so: lower --max-passage-tokens, --group-size or --batch-size"
+        )
+    chunk = plan.chunk
+    if plan.checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.lora:
             lm.enable_input_require_grads()
-    prompt = PromptTokenizer(tokenizer.backend_tokenizer, config)
     dataset = ContrastiveExamples(groups, prompt, cfg.group_size, cfg.optim.seed)
 
-    def loss_fn(module, batch):
-        q, p = module(batch["query_ids"], batch["query_mask"], batch["passage_ids"], batch["passage_mask"])
+    def loss_of(q, p):
         passages, offset = gather_with_grad(p)
+        return info_nce(q, passages, cfg.group_size, cfg.temperature, offset)
+
+    def loss_fn(module, batch, backward):
         tokens = int(batch["query_mask"].sum() + batch["passage_mask"].sum())
-        return info_nce(q, passages, cfg.group_size, cfg.temperature, offset), tokens
+        queries, passages = (batch["query_ids"], batch["query_mask"]), (batch["passage_ids"], batch["passage_mask"])
+        if chunk is None:
+            loss = loss_of(*module(*queries, *passages))
+            backward(loss)
+            return loss, tokens
+        encode_q = lambda ids, mask: module(query_ids=ids, query_mask=mask)[0]  # noqa: E731
+        encode_p = lambda ids, mask: module(passage_ids=ids, passage_mask=mask)[1]  # noqa: E731
+        return cached_step(encode_q, encode_p, queries, passages, loss_of, chunk, backward, backward.no_sync), tokens
 
     result = fit(
         ContrastiveModel(BiEncoder(lm, config.normalize)),

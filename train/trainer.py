@@ -28,8 +28,23 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 
-# loss_fn(module, batch) -> (loss, number of real tokens in the batch)
-LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, int]]
+
+class Backward:
+    """How a loss function back-propagates: `backward(loss)` (accelerate's), and `no_sync()` to hold back a
+    multi-process run's gradient all-reduce while a step back-propagates in parts (GradCache)."""
+
+    def __init__(self, accelerator, module: nn.Module):
+        self.accelerator, self.module = accelerator, module
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)
+
+    def no_sync(self):
+        return self.accelerator.no_sync(self.module)
+
+
+# loss_fn(module, batch, backward) -> (loss, number of real tokens in the batch); it calls backward itself
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor], Backward], tuple[torch.Tensor, int]]
 
 
 @dataclass
@@ -40,6 +55,12 @@ class FitResult:
     tokens_per_second: float
     last_loss: float
     is_main: bool
+
+
+def loader_workers(asked: int | None, cuda: bool) -> int:
+    """DataLoader worker processes: as asked, else 2 with a GPU (the host prepares the next batches while it
+    trains) and none on a CPU (every core is the model's; workers would take them)."""
+    return asked if asked is not None else (2 if cuda else 0)
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
@@ -156,7 +177,8 @@ class _Run:
             shuffle=True,
             collate_fn=collate,
             drop_last=True,
-            num_workers=optim.num_workers,
+            num_workers=loader_workers(optim.num_workers, cuda),
+            pin_memory=cuda,  # host-to-GPU copies from pinned pages, without blocking
         )
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=optim.learning_rate, weight_decay=optim.weight_decay)
@@ -172,8 +194,7 @@ class _Run:
         """Forward, backward and (when the accumulation window closes) one optimizer step."""
         accelerator = self.accelerator
         with accelerator.accumulate(self.module), accelerator.autocast():
-            loss, n_tokens = loss_fn(self.module, batch)
-            accelerator.backward(loss)
+            loss, n_tokens = loss_fn(self.module, batch, Backward(accelerator, self.module))
             if accelerator.sync_gradients and self.optim.max_grad_norm:
                 accelerator.clip_grad_norm_(self.params, self.optim.max_grad_norm)
             self.optimizer.step()

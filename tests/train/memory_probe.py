@@ -1,0 +1,93 @@
+"""Measure one training step's peak memory in a fresh process (so the peak is the step's own), for the memory
+estimate's test and for calibrating it:
+
+    python -m tests.train.memory_probe '{"stage": 2, "hidden": 64, "layers": 2, "rows": 4, "group": 4, "length": 128}'
+
+Prints {"measured": bytes, "estimated": bytes, ...} as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+
+
+def rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def build(spec: dict):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    hidden = spec["hidden"]
+    config = AutoConfig.for_model(
+        "llama",
+        vocab_size=spec.get("vocab", 1000),
+        hidden_size=hidden,
+        intermediate_size=spec.get("intermediate", hidden * 8 // 3),
+        num_hidden_layers=spec["layers"],
+        num_attention_heads=spec.get("heads", 4),
+        num_key_value_heads=spec.get("kv_heads", 2),
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
+
+
+def main(spec: dict) -> dict:
+    import torch
+
+    from llmql.train.config import LoraSettings
+    from llmql.train.losses import info_nce, ql_loss
+    from llmql.train.memory import ModelShape, StepShape, step_bytes
+    from llmql.train.modeling import BiEncoder, QLModel
+    from llmql.train.run import ContrastiveModel, _with_lora
+
+    torch.set_num_threads(1)
+    lm = build(spec)
+    rows, length, checkpointing = spec["rows"], spec["length"], spec.get("checkpointing", False)
+    vocab = lm.config.vocab_size
+    lora = spec["stage"] == 2 and spec.get("lora", True)
+    if lora:
+        lm = _with_lora(lm, LoraSettings())
+    if checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if lora:
+            lm.enable_input_require_grads()
+    lm.train()
+    optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=1e-5)
+    ids = torch.randint(3, vocab, (rows, length))
+    mask = torch.ones_like(ids)
+    if spec["stage"] == 2:
+        group = spec["group"]
+        model = ContrastiveModel(BiEncoder(lm))
+        passages = torch.randint(3, vocab, (rows * group, length))
+        step = StepShape(rows * (group + 1), length, lora=lora)
+        before = rss()
+        q, p = model(ids, mask, passages, torch.ones_like(passages))
+        loss = info_nce(q, p, group, 0.01)
+    else:
+        query = spec["query"]
+        model = QLModel(lm, attention_stop=True)
+        ends = torch.full((rows,), length - query - 1)
+        target = torch.zeros_like(ids)
+        target[:, length - query :] = 1
+        step = StepShape(rows, length, scored=rows * query)
+        before = rss()
+        loss = ql_loss(model(ids, mask, ends, target), target)
+    loss.backward()
+    optimizer.step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    estimated = step_bytes(ModelShape.of(lm), step, checkpointing)
+    return {"measured": peak - before, "estimated": estimated, "ratio": (peak - before) / estimated, **spec}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(json.loads(sys.argv[1]))))
