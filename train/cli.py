@@ -88,7 +88,7 @@ def _optim_options(lr: float, warmup: str, batch_size: int):
                 type=click.IntRange(0, 64),
                 default=None,
                 help="DataLoader processes preparing batches (tokenisation, Input Corruption) while the model trains "
-                "[default: 2 on a GPU, 0 on a CPU, whose cores the model needs].",
+                "[default: 4 on a GPU, 0 on a CPU, whose cores the model needs].",
             ),
             click.option("--max-passage-tokens", type=int, default=200, show_default=True),
             click.option("--max-query-tokens", type=int, default=200, show_default=True),

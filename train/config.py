@@ -67,7 +67,7 @@ class OptimConfig:
     gradient_checkpointing: bool = False
     save_every: int = 50  # steps between resumable checkpoints
     max_grad_norm: float = 1.0
-    num_workers: int | None = None  # DataLoader workers; None: 2 on a GPU, 0 on a CPU
+    num_workers: int | None = None  # DataLoader workers; None: 4 on a GPU, 0 on a CPU
 
 
 @dataclass(frozen=True)
