@@ -164,7 +164,14 @@ class EmbeddedBackend:
         if not records:
             return WriteResult()
         table = self._table(index)
-        declared = self._declared_fields(index) or []
+        declared = self._declared_fields(index)
+        extra = {k for r in records for k in r.fields} - set(declared if declared is not None else {})
+        if declared is not None and extra:
+            raise ValueError(
+                f"{self.location} index {index!r} was created for metadata fields {declared}, not {sorted(extra)}; "
+                "sync with --recreate and every --field"
+            )
+        declared = declared or []
         rows = [
             {
                 "id": r.id,

@@ -28,7 +28,7 @@ RECORDS = [
 
 def test_write_search_fetch_delete(backend):
     index = backend.test_index()
-    info = backend.open_index(index, 4, "model-x")
+    info = backend.open_index(index, 4, "model-x", fields=("year", "lang"))
     assert info.count == 0
     assert backend.upsert(index, RECORDS).written == ["a", "b", "c"]
     backend.refresh(index)
@@ -60,7 +60,7 @@ def test_write_search_fetch_delete(backend):
 
 def test_upsert_replaces_by_id(backend):
     index = backend.test_index()
-    backend.open_index(index, 4, "model-x")
+    backend.open_index(index, 4, "model-x", fields=("year", "lang"))
     backend.upsert(index, RECORDS)
     backend.upsert(index, [Record("a", "Kelp", "changed text about basalt", unit(0, 0, 1, 0), "h-a2")])
     backend.refresh(index)
@@ -81,7 +81,7 @@ def test_dimension_or_model_mismatch_is_refused(backend):
 def test_alias_swap_is_atomic_and_reports_the_previous_index(backend):
     first, second, alias = backend.test_index(), backend.test_index(), backend.test_index()
     for index, record in ((first, RECORDS[0]), (second, RECORDS[1])):
-        backend.open_index(index, 4, "model-x")
+        backend.open_index(index, 4, "model-x", fields=("year", "lang"))
         backend.upsert(index, [record])
         backend.refresh(index)
     assert backend.swap_alias(alias, first) == []
@@ -94,3 +94,13 @@ def test_alias_swap_is_atomic_and_reports_the_previous_index(backend):
 def test_missing_index_is_a_clear_error(backend):
     with pytest.raises(BackendError, match="no-such-index"):
         backend.count("no-such-index-llmql")
+
+
+def test_embedded_refuses_metadata_fields_it_was_not_created_for(tmp_path):
+    from llmql.connectors.registry import open_backend
+
+    backend = open_backend("embedded", str(tmp_path))
+    backend.open_index("docs", 4, "model-x", fields=("year",))
+    with pytest.raises(ValueError, match=r"created for metadata fields \['year'\], not \['lang'\]"):
+        backend.upsert("docs", [RECORDS[0]])  # year and lang
+    assert backend.count("docs") == 0
