@@ -82,14 +82,28 @@ def serve(
 )
 @click.option(
     "--corpus-docs",
-    type=int,
-    default=1000,
-    help="Search a slice: every test-judged document plus random others up to this size (0: whole corpus).",
+    type=click.IntRange(0, None),
+    default=300,
+    help="Search a slice: every document judged for the evaluated test queries (and the tuning queries) plus "
+    "random others up to this size (0: whole corpus, every test query).",
 )
-@click.option("--budget", type=float, default=1.0, help="Scales the training steps (1.0: about 15 min on 2 cores).")
+@click.option(
+    "--test-queries",
+    type=click.IntRange(0, None),
+    default=100,
+    help="Evaluate a random share of this many test queries on a slice (0: all of them).",
+)
+@click.option(
+    "--budget",
+    type=click.FloatRange(0, None, min_open=True),
+    default=1.0,
+    help="Scales the training steps (1.0: the 2-core CPU's; a GPU runs 8x as many in the same time).",
+)
 @backend_options(url=None, index="llmql-quickstart", url_note=" [default: WORKDIR/index]")
 @cli_errors
-def quickstart_cmd(data, model, workdir, corpus_docs, budget, backend, url, index, runtime, device) -> None:
+def quickstart_cmd(
+    data, model, workdir, corpus_docs, test_queries, budget, backend, url, index, runtime, device
+) -> None:
     """Train (stage 1 + 2), export, sync and evaluate end to end; reuses whatever is already built."""
     from llmql.plugin.quickstart import QuickstartConfig, default_data, quickstart
 
@@ -106,6 +120,7 @@ def quickstart_cmd(data, model, workdir, corpus_docs, budget, backend, url, inde
             model=model,
             workdir=workdir,
             corpus_docs=corpus_docs or None,
+            test_queries=(test_queries or None) if corpus_docs else None,
             budget=budget,
             runtime=runtime,
             device=device,

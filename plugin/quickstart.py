@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from llmql.train.device import resolve_device
+from llmql.train.device import is_cuda, resolve_device
 from llmql.train.errors import LLMQLError
 
 
@@ -53,13 +53,15 @@ def _qrels_rows(data: Path, split: str) -> list[str]:
     return [line for line in (data / "qrels" / f"{split}.tsv").read_text().splitlines()[1:] if line.strip()]
 
 
-def corpus_slice(data: Path, out: Path, size: int, seed: int = 0, tuning: set[str] = frozenset()) -> Path:
-    """A BEIR view with every test-judged document (and those judged for the `tuning` queries) plus random
-    others up to `size` documents (queries and qrels linked, nothing copied but the corpus lines). Quick, and
-    clearly not the full-corpus figure."""
+def corpus_slice(
+    data: Path, out: Path, size: int, seed: int = 0, tuning: set[str] = frozenset(), test_queries: int | None = None
+) -> Path:
+    """A BEIR view with every document judged for its test queries (a random `test_queries` of them, or all)
+    and for the `tuning` queries, plus random others up to `size` documents (queries linked; the corpus and
+    qrels lines written). Quick, and clearly not the full-corpus figure."""
     import random
 
-    recipe = json.dumps({"size": size, "seed": seed, "tuning": sorted(tuning)})
+    recipe = json.dumps({"size": size, "seed": seed, "tuning": sorted(tuning), "test_queries": test_queries})
     if (
         (out / "corpus.jsonl").is_file()
         and (out / "slice.json").is_file()
@@ -67,16 +69,21 @@ def corpus_slice(data: Path, out: Path, size: int, seed: int = 0, tuning: set[st
     ):
         return out
     shutil.rmtree(out, ignore_errors=True)  # made for other tuning queries (or by an earlier version): rebuild
-    judged = {line.split("\t")[1] for line in _qrels_rows(data, "test")}
+    test_rows = _qrels_rows(data, "test")
+    if test_queries is not None:
+        queries = sorted({r.split("\t")[0] for r in test_rows})
+        chosen = set(random.Random(seed).sample(queries, min(test_queries, len(queries))))
+        test_rows = [r for r in test_rows if r.split("\t")[0] in chosen]
+    judged = {line.split("\t")[1] for line in test_rows}
     judged |= {row.split("\t")[1] for row in _qrels_rows(data, "train") if row.split("\t")[0] in tuning}
     rows = (data / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
     ids = [json.loads(r)["_id"] for r in rows]
     others = [i for i in ids if i not in judged]
     keep = judged | set(random.Random(seed).sample(others, max(0, min(len(others), size - len(judged)))))
     (out / "qrels").mkdir(parents=True, exist_ok=True)
-    for name in ("queries.jsonl", "qrels/test.tsv"):
-        if (data / name).exists() and not (out / name).exists():
-            (out / name).symlink_to((data / name).resolve())
+    if (data / "queries.jsonl").exists():
+        (out / "queries.jsonl").symlink_to((data / "queries.jsonl").resolve())
+    (out / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{r}\n" for r in test_rows))
     # the training judgements the slice can answer: the tuning queries' (the rest judge documents left out)
     kept = [r for r in _qrels_rows(data, "train") if r.split("\t")[0] in tuning]
     (out / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{r}\n" for r in kept))
@@ -87,21 +94,25 @@ def corpus_slice(data: Path, out: Path, size: int, seed: int = 0, tuning: set[st
     return out
 
 
+GPU_BUDGET = 8.0  # training steps on a GPU, against the 2-core CPU's (a GPU step is many times faster; unmeasured)
+
+
 @dataclass(frozen=True)
 class QuickstartConfig:
     data: str
     model: str = "smollm2-135m"
     workdir: str | None = None  # default: $LLMQL_CACHE/quickstart (outside any repository)
     budget: float = 1.0
-    corpus_docs: int | None = 1000  # searched corpus: the test-judged documents + others; None = all
+    corpus_docs: int | None = 300  # searched corpus: the test-judged documents + others; None = all
+    test_queries: int | None = 100  # a random share of the test queries, for a slice (None: all)
     backend: str = "embedded"
     url: str | None = None  # default: WORKDIR/index for the embedded backend
     index: str = "llmql-quickstart"
-    ql_steps: int = 25
-    cl_steps: int = 25
+    ql_steps: int = 15
+    cl_steps: int = 12
     tune_share: float = 0.2  # of the training queries, held out of training to tune the search settings
-    tune_queries: int = 100  # at most
-    max_passage_tokens: int = 128
+    tune_queries: int = 50  # at most
+    max_passage_tokens: int = 96
     seed: int = 0
     runtime: str = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.device.resolve_device)
@@ -112,7 +123,8 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
     from llmql.export.convert import ExportConfig, export_model
     from llmql.plugin.evaluate import format_table
 
-    resolve_device(cfg.device)  # a GPU that is not here is refused before any work
+    if is_cuda(resolve_device(cfg.device)):  # a GPU that is not here is refused before any work
+        cfg = replace(cfg, budget=cfg.budget * GPU_BUDGET)
     work = Path(cfg.workdir) if cfg.workdir else default_workdir()
     work.mkdir(parents=True, exist_ok=True)
     held_out = held_out_queries(Path(cfg.data), work / "tuning-queries.txt", cfg.tune_share, cfg.tune_queries, cfg.seed)
@@ -120,7 +132,7 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
     searched = (
         Path(cfg.data)
         if cfg.corpus_docs is None
-        else corpus_slice(Path(cfg.data), work / "corpus-slice", cfg.corpus_docs, cfg.seed, tuning)
+        else corpus_slice(Path(cfg.data), work / "corpus-slice", cfg.corpus_docs, cfg.seed, tuning, cfg.test_queries)
     )
     ql_steps, cl_steps = max(1, round(cfg.ql_steps * cfg.budget)), max(1, round(cfg.cl_steps * cfg.budget))
     stage1, stage2, export = work / "stage1", work / "stage2", work / "export"

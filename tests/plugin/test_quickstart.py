@@ -94,3 +94,25 @@ def test_the_slice_can_be_tuned_on_when_it_leaves_training_documents_out(tmp_pat
     tuning = load_beir(sliced, "train")
     assert set(tuning.qrels) == {"q2"} and "d2" in tuning.corpus and len(tuning.corpus) == 3
     assert set(load_beir(sliced, "test").qrels) == {"t1"}
+
+
+def test_a_slice_for_a_share_of_the_test_queries_keeps_their_judged_documents(tmp_path):
+    from llmql.plugin.quickstart import corpus_slice
+    from llmql.train.data import load_beir
+
+    data = tmp_path / "data"
+    (data / "qrels").mkdir(parents=True)
+    docs = [f"d{i}" for i in range(60)]
+    (data / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "text": f"text {d}"}) + "\n" for d in docs))
+    tests = [f"t{i}" for i in range(6)]
+    (data / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": f"about {q}"}) + "\n" for q in tests))
+    header = "query-id\tcorpus-id\tscore\n"
+    (data / "qrels" / "test.tsv").write_text(
+        header + "".join(f"t{i}\td{2 * i}\t1\nt{i}\td{2 * i + 1}\t1\n" for i in range(6))
+    )
+    (data / "qrels" / "train.tsv").write_text(header)
+    sliced = load_beir(corpus_slice(data, tmp_path / "slice", size=10, test_queries=2), "test")
+    assert len(sliced.qrels) == 2  # two of the six test queries, every document they judge kept
+    assert all(d in sliced.corpus for judged in sliced.qrels.values() for d in judged) and len(sliced.corpus) == 10
+    again = load_beir(corpus_slice(data, tmp_path / "slice2", size=10, test_queries=2), "test")
+    assert set(again.qrels) == set(sliced.qrels)  # seeded: the same share every time
