@@ -277,9 +277,10 @@ class _BatchWriter:
         if not todo:
             return [], {}
         texts, titles = [d.text for d in todo], [d.title for d in todo]
-        report.cut += self.encoder.tokenizer.cut_passages(titles, texts)
+        rows, cut = self.encoder.tokenizer.passages_counting_cuts(titles, texts)  # one tokenisation for both
+        report.cut += cut
         size, budget = self.cfg.encode_batch_size, self.cfg.max_batch_tokens
-        vectors = self.encoder.encode_passages(texts, titles, batch_size=size, max_tokens=budget)
+        vectors = self.encoder.encode_ids(rows, size, max_tokens=budget)
         states = None
         if self.ql is not None:
             from llmql.export.ql_cache import pack

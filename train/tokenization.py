@@ -55,12 +55,6 @@ class PromptTokenizer:
             out.append(body if len(enc.ids) <= max_tokens else body[: enc.offsets[max_tokens - 1][1]])
         return out
 
-    def cut_passages(self, titles: Sequence[str], texts: Sequence[str]) -> int:
-        """How many of these passages are longer than `max_passage_tokens`, so that their tail is cut."""
-        bodies = [passage_body(t, x) for t, x in zip(titles, texts, strict=True)]
-        limit = self.config.max_passage_tokens
-        return sum(len(e.ids) > limit for e in self.tokenizer.encode_batch(bodies, add_special_tokens=False))
-
     def _wrap(self, prefix: str, bodies: Sequence[str], suffix: str) -> list[Encoding]:
         # Whitespace at the end of the prefix belongs to the body's first word (BPE merges "Ġword").
         stripped = prefix.rstrip()
@@ -81,9 +75,20 @@ class PromptTokenizer:
         rng: np.random.Generator | None = None,
     ) -> list[list[int]]:
         """`<bos> passage prompt [E]` for each passage; optionally with Input Corruption of the body only."""
-        bodies = self._truncate(
-            [passage_body(t, x) for t, x in zip(titles, texts, strict=True)], self.config.max_passage_tokens
-        )
+        return self.passages_counting_cuts(titles, texts, corruption, rng)[0]
+
+    def passages_counting_cuts(
+        self,
+        titles: Sequence[str],
+        texts: Sequence[str],
+        corruption: Corruption | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[list[list[int]], int]:
+        """`passages`, and how many were longer than `max_passage_tokens` and so lost their tail (one
+        tokenisation for both: a sync reports the count)."""
+        whole = [passage_body(t, x) for t, x in zip(titles, texts, strict=True)]
+        bodies = self._truncate(whole, self.config.max_passage_tokens)
+        cut = sum(len(b) < len(w) for b, w in zip(bodies, whole, strict=True))
         corruption = corruption or Corruption()
         if corruption.prob > 0 and rng is None:
             raise ValueError("Input Corruption needs a random generator")
@@ -99,7 +104,7 @@ class PromptTokenizer:
                 for i, d in zip(in_body, drop, strict=True):
                     if d:
                         row[i] = self.mask_token_id
-        return [self._finish(row) for row in ids]
+        return [self._finish(row) for row in ids], cut
 
     def queries(self, queries: Sequence[str]) -> list[list[int]]:
         """`<bos> query prompt [E]`: the stage-2 query side."""
