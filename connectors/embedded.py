@@ -120,17 +120,17 @@ class EmbeddedBackend:
             metadata={"llmql.model": model, "llmql.dim": str(dim), "llmql.fields": json.dumps(list(fields))},
         )
 
-    def _declared_fields(self, index: str) -> list[str] | None:
-        """The metadata fields the index was created for (None: created before fields were recorded)."""
-        meta = self._table(index).schema.metadata or {}
-        raw = meta.get(b"llmql.fields")
+    @staticmethod
+    def _declared_fields(table) -> list[str] | None:
+        """The metadata fields an open table was created for (None: created before fields were recorded)."""
+        raw = (table.schema.metadata or {}).get(b"llmql.fields")
         return None if raw is None else json.loads(raw.decode())
 
-    def _where(self, index: str, filter: Filter | None) -> str | None:
+    def _where(self, table, index: str, filter: Filter | None) -> str | None:
         clauses = parse_filter(filter)
         if not clauses:
             return None
-        declared = self._declared_fields(index)
+        declared = self._declared_fields(table)
         check_fields(clauses, None if declared is None else set(declared), f"{self.location} index {index!r}")
         if declared is None and any(c.bounds for c in clauses):
             raise ValueError(
@@ -164,8 +164,8 @@ class EmbeddedBackend:
         if not records:
             return WriteResult()
         table = self._table(index)
-        declared = self._declared_fields(index)
-        extra = {k for r in records for k in r.fields} - set(declared if declared is not None else {})
+        declared = self._declared_fields(table)
+        extra = {k for r in records for k in r.fields} - set(declared or ())
         if declared is not None and extra:
             raise ValueError(
                 f"{self.location} index {index!r} was created for metadata fields {declared}, not {sorted(extra)}; "
@@ -235,7 +235,7 @@ class EmbeddedBackend:
         table = self._table(index)
         self._ensure_fts(table)
         search = table.search(query, query_type="fts", fts_columns="search_text")
-        where = self._where(index, filter)
+        where = self._where(table, index, filter)
         if where:
             search = search.where(where, prefilter=True)
         rows = search.select(["id", "title", "text", "fields", "_score"]).limit(k).to_list()
@@ -244,7 +244,7 @@ class EmbeddedBackend:
     def knn(self, index: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
         table = self._table(index)
         search = table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector").metric("dot")
-        where = self._where(index, filter)
+        where = self._where(table, index, filter)
         if where:
             search = search.where(where, prefilter=True)
         rows = search.select(["id", "title", "text", "fields", "_distance"]).limit(k).to_list()

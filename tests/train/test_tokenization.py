@@ -69,52 +69,39 @@ def test_config_round_trip():
         from_dict(ModelConfig, {**to_dict(config), "typo": 1})
 
 
-def test_loader_workers_prepare_the_same_batches_as_the_training_loop(tok):
-    """Tokenisation and Input Corruption in DataLoader worker processes give the batches the in-loop path gives
-    (random draws depend on seed, epoch and index, not on which process draws them)."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from llmql.train.collate import QLExamples, collate_ql
-    from llmql.train.data import Doc
-
-    pairs = [(f"query {i}", Doc(f"d{i}", f"title {i}", " ".join(f"w{i}x{j}" for j in range(30)))) for i in range(24)]
-    dataset = QLExamples(pairs, tok, Corruption(0.6), seed=5)
-    dataset.set_epoch(3)
-
-    def batches(workers: int) -> list[dict]:
-        order = torch.Generator().manual_seed(11)
-        loader = DataLoader(
-            dataset,
-            batch_size=4,
-            shuffle=True,
-            generator=order,
-            num_workers=workers,
-            collate_fn=lambda items: collate_ql(items, tok.config.pad_token_id),
-        )
-        return list(loader)
-
-    alone, workers = batches(0), batches(2)
-    assert len(alone) == len(workers) == 6
-    for a, b in zip(alone, workers, strict=True):
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert not torch.equal(alone[0]["input_ids"], batches_of_epoch(dataset, tok, 4)[0]["input_ids"])
-
-
-def batches_of_epoch(dataset, tok, epoch: int) -> list[dict]:
-    """The same order in another epoch: other corruption draws."""
+def loader_batches(dataset, tok, workers: int = 0) -> list[dict]:
+    """One epoch of `dataset` in a fixed shuffled order, prepared by `workers` DataLoader processes."""
     import torch
     from torch.utils.data import DataLoader
 
     from llmql.train.collate import collate_ql
 
-    dataset.set_epoch(epoch)
     order = torch.Generator().manual_seed(11)
     loader = DataLoader(
         dataset,
         batch_size=4,
         shuffle=True,
         generator=order,
+        num_workers=workers,
         collate_fn=lambda items: collate_ql(items, tok.config.pad_token_id),
     )
     return list(loader)
+
+
+def test_loader_workers_prepare_the_same_batches_as_the_training_loop(tok):
+    """Tokenisation and Input Corruption in DataLoader worker processes give the batches the in-loop path gives
+    (random draws depend on seed, epoch and index, not on which process draws them)."""
+    import torch
+
+    from llmql.train.collate import QLExamples
+    from llmql.train.data import Doc
+
+    pairs = [(f"query {i}", Doc(f"d{i}", f"title {i}", " ".join(f"w{i}x{j}" for j in range(30)))) for i in range(24)]
+    dataset = QLExamples(pairs, tok, Corruption(0.6), seed=5)
+    dataset.set_epoch(3)
+    alone, workers = loader_batches(dataset, tok), loader_batches(dataset, tok, workers=2)
+    assert len(alone) == len(workers) == 6
+    for a, b in zip(alone, workers, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    dataset.set_epoch(4)  # the same order in another epoch: other corruption draws
+    assert not torch.equal(alone[0]["input_ids"], loader_batches(dataset, tok)[0]["input_ids"])
