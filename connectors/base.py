@@ -1,7 +1,9 @@
 """The one small interface every search engine implements, and the records that cross it.
 
 A backend stores, per document: id, title, text, the dense vector, a content hash (for incremental sync),
-optionally the document's cached [E] states for fast QL re-ranking, and flat metadata fields for filters.
+optionally the document's cached [E] states for fast QL re-ranking, and flat metadata fields for filters. A
+chunked index (`llmql-sync --chunk-tokens`) stores a document's passages instead of one vector: each its span of
+the text, vector and [E] states; the document is still the unit that is written, replaced, deleted and found.
 """
 
 from __future__ import annotations
@@ -51,23 +53,35 @@ def check_index_model(location: str, info: IndexInfo, dim: int, model: str, reme
 
 
 @dataclass(frozen=True)
+class Passage:
+    """One passage of a chunked document: its [start, end) character span of the text, vector and [E] states."""
+
+    start: int
+    end: int
+    vector: np.ndarray | None = None
+    ql_state: bytes | None = None
+
+
+@dataclass(frozen=True)
 class Record:
     id: str
     title: str
     text: str
-    vector: np.ndarray | None = None  # float32 [dim], L2-normalised
+    vector: np.ndarray | None = None  # float32 [dim], L2-normalised; None in a chunked index
     content_hash: str = ""
     ql_state: bytes | None = None  # packed [E] states (see llmql.export.ql_cache)
     fields: dict[str, FieldValue] = field(default_factory=dict)
+    passages: tuple[Passage, ...] = ()  # a chunked index's passages, in text order
 
 
 @dataclass(frozen=True)
 class Hit:
     id: str
-    score: float  # BM25 score, or cosine similarity for kNN
+    score: float  # BM25 score, or cosine similarity for kNN (a chunked document's: its best passage's)
     title: str = ""
     text: str = ""
     fields: dict[str, FieldValue] = field(default_factory=dict)
+    passage: tuple[int, int] | None = None  # kNN in a chunked index: the best passage's span of the text
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,21 @@ class IndexInfo:
     dim: int
     model: str
     count: int
+    chunking: str | None = None  # "tokens/overlap" for a chunked index (llmql.train.chunking.Chunking)
+
+
+def check_index_chunking(location: str, info: IndexInfo, chunking: str | None) -> None:
+    """Raise IndexMismatch when an index was built with other passages than a sync asks for (the mappings
+    differ, and a document must not be half in one layout and half in another)."""
+    if info.chunking != chunking:
+
+        def say(c: str | None) -> str:
+            return f"chunks of {c} tokens/overlap" if c else "whole documents"
+
+        raise IndexMismatch(
+            f"{location} index {info.name!r} holds {say(info.chunking)}, not {say(chunking)}; use --recreate or "
+            "another --index"
+        )
 
 
 @dataclass
@@ -92,10 +121,17 @@ class Backend(Protocol):
     location: str  # URL or directory, for messages
 
     def open_index(
-        self, index: str, dim: int, model: str, create: bool = True, fields: tuple[str, ...] = ()
+        self,
+        index: str,
+        dim: int,
+        model: str,
+        create: bool = True,
+        fields: tuple[str, ...] = (),
+        chunking: str | None = None,
     ) -> IndexInfo:
         """Open `index` (or the index an alias points to), creating it if allowed, ready to filter on the metadata
-        `fields`. Raises IndexMismatch if it exists with another dimension or model, before anything is written."""
+        `fields`, holding passages when `chunking` is given. Raises IndexMismatch if it exists with another
+        dimension, model or chunking, before anything is written."""
 
     def index_info(self, index: str) -> IndexInfo:
         """What `index` (or the index an alias points to) holds: dimension, model identity, document count.
@@ -105,10 +141,12 @@ class Backend(Protocol):
         """The concrete index behind a name (itself, or what an alias points to), or None if there is none."""
 
     def upsert(self, index: str, records: Sequence[Record], fresh: bool = False) -> WriteResult:
-        """Write records by id (a second write replaces). `fresh`: the caller guarantees none of these ids is in
-        the index yet, so an engine may append without looking them up."""
+        """Write records by id (a second write replaces, passages included: none of the old ones is left).
+        `fresh`: the caller guarantees none of these ids is in the index yet, so an engine may append without
+        looking them up."""
 
-    def delete(self, index: str, ids: Sequence[str]) -> int: ...
+    def delete(self, index: str, ids: Sequence[str]) -> int:
+        """Remove documents (with all their passages); returns how many documents were removed."""
 
     def fetch(
         self, index: str, ids: Sequence[str], with_state: bool = False, with_vector: bool = False

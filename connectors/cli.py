@@ -70,6 +70,23 @@ def _shard(value: str | None) -> str | None:
     default="none",
     help="Store each document's [E] states for fast QL re-ranking (needs an export with --ql-scorer).",
 )
+@click.option(
+    "--chunk",
+    is_flag=True,
+    help="Split documents longer than the model's passage length into passages (each with its vector and [E] "
+    "states); a document scores as its best passage and hits say which passage matched. Without it, long "
+    "documents are cut and the sync says how many.",
+)
+@click.option(
+    "--chunk-tokens",
+    type=int,
+    default=None,
+    help="Tokens a passage, title and text as the model reads them (implies --chunk)  [default: the model's "
+    "passage length]",
+)
+@click.option(
+    "--chunk-overlap", type=int, default=0, help="Tokens neighbouring passages share (implies --chunk when > 0)."
+)
 @click.option("--id-field", default="_id")
 @click.option("--text-field", default="text")
 @click.option("--title-field", default="title")
@@ -110,10 +127,15 @@ def main(corpus, id_field, text_field, title_field, keep_fields, failures, es_qu
     )
     report = sync(cfg, progress=not quiet)
     fields = ("index", "alias", "shard", "indexed", "unchanged", "deleted", "failed", "cut")
+    fields += ("chunking", "passages", "split") if report.chunking else ()
     click.echo(json.dumps({**{f: getattr(report, f) for f in fields}, "seconds": round(report.seconds, 1)}))
     if report.cut:
         limit = f"{report.cut} document(s) were longer than the model's passage length and were cut"
-        click.echo(f"note: {limit}: dense search and QL see only their beginning (BM25 sees all)", err=True)
+        click.echo(
+            f"note: {limit}: dense search and QL see only their beginning (BM25 sees all); --chunk keeps "
+            "all of them as passages",
+            err=True,
+        )
     if report.failures_file:
         click.echo(f"{report.failed} document(s) failed; reasons in {report.failures_file}", err=True)
         sys.exit(1)

@@ -65,11 +65,13 @@ class ElasticsearchBackend(LuceneBackend):
         response = self._call(self.client.perform_request, method, path, body=body, headers=headers, about=index)
         return response.body
 
-    def _mapping(self, dim: int, model: str) -> dict:
-        return elasticsearch_mapping(dim, model, self.quantization, shards=self.shards, replicas=self.replicas)
+    def _mapping(self, dim: int, model: str, chunking: str | None) -> dict:
+        return elasticsearch_mapping(
+            dim, model, self.quantization, shards=self.shards, replicas=self.replicas, chunking=chunking
+        )
 
-    def _knn_body(self, vector: list[float], k: int, filter: Filter | None) -> dict:
-        return {"knn": elasticsearch_knn(vector, k, filter)}
+    def _knn_body(self, vector: list[float], k: int, filter: Filter | None, chunked: bool) -> dict:
+        return {"knn": elasticsearch_knn(vector, k, filter, chunked=chunked)}
 
     def _cosine(self, score: float) -> float:
         return cosine_from_dot_product_score(score)

@@ -8,6 +8,10 @@ library) need two stores kept consistent by hand.
 
 Below `ann_min_rows` documents the vector search is exact (a flat scan of a few thousand vectors is faster than
 any index and loses nothing); above it an IVF-HNSW-SQ index is built on refresh.
+
+A chunked index keeps a row per passage, keyed (id, passage): the document's title and text (and so its BM25
+text) on passage 0 only, its metadata on every row (filters act before ranking). A document is written in one
+`merge_insert` that also deletes its passages no longer there, so a shorter new version leaves no orphan.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import os
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +30,15 @@ from llmql.connectors.base import (
     Filter,
     Hit,
     IndexInfo,
+    Passage,
     Record,
     UnknownIndex,
     WriteResult,
+    check_index_chunking,
     check_index_model,
 )
 from llmql.connectors.filters import check_fields, parse_filter, quote, sql_filter, tag
+from llmql.train.chunking import max_per_key
 
 ALIASES = "aliases.json"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -62,6 +70,46 @@ def _field_values(fields: dict, names: list[str]) -> dict:
         row[number] = float(value) if numeric else None
         row[text] = value if isinstance(value, str) else None
     return row
+
+
+def _ids_in(ids: Sequence[str]) -> str:
+    return "id IN (" + ", ".join(quote(i) for i in ids) + ")"
+
+
+def _rows(r: Record, declared: list[str], chunked: bool) -> list[dict]:
+    """A record's rows: one, or one per passage (title and text on the first only)."""
+    if chunked != bool(r.passages):
+        raise ValueError(
+            f"document {r.id!r}: a {'chunked' if chunked else 'whole-document'} index needs "
+            f"{'passages' if chunked else 'one vector'}"
+        )
+    common = {
+        "id": r.id,
+        "content_hash": r.content_hash,
+        "fields": json.dumps(r.fields, sort_keys=True),
+        "tags": _tags(r.fields),
+        **_field_values(r.fields, declared),
+    }
+    whole = {"title": r.title, "text": r.text, "search_text": f"{r.title} {r.text}".strip()}
+    if not chunked:
+        return [{**common, **whole, "vector": _vector(r.vector), "ql_state": r.ql_state}]
+    empty = {"title": "", "text": "", "search_text": ""}
+    return [
+        {
+            **common,
+            **(whole if i == 0 else empty),
+            "passage": i,
+            "start": p.start,
+            "end": p.end,
+            "vector": _vector(p.vector),
+            "ql_state": p.ql_state,
+        }
+        for i, p in enumerate(r.passages)
+    ]
+
+
+def _vector(vector) -> list[float] | None:
+    return None if vector is None else np.asarray(vector, dtype=np.float32).tolist()
 
 
 class EmbeddedBackend:
@@ -99,11 +147,14 @@ class EmbeddedBackend:
         except (FileNotFoundError, ValueError):
             raise UnknownIndex(f"{self.location}: no index or alias named {index!r}") from None
 
-    def _schema(self, dim: int, model: str, fields: tuple[str, ...] = ()):
+    def _schema(self, dim: int, model: str, fields: tuple[str, ...] = (), chunking: str | None = None):
         import pyarrow as pa
 
         columns = [c for pair in _field_columns(list(fields)).values() for c in pair]
         typed = [pa.field(c, pa.float64() if c.startswith("num_") else pa.string()) for c in columns]
+        if chunking:
+            typed += [pa.field(c, pa.int32(), nullable=False) for c in ("passage", "start", "end")]
+        meta = {"llmql.model": model, "llmql.dim": str(dim), "llmql.fields": json.dumps(list(fields))}
         return pa.schema(
             [
                 pa.field("id", pa.string(), nullable=False),
@@ -117,7 +168,7 @@ class EmbeddedBackend:
                 pa.field("tags", pa.list_(pa.string())),
                 *typed,
             ],
-            metadata={"llmql.model": model, "llmql.dim": str(dim), "llmql.fields": json.dumps(list(fields))},
+            metadata={**meta, **({"llmql.chunking": chunking} if chunking else {})},
         )
 
     @staticmethod
@@ -125,6 +176,15 @@ class EmbeddedBackend:
         """The metadata fields an open table was created for (None: created before fields were recorded)."""
         raw = (table.schema.metadata or {}).get(b"llmql.fields")
         return None if raw is None else json.loads(raw.decode())
+
+    @staticmethod
+    def _chunking(table) -> str | None:
+        raw = (table.schema.metadata or {}).get(b"llmql.chunking")
+        return None if raw is None else raw.decode()
+
+    def _count(self, table) -> int:
+        """Documents (a chunked table counts passage 0 of each)."""
+        return table.count_rows("passage = 0") if self._chunking(table) else table.count_rows()
 
     def _where(self, table, index: str, filter: Filter | None) -> str | None:
         clauses = parse_filter(filter)
@@ -144,21 +204,32 @@ class EmbeddedBackend:
         table = self._table(index)
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
         return IndexInfo(
-            self._resolve(index), int(meta.get("llmql.dim", -1)), meta.get("llmql.model", ""), table.count_rows()
+            self._resolve(index),
+            int(meta.get("llmql.dim", -1)),
+            meta.get("llmql.model", ""),
+            self._count(table),
+            meta.get("llmql.chunking"),
         )
 
     def open_index(
-        self, index: str, dim: int, model: str, create: bool = True, fields: tuple[str, ...] = ()
+        self,
+        index: str,
+        dim: int,
+        model: str,
+        create: bool = True,
+        fields: tuple[str, ...] = (),
+        chunking: str | None = None,
     ) -> IndexInfo:
         _check_name(index)
         if self.resolve(index) is not None:
             info = self.index_info(index)
             check_index_model(self.location, info, dim, model, "use --recreate or another --index")
+            check_index_chunking(self.location, info, chunking)
             return info
         if not create:
             raise UnknownIndex(f"{self.location}: no index or alias named {index!r}")
-        self.db.create_table(index, schema=self._schema(dim, model, fields))
-        return IndexInfo(index, dim, model, 0)
+        self.db.create_table(index, schema=self._schema(dim, model, fields, chunking))
+        return IndexInfo(index, dim, model, 0, chunking)
 
     def upsert(self, index: str, records: Sequence[Record], fresh: bool = False) -> WriteResult:
         if not records:
@@ -171,25 +242,14 @@ class EmbeddedBackend:
                 f"{self.location} index {index!r} was created for metadata fields {declared}, not {sorted(extra)}; "
                 "sync with --recreate and every --field"
             )
-        declared = declared or []
-        rows = [
-            {
-                "id": r.id,
-                "title": r.title,
-                "text": r.text,
-                "search_text": f"{r.title} {r.text}".strip(),
-                "vector": None if r.vector is None else np.asarray(r.vector, dtype=np.float32).tolist(),
-                "content_hash": r.content_hash,
-                "ql_state": r.ql_state,
-                "fields": json.dumps(r.fields, sort_keys=True),
-                "tags": _tags(r.fields),
-                **_field_values(r.fields, declared),
-            }
-            for r in records
-        ]
+        chunked = self._chunking(table) is not None
+        rows = [row for r in records for row in _rows(r, declared or [], chunked)]
         try:  # one transaction: the whole batch lands or none of it
             if fresh:  # a merge joins against every stored id: at a million documents, most of a sync's time
                 table.add(rows)
+            elif chunked:  # the documents' passages that are not written again go in the same transaction
+                merge = table.merge_insert(["id", "passage"]).when_matched_update_all().when_not_matched_insert_all()
+                merge.when_not_matched_by_source_delete(_ids_in([r.id for r in records])).execute(rows)
             else:
                 table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
         except (OSError, ValueError, RuntimeError) as err:
@@ -200,10 +260,10 @@ class EmbeddedBackend:
         if not ids:
             return 0
         table = self._table(index)
-        before = table.count_rows()
+        before = self._count(table)
         for start in range(0, len(ids), 1000):
-            table.delete("id IN (" + ", ".join(quote(i) for i in ids[start : start + 1000]) + ")")
-        return before - table.count_rows()
+            table.delete(_ids_in(ids[start : start + 1000]))
+        return before - self._count(table)
 
     def fetch(
         self, index: str, ids: Sequence[str], with_state: bool = False, with_vector: bool = False
@@ -213,8 +273,9 @@ class EmbeddedBackend:
         table = self._table(index)
         columns = ["id", "title", "text", "content_hash", "fields"]
         columns += (["ql_state"] if with_state else []) + (["vector"] if with_vector else [])
-        where = "id IN (" + ", ".join(quote(i) for i in ids) + ")"
-        rows = table.search().where(where).select(columns).limit(len(ids)).to_list()
+        if self._chunking(table):
+            return self._fetch_passages(table, ids, columns, with_vector)
+        rows = table.search().where(_ids_in(ids)).select(columns).limit(len(ids)).to_list()
         return {
             r["id"]: Record(
                 r["id"],
@@ -228,8 +289,23 @@ class EmbeddedBackend:
             for r in rows
         }
 
+    def _fetch_passages(self, table, ids: Sequence[str], columns: list[str], with_vector: bool) -> dict[str, Record]:
+        """Chunked: each document from its passage-0 row, with every passage (span, states, vector) in order."""
+        query = table.search().where(_ids_in(ids)).select([*columns, "passage", "start", "end"]).limit(None)
+        rows = sorted(query.to_list(), key=lambda r: (r["id"], r["passage"]))
+        out: dict[str, Record] = {}
+        for r in rows:
+            vector = np.asarray(r["vector"], dtype=np.float32) if with_vector else None
+            passage = Passage(r["start"], r["end"], vector, r.get("ql_state"))
+            if r["passage"] == 0:
+                fields = json.loads(r["fields"] or "{}")
+                out[r["id"]] = Record(r["id"], r["title"], r["text"], None, r["content_hash"], None, fields, (passage,))
+            elif r["id"] in out:
+                out[r["id"]] = replace(out[r["id"]], passages=(*out[r["id"]].passages, passage))
+        return out
+
     def count(self, index: str) -> int:
-        return self._table(index).count_rows()
+        return self._count(self._table(index))
 
     def bm25(self, index: str, query: str, k: int, filter: Filter | None = None) -> list[Hit]:
         table = self._table(index)
@@ -243,19 +319,57 @@ class EmbeddedBackend:
 
     def knn(self, index: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
         table = self._table(index)
-        search = table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector").metric("dot")
         where = self._where(table, index, filter)
-        if where:
-            search = search.where(where, prefilter=True)
-        rows = search.select(["id", "title", "text", "fields", "_distance"]).limit(k).to_list()
+
+        def nearest(columns: list[str], limit: int) -> list[dict]:
+            search = table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector").metric("dot")
+            if where:
+                search = search.where(where, prefilter=True)
+            return search.select([*columns, "_distance"]).limit(limit).to_list()
+
+        if self._chunking(table):
+            return self._knn_passages(table, nearest, k)
+        rows = nearest(["id", "title", "text", "fields"], k)
         # LanceDB's "dot" distance is 1 - inner product; vectors are unit-length, so 1 - distance = cosine.
         return [
             Hit(r["id"], 1.0 - float(r["_distance"]), r["title"], r["text"], json.loads(r["fields"] or "{}"))
             for r in rows
         ]
 
+    def _knn_passages(self, table, nearest, k: int) -> list[Hit]:
+        """MaxP: the nearest passages, read further until they name k documents (or the index ends); each
+        document scores as its first, best, passage. Exact under a flat scan."""
+        limit = 4 * k
+        while True:
+            rows = nearest(["id", "passage", "start", "end"], limit)
+            best = max_per_key((r["id"], 1.0 - float(r["_distance"]), r["passage"]) for r in rows)
+            if len(best) >= k or len(rows) < limit:
+                break
+            limit *= 4
+        spans = {(r["id"], r["passage"]): (r["start"], r["end"]) for r in rows}
+        top = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))[:k]
+        docs = self.fetch_rows(table, [doc_id for doc_id, _ in top])
+        return [
+            Hit(i, score, docs[i]["title"], docs[i]["text"], json.loads(docs[i]["fields"] or "{}"), spans[(i, p)])
+            for i, (score, p) in top
+            if i in docs
+        ]
+
+    @staticmethod
+    def fetch_rows(table, ids: list[str]) -> dict[str, dict]:
+        """Passage-0 rows (title, text, fields) of chunked documents."""
+        if not ids:
+            return {}
+        where = f"passage = 0 AND {_ids_in(ids)}"
+        rows = table.search().where(where).select(["id", "title", "text", "fields"]).limit(len(ids)).to_list()
+        return {r["id"]: r for r in rows}
+
     def content_hashes(self, index: str) -> Iterator[tuple[str, str]]:
         table = self._table(index)
+        if self._chunking(table):
+            data = table.search().where("passage = 0").select(["id", "content_hash"]).limit(None).to_arrow()
+            yield from zip(data.column("id").to_pylist(), data.column("content_hash").to_pylist(), strict=True)
+            return
         data = table.search().select(["id", "content_hash"]).limit(max(1, table.count_rows())).to_arrow()
         yield from zip(data.column("id").to_pylist(), data.column("content_hash").to_pylist(), strict=True)
 

@@ -20,43 +20,72 @@ from llmql.connectors.base import (
     Filter,
     Hit,
     IndexInfo,
+    Passage,
     Record,
     UnknownIndex,
     WriteResult,
+    check_index_chunking,
     check_index_model,
 )
 from llmql.connectors.bulk import collect
 from llmql.connectors.filters import check_fields, fields_of, parse_filter
-from llmql.connectors.mappings import META_KEY, SOURCE_EXCLUDES, bm25_query
+from llmql.connectors.mappings import META_KEY, PASSAGES, SOURCE_EXCLUDES, bm25_query, passage_span
+
+
+def _vector_json(vector) -> list[float] | None:
+    return None if vector is None else np.asarray(vector, dtype=np.float32).tolist()
+
+
+def _state_json(state: bytes | None) -> str | None:
+    return None if state is None else base64.b64encode(state).decode("ascii")
 
 
 def source_of(r: Record) -> dict:
-    return {
+    """A document's _source; a chunked one carries its passages as nested objects instead of one vector."""
+    source = {
         "title": r.title,
         "text": r.text,
-        "vector": None if r.vector is None else np.asarray(r.vector, dtype=np.float32).tolist(),
         "content_hash": r.content_hash,
-        "ql_state": None if r.ql_state is None else base64.b64encode(r.ql_state).decode("ascii"),
         "fields": r.fields,
     }
+    if r.passages:
+        source[PASSAGES] = [
+            {"start": p.start, "end": p.end, "vector": _vector_json(p.vector), "ql_state": _state_json(p.ql_state)}
+            for p in r.passages
+        ]
+    else:
+        source.update(vector=_vector_json(r.vector), ql_state=_state_json(r.ql_state))
+    return source
+
+
+def _array(value) -> np.ndarray | None:
+    return None if value is None else np.asarray(value, dtype=np.float32)
+
+
+def _bytes(value: str | None) -> bytes | None:
+    return base64.b64decode(value) if value else None
 
 
 def record_of(doc_id: str, src: dict) -> Record:
-    state, vector = src.get("ql_state"), src.get("vector")
+    passages = tuple(
+        Passage(int(p["start"]), int(p["end"]), _array(p.get("vector")), _bytes(p.get("ql_state")))
+        for p in src.get(PASSAGES) or ()
+    )
     return Record(
         doc_id,
         src.get("title", ""),
         src.get("text", ""),
-        vector=None if vector is None else np.asarray(vector, dtype=np.float32),
+        vector=_array(src.get("vector")),
         content_hash=src.get("content_hash", ""),
-        ql_state=base64.b64decode(state) if state else None,
+        ql_state=_bytes(src.get("ql_state")),
         fields=src.get("fields") or {},
+        passages=passages,
     )
 
 
 def hit_of(h: dict, score: float) -> Hit:
     src = h.get("_source", {})
-    return Hit(h["_id"], score, src.get("title", ""), src.get("text", ""), src.get("fields") or {})
+    return Hit(h["_id"], score, src.get("title", ""), src.get("text", ""), src.get("fields") or {}, passage_span(h))
 
 
 def client_error(err: BaseException, where: str, auth_hint: str) -> BackendError:
@@ -106,10 +135,10 @@ class LuceneBackend:
 
     # -- what an engine supplies ------------------------------------------------------------------------------
 
-    def _mapping(self, dim: int, model: str) -> dict:
+    def _mapping(self, dim: int, model: str, chunking: str | None) -> dict:
         raise NotImplementedError
 
-    def _knn_body(self, vector: list[float], k: int, filter: Filter | None) -> dict:
+    def _knn_body(self, vector: list[float], k: int, filter: Filter | None, chunked: bool) -> dict:
         raise NotImplementedError
 
     def _cosine(self, score: float) -> float:
@@ -145,19 +174,26 @@ class LuceneBackend:
             raise UnknownIndex(f"{self.location}: no index or alias named {index!r}")
         mapping = self._request("GET", f"/{name}/_mapping", index=name)[name]["mappings"]
         meta = mapping.get("_meta", {}).get(META_KEY, {})
-        return IndexInfo(name, int(meta.get("dim", -1)), meta.get("model", ""), self.count(name))
+        return IndexInfo(name, int(meta.get("dim", -1)), meta.get("model", ""), self.count(name), meta.get("chunking"))
 
     def open_index(
-        self, index: str, dim: int, model: str, create: bool = True, fields: tuple[str, ...] = ()
+        self,
+        index: str,
+        dim: int,
+        model: str,
+        create: bool = True,
+        fields: tuple[str, ...] = (),
+        chunking: str | None = None,
     ) -> IndexInfo:  # metadata fields are mapped as they arrive (numbers, dates and keywords: filterable alike)
         if self.resolve(index) is not None:
             info = self.index_info(index)
             check_index_model(self.location, info, dim, model, "use --recreate or another --index")
+            check_index_chunking(self.location, info, chunking)
             return info
         if not create:
             raise UnknownIndex(f"{self.location}: no index or alias named {index!r}")
-        self._request("PUT", f"/{index}", body=self._mapping(dim, model), index=index)
-        return IndexInfo(index, dim, model, 0)
+        self._request("PUT", f"/{index}", body=self._mapping(dim, model, chunking), index=index)
+        return IndexInfo(index, dim, model, 0, chunking)
 
     def upsert(self, index: str, records: Sequence[Record], fresh: bool = False) -> WriteResult:
         # _bulk "index" replaces by _id without a search: `fresh` changes nothing here
@@ -186,7 +222,8 @@ class LuceneBackend:
     ) -> dict[str, Record]:
         if not ids:
             return {}
-        excludes = ["search_text"] + ([] if with_state else ["ql_state"]) + ([] if with_vector else ["vector"])
+        excludes = ["search_text"] + ([] if with_state else ["ql_state", f"{PASSAGES}.ql_state"])
+        excludes += [] if with_vector else ["vector", f"{PASSAGES}.vector"]
         params = {"_source_excludes": ",".join(excludes), **(self.vector_source_params if with_vector else {})}
         response = self._request("POST", f"/{index}/_mget", body={"ids": list(ids)}, params=params, index=index)
         return {d["_id"]: record_of(d["_id"], d["_source"]) for d in response["docs"] if d.get("found")}
@@ -198,21 +235,27 @@ class LuceneBackend:
         body = {**body, "_source": {"excludes": SOURCE_EXCLUDES}}
         return self._request("POST", f"/{index}/_search", body=body, index=index)["hits"]["hits"]
 
+    def _layout(self, index: str, fields: frozenset[str] = frozenset(), fresh: bool = False) -> tuple[set, bool]:
+        """(metadata fields, chunked) of the index behind a name, from its mapping; cached per name, read again
+        when asked about a field it has not seen or after a failed search (an alias may have moved)."""
+        cache = vars(self).setdefault("_layouts", {})  # per backend object: name -> (fields, chunked)
+        known = cache.get(index)
+        if fresh or known is None or not fields <= known[0]:
+            mapping = self._request("GET", f"/{index}/_mapping", index=index)
+            names, chunked = set(), False
+            for body in mapping.values():
+                properties = body["mappings"].get("properties", {})
+                names |= set(properties.get("fields", {}).get("properties", {}))
+                chunked = chunked or PASSAGES in properties
+            known = cache[index] = (names, chunked)
+        return known
+
     def _check_filter(self, index: str, filter: Filter | None) -> None:
         """A filter naming a field no document of the index has is refused (a mapping read, cached per index)."""
         clauses = parse_filter(filter)
-        if not clauses:
-            return
-        cache = vars(self).setdefault("_filter_fields", {})  # per backend object: index -> its metadata fields
-        known = cache.get(index)
-        if known is None or not fields_of(clauses) <= known:
-            mapping = self._request("GET", f"/{index}/_mapping", index=index)
-            known = set()
-            for body in mapping.values():
-                properties = body["mappings"].get("properties", {}).get("fields", {}).get("properties", {})
-                known |= set(properties)
-            cache[index] = known
-        check_fields(clauses, known, f"{self.location} index {index!r}")
+        if clauses:
+            known, _ = self._layout(index, frozenset(fields_of(clauses)))
+            check_fields(clauses, known, f"{self.location} index {index!r}")
 
     def bm25(self, index: str, query: str, k: int, filter: Filter | None = None) -> list[Hit]:
         self._check_filter(index, filter)
@@ -221,8 +264,17 @@ class LuceneBackend:
 
     def knn(self, index: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
         self._check_filter(index, filter)
-        body = {"size": k, **self._knn_body(np.asarray(vector, dtype=np.float32).tolist(), k, filter)}
-        return [hit_of(h, self._cosine(float(h["_score"]))) for h in self._search(index, body)]
+        values = np.asarray(vector, dtype=np.float32).tolist()
+        for attempt in range(2):
+            _, chunked = self._layout(index, fresh=attempt > 0)
+            body = {"size": k, **self._knn_body(values, k, filter, chunked)}
+            try:
+                hits = self._search(index, body)
+                break
+            except BackendError:  # an alias moved to a generation of the other layout: read the mapping again
+                if attempt:
+                    raise
+        return [hit_of(h, self._cosine(float(h["_score"]))) for h in hits]
 
     def content_hashes(self, index: str) -> Iterator[tuple[str, str]]:
         scan = self.helpers.scan(

@@ -37,11 +37,11 @@ class OpenSearchBackend(LuceneBackend):
         self.shards, self.replicas = shards, replicas
         self._call(self.client.info)
 
-    def _mapping(self, dim: int, model: str) -> dict:
-        return opensearch_mapping(dim, model, shards=self.shards, replicas=self.replicas)
+    def _mapping(self, dim: int, model: str, chunking: str | None) -> dict:
+        return opensearch_mapping(dim, model, shards=self.shards, replicas=self.replicas, chunking=chunking)
 
-    def _knn_body(self, vector: list[float], k: int, filter: Filter | None) -> dict:
-        return {"query": opensearch_knn_query(vector, k, filter)}
+    def _knn_body(self, vector: list[float], k: int, filter: Filter | None, chunked: bool) -> dict:
+        return {"query": opensearch_knn_query(vector, k, filter, chunked)}
 
     def _cosine(self, score: float) -> float:
         return cosine_from_lucene_inner_product(score)

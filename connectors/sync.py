@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from llmql.connectors.base import Record
+from llmql.connectors.base import Passage, Record
 from llmql.connectors.corpus import (
     BadLine,
     CorpusFormat,
@@ -34,6 +34,7 @@ from llmql.connectors.corpus import (
 from llmql.connectors.registry import open_backend
 from llmql.connectors.shards import Shard, ShardGroup, shard_group
 from llmql.connectors.sync_state import FailureLog, SyncProgress, state_path
+from llmql.train.chunking import Chunking, check_chunking, passage_parts
 from llmql.train.device import resolve_device
 from llmql.train.errors import DataError, LLMQLError
 
@@ -65,6 +66,9 @@ class SyncConfig:
     runtime: Literal["auto", "onnx", "torch"] = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.device.resolve_device)
     shard: str | None = None  # "I/N": this process's share of the documents; None: the launcher's rank, or all
+    chunk: bool = False  # long documents become passages (implied by chunk_tokens / a chunk_overlap > 0)
+    chunk_tokens: int | None = None  # body tokens a passage; None: the model's passage length
+    chunk_overlap: int = 0  # tokens neighbouring passages share
     backend_options: dict = field(default_factory=dict)
 
 
@@ -82,6 +86,9 @@ class SyncReport:
     replaced: list[str] = field(default_factory=list)
     shard: str | None = None
     cut: int = 0  # documents longer than the model's passage length: dense and QL see only their beginning
+    chunking: str | None = None  # "tokens/overlap" when documents were split into passages
+    passages: int = 0  # passages written (chunked syncs)
+    split: int = 0  # documents that became more than one passage
 
     @property
     def ok(self) -> bool:
@@ -112,15 +119,18 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     device = resolve_device(cfg.device)  # a GPU that is not here is refused before anything is read
     scan = _validate(source, cfg)  # before anything is written: a bad corpus changes no index
     encoder = load_encoder(cfg.model, runtime=cfg.runtime, device=device)
-    writer = _BatchWriter(cfg, encoder, _ql_scorer(cfg, device))
+    ql = _ql_scorer(cfg, device)
+    chunking = _chunking(cfg, encoder, ql)
+    writer = _BatchWriter(cfg, encoder, ql, chunking)
     options = dict(cfg.backend_options)
     if cfg.backend != "embedded" and cfg.insecure:
         options["verify_certs"] = False
     backend = open_backend(cfg.backend, cfg.url, **options)
     shard = group.shard
     state = SyncProgress(state_path(cfg, shard), cfg, encoder.identity, shard)
-    info, fresh = _open_target(cfg, backend, state, group, encoder)
+    info, fresh = _open_target(cfg, backend, state, group, encoder, chunking)
     report = SyncReport(index=info.name, resumed_after_line=state.committed, alias=cfg.alias, shard=_label(shard))
+    report.chunking = None if chunking is None else str(chunking)
     existing = {}
     if cfg.incremental or cfg.delete_missing:
         existing = {i: h for i, h in backend.content_hashes(info.name) if shard.owns(i)}
@@ -153,7 +163,19 @@ def _check_shard_options(cfg: SyncConfig, group: ShardGroup) -> None:
         )
 
 
-def _open_target(cfg: SyncConfig, backend, state: SyncProgress, group: ShardGroup, encoder):
+def _chunking(cfg: SyncConfig, encoder, ql) -> Chunking | None:
+    """The passage settings, checked against every model that reads the passages, before anything is written."""
+    if not (cfg.chunk or cfg.chunk_tokens is not None or cfg.chunk_overlap):
+        return None
+    windows = [m.tokenizer.config.max_passage_tokens for m in (encoder, ql) if m is not None]
+    tokens = cfg.chunk_tokens if cfg.chunk_tokens is not None else min(windows)
+    try:
+        return check_chunking(tokens, cfg.chunk_overlap, min(windows))
+    except ValueError as err:
+        raise LLMQLError(f"{err}; nothing was written") from None
+
+
+def _open_target(cfg: SyncConfig, backend, state: SyncProgress, group: ShardGroup, encoder, chunking):
     """Agree on the index generation (rank 0's), prepare it on rank 0 before any rank writes, open it on every
     rank. Returns (IndexInfo, fresh): fresh when the index was empty before this sync and no shard resumes."""
     targets = group.gather(state.target if state.resumed else None)
@@ -171,7 +193,14 @@ def _open_target(cfg: SyncConfig, backend, state: SyncProgress, group: ShardGrou
             if cfg.recreate and not resumed:
                 backend.drop_index(state.target)
         fields = cfg.corpus_format.keep_fields
-        info = backend.open_index(state.target, encoder.dim, encoder.identity, create=True, fields=fields)
+        info = backend.open_index(
+            state.target,
+            encoder.dim,
+            encoder.identity,
+            create=True,
+            fields=fields,
+            chunking=None if chunking is None else str(chunking),
+        )
     state.save(info.name)
     fresh = group.share(info.count == 0) and not resumed
     return info, fresh
@@ -265,10 +294,11 @@ def _accept(batch: list, committed: int, seen: set[str], failures: FailureLog, s
 
 class _BatchWriter:
     """Turns a batch of documents into records: what changed (by content hash, with --incremental), encoded into
-    vectors, and [E] states with --ql-cache, in model calls bounded by rows and padded tokens."""
+    vectors, and [E] states with --ql-cache, in model calls bounded by rows and padded tokens. Chunked, each
+    document's passages are encoded in the same calls and travel inside its one record."""
 
-    def __init__(self, cfg: SyncConfig, encoder, ql):
-        self.cfg, self.encoder, self.ql = cfg, encoder, ql
+    def __init__(self, cfg: SyncConfig, encoder, ql, chunking: Chunking | None = None):
+        self.cfg, self.encoder, self.ql, self.chunking = cfg, encoder, ql, chunking
 
     def prepare(self, docs: list[SourceDoc], existing: dict, report: SyncReport) -> tuple[list[Record], dict[str, int]]:
         hashes = {d.id: content_hash(d, self.encoder.identity) for d in docs}
@@ -276,7 +306,32 @@ class _BatchWriter:
         report.unchanged += len(docs) - len(todo)
         if not todo:
             return [], {}
-        texts, titles = [d.text for d in todo], [d.title for d in todo]
+        if self.chunking is None:
+            parts, spans = [(d.title, d.text) for d in todo], None
+        else:
+            spans = self.encoder.tokenizer.chunk_spans([d.title for d in todo], [d.text for d in todo], self.chunking)
+            parts = [p for d, s in zip(todo, spans, strict=True) for p in passage_parts(d.title, d.text, s)]
+            report.passages += len(parts)
+            report.split += sum(len(s) > 1 for s in spans)
+        vectors, states = self._encode([t for t, _ in parts], [x for _, x in parts], report)
+        if spans is None:
+            records = [
+                Record(d.id, d.title, d.text, vectors[i], hashes[d.id], states[i] if states else None, d.fields)
+                for i, d in enumerate(todo)
+            ]
+        else:
+            records, first = [], 0
+            for d, doc_spans in zip(todo, spans, strict=True):
+                passages = tuple(
+                    Passage(a, b, vectors[first + j], states[first + j] if states else None)
+                    for j, (a, b) in enumerate(doc_spans)
+                )
+                records.append(Record(d.id, d.title, d.text, None, hashes[d.id], None, d.fields, passages))
+                first += len(doc_spans)
+        return records, {d.id: d.line for d in todo}
+
+    def _encode(self, titles: list[str], texts: list[str], report: SyncReport):
+        """Vectors (and packed [E] states with --ql-cache) of the passages `(title, text)`."""
         rows, cut = self.encoder.tokenizer.passages_counting_cuts(titles, texts)  # one tokenisation for both
         report.cut += cut
         size, budget = self.cfg.encode_batch_size, self.cfg.max_batch_tokens
@@ -286,11 +341,7 @@ class _BatchWriter:
             from llmql.export.ql_cache import pack
 
             states = pack(self.ql.end_states(texts, titles, batch_size=size, max_tokens=budget), self.cfg.ql_cache)
-        records = [
-            Record(d.id, d.title, d.text, vectors[i], hashes[d.id], states[i] if states else None, d.fields)
-            for i, d in enumerate(todo)
-        ]
-        return records, {d.id: d.line for d in todo}
+        return vectors, states
 
 
 def _finish(cfg: SyncConfig, backend, index: str, report: SyncReport, gone: list[str]) -> None:

@@ -34,6 +34,8 @@ class ResultHit:
     text: str = ""
     fields: dict = field(default_factory=dict)
     stages: dict[str, float] = field(default_factory=dict)  # each stage's own score for this document
+    passage: tuple[int, int] | None = None  # chunked index: [start, end) of the text's best passage (QL's, if
+    # re-ranked, else the dense one's), for highlighting
 
 
 @dataclass
@@ -121,6 +123,7 @@ class HybridSearcher:
         else:
             scores = next(iter(stages.values()))
         ql_path = None
+        passages = {d: h.passage for d, h in hits.items() if h.passage is not None}
         order = sorted(scores, key=lambda d: (-scores[d], d))
         if cfg.rerank_depth and self.reranker is not None:
             top, tail = order[: cfg.rerank_depth], order[cfg.rerank_depth :]
@@ -128,6 +131,7 @@ class HybridSearcher:
             timings["ql_rerank"] = result.seconds * 1000
             ql_path = result.path
             stages["ql"] = result.scores
+            passages.update(result.passages)
             # the re-ranked head stays above the tail, whose order is unchanged
             scores = rerank_head(scores, result.scores, top, tail, cfg.ql_weight)
             order = sorted(scores, key=lambda d: (-scores[d], d))
@@ -139,6 +143,7 @@ class HybridSearcher:
                 hits[d].text,
                 hits[d].fields,
                 {name: s[d] for name, s in stages.items() if d in s},
+                passages.get(d),
             )
             for d in order[offset : offset + k]
         ]

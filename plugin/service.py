@@ -343,7 +343,13 @@ def _search(models: _Models, body: SearchRequest) -> dict:
     searcher = HybridSearcher(models.backend, index, models.encoder, models.ql_scorer, cfg, verify=False)
     result = searcher.search(body.query, size, body.filter, offset=body.from_)
     hits = [
-        {"id": h.id, "score": h.score, **project(h, body.fields), **({"stages": h.stages} if body.explain else {})}
+        {
+            "id": h.id,
+            "score": h.score,
+            **project(h, body.fields),
+            **({"passage": {"start": h.passage[0], "end": h.passage[1]}} if h.passage else {}),
+            **({"stages": h.stages} if body.explain else {}),
+        }
         for h in result.hits
     ]
     return {"hits": hits, "timings_ms": result.timings_ms, **({"ql_path": result.ql_path} if rerank else {})}

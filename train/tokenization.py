@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from llmql.train.chunking import Chunking, text_span, token_windows
 from llmql.train.config import ModelConfig, load_llmql_config
 from llmql.train.prompts import corrupt_words, passage_body, split_template
 
@@ -105,6 +106,21 @@ class PromptTokenizer:
                     if d:
                         row[i] = self.mask_token_id
         return [self._finish(row) for row in ids], cut
+
+    def chunk_spans(
+        self, titles: Sequence[str], texts: Sequence[str], chunking: Chunking
+    ) -> list[list[tuple[int, int]]]:
+        """Each document's passages as [start, end) character spans of its text: windows of `chunking.tokens`
+        tokens over the body as the model reads it (title, then text), cut at the tokenizer's own token offsets.
+        A document that fits is one span, and its passage is exactly the one an unchunked sync encodes."""
+        bodies = [passage_body(t, x) for t, x in zip(titles, texts, strict=True)]
+        encodings = self.tokenizer.encode_batch(bodies, add_special_tokens=False)
+        out = []
+        for title, text, enc in zip(titles, texts, encodings, strict=True):
+            windows = token_windows(len(enc.ids), chunking.tokens, chunking.overlap) if enc.ids else []
+            spans = [text_span((enc.offsets[a][0], enc.offsets[b - 1][1]), title, text) for a, b in windows if b > a]
+            out.append(spans or [(0, len(text))])
+        return out
 
     def queries(self, queries: Sequence[str]) -> list[list[int]]:
         """`<bos> query prompt [E]`: the stage-2 query side."""
