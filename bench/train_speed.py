@@ -40,6 +40,12 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=4, help="stage-2 queries per step")
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--max-passage-tokens", type=int, default=200)
+    parser.add_argument(
+        "--attention",
+        choices=["fused", "dense", "both"],
+        default="both",
+        help="fused: training's mask-free kernels (two passes for Attention Stop); dense: the per-example masks",
+    )
     args = parser.parse_args()
 
     from peft import LoraConfig, get_peft_model
@@ -96,10 +102,13 @@ def main() -> None:
 
         return run
 
-    def record(stage: str, bf16: bool, tokens: int, seconds: float, flops_per_token: float) -> None:
+    paths = ["fused", "dense"] if args.attention == "both" else [args.attention]
+
+    def record(stage: str, path: str, bf16: bool, tokens: int, seconds: float, flops_per_token: float) -> None:
         rate = tokens / seconds
         row = {
             "stage": stage,
+            "attention": path,
             "precision": "bf16 autocast" if bf16 else "fp32",
             "tokens_per_step": tokens,
             "seconds_per_step": seconds,
@@ -112,29 +121,29 @@ def main() -> None:
     # Stage 1: full fine-tune, as in the paper.
     lm = lm.to(device)
     params = sum(p.numel() for n, p in lm.named_parameters() if "embed_tokens" not in n)
-    model = QLModel(lm).train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=1e-5)
     tokens = int(ql_batch["attention_mask"].sum())
-    for bf16 in precisions:
+    for path, bf16 in [(path, bf16) for path in paths for bf16 in precisions]:
+        model = QLModel(lm, right_padded=path == "fused").train()
 
-        def step(bf16: bool = bf16) -> None:
+        def step(bf16: bool = bf16, model=model) -> None:
             with autocast(bf16, device):
                 loss = ql_loss(model(**ql_batch), ql_batch["target_mask"])
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
 
-        record("ql (full fine-tune)", bf16, tokens, median(timed(finished(step), args.steps)), 6 * params)
+        record("ql (full fine-tune)", path, bf16, tokens, median(timed(finished(step), args.steps)), 6 * params)
 
     # Stage 2: LoRA r32 on all projections, InfoNCE.
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     lora = get_peft_model(lm, LoraConfig(r=32, lora_alpha=64, lora_dropout=0.1, target_modules=targets))
-    encoder = BiEncoder(lora).train()
-    optimizer = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=1e-4)
+    optimizer = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-4)
     tokens = cl_tokens(cl_batch)
-    for bf16 in precisions:
+    for path, bf16 in [(path, bf16) for path in paths for bf16 in precisions]:
+        encoder = BiEncoder(lora, right_padded=path == "fused").train()
 
-        def contrastive_step(bf16: bool = bf16) -> None:
+        def contrastive_step(bf16: bool = bf16, encoder=encoder) -> None:
             with autocast(bf16, device):
                 q = encoder(cl_batch["query_ids"], cl_batch["query_mask"])
                 p = encoder(cl_batch["passage_ids"], cl_batch["passage_mask"])
@@ -144,11 +153,15 @@ def main() -> None:
             optimizer.zero_grad()
 
         seconds = median(timed(finished(contrastive_step), args.steps))
-        record("contrastive (LoRA r32)", bf16, tokens, seconds, 4 * params)
-    if len(precisions) == 2:
-        for name in ("ql (full fine-tune)", "contrastive (LoRA r32)"):
-            fp32, bf16 = (r["tokens_per_second"] for r in results["stages"] if r["stage"] == name)
-            print(f"{name}: bf16 autocast / fp32 = {bf16 / fp32:.2f}x")
+        record("contrastive (LoRA r32)", path, bf16, tokens, seconds, 4 * params)
+    for name in ("ql (full fine-tune)", "contrastive (LoRA r32)"):
+        rate = {
+            (r["attention"], r["precision"]): r["tokens_per_second"] for r in results["stages"] if r["stage"] == name
+        }
+        for precision in ("fp32", "bf16 autocast"):
+            if ("fused", precision) in rate and ("dense", precision) in rate:
+                ratio = rate[("fused", precision)] / rate[("dense", precision)]
+                print(f"{name}, {precision}: fused / dense masks = {ratio:.2f}x")
     write_results("train_speed_cuda" if is_cuda(device) else "train_speed", results)
 
 

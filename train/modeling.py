@@ -2,6 +2,13 @@
 
 One implementation each of the QL token log-likelihood (full forward under Attention Stop, or from the cached
 [E] states) and of the last-token embedding; training, export and search all call these.
+
+Training rows are right-padded, so attention needs no mask tensor at all: the causal kernel (SDPA is_causal,
+FlashAttention on a GPU) already keeps every real token off the padding after it. Attention Stop then takes two
+fused passes instead of a dense [B, 1, L, L] mask: one causal pass over the whole row (document states, and [E]'s
+keys and values), and the query tokens against [E] alone as a one-position past, exactly the cached-[E] scoring
+path (`query_hidden_from_states`). The dense-mask forms stay for left padding, for models with a sliding window
+shorter than the row, and as the reference the tests compare with.
 """
 
 from __future__ import annotations
@@ -100,6 +107,17 @@ def logits_from_hidden(lm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def causal_kernel_fits(lm: nn.Module, length: int) -> bool:
+    """Whether a right-padded row of `length` can run with no mask: the model's attention is SDPA or
+    FlashAttention and no sliding window is shorter than the row (such layers would see less than the
+    explicit mask lets them)."""
+    config = _inner(lm).config
+    text = config.get_text_config()
+    window = getattr(text, "sliding_window", None)
+    kernel = config._attn_implementation in ("sdpa", "flash_attention_2", "flash_attention_3")
+    return kernel and (window is None or window >= length)
+
+
 def attention_bias(allowed: torch.Tensor, lm: nn.Module) -> torch.Tensor:
     """Boolean [B, 1, Lq, Lk] -> the form the attention implementation takes (bool for SDPA, additive else)."""
     if _inner(lm).config._attn_implementation == "sdpa":
@@ -112,12 +130,16 @@ def attention_bias(allowed: torch.Tensor, lm: nn.Module) -> torch.Tensor:
 # Stage 1: query likelihood
 # ---------------------------------------------------------------------------------------------------------------
 class QLModel(nn.Module):
-    """Token log-likelihoods of a QL sequence `<bos> passage prompt [E] query <eos>` under Attention Stop."""
+    """Token log-likelihoods of a QL sequence `<bos> passage prompt [E] query <eos>` under Attention Stop.
 
-    def __init__(self, lm: nn.Module, attention_stop: bool = True):
+    `right_padded` (training's collation) runs the fused passes described in the module docstring; otherwise
+    (or when the model has a short sliding window) one pass under the dense per-example mask."""
+
+    def __init__(self, lm: nn.Module, attention_stop: bool = True, right_padded: bool = False):
         super().__init__()
         self.lm = lm
         self.attention_stop = attention_stop
+        self.right_padded = right_padded
 
     def forward(
         self,
@@ -131,21 +153,46 @@ class QLModel(nn.Module):
         target_mask marks the tokens to predict (each from the state just before it); other entries are 0.
         The LM head runs only on the positions that predict a target, which saves most of its cost.
         """
-        if self.attention_stop:
-            allowed = attention_stop_mask(attention_mask, end_positions)
+        if self.right_padded and causal_kernel_fits(self.lm, input_ids.shape[1]):
+            hidden = self._fused_hidden(input_ids, end_positions)
         else:
-            allowed = causal_padding_mask(attention_mask)
-        hidden = decoder_of(self.lm)(
-            input_ids=input_ids,
-            attention_mask=attention_bias(allowed, self.lm),
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        ).last_hidden_state
+            hidden = self._masked_hidden(input_ids, attention_mask, end_positions)
         predict = target_mask[:, 1:].bool()  # token t is predicted from position t - 1
         logprobs = target_logprobs(logits_from_hidden(self.lm, hidden[:, :-1][predict]), input_ids[:, 1:][predict])
         out = torch.zeros(input_ids.shape, dtype=logprobs.dtype, device=input_ids.device)
         out[:, 1:][predict] = logprobs
         return out
+
+    def _masked_hidden(self, input_ids, attention_mask, end_positions) -> torch.Tensor:
+        if self.attention_stop:
+            allowed = attention_stop_mask(attention_mask, end_positions)
+        else:
+            allowed = causal_padding_mask(attention_mask)
+        return decoder_of(self.lm)(
+            input_ids=input_ids,
+            attention_mask=attention_bias(allowed, self.lm),
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        ).last_hidden_state
+
+    def _fused_hidden(self, input_ids: torch.Tensor, end_positions: torch.Tensor) -> torch.Tensor:
+        """[B, L, H] final states under Attention Stop (or plain causal attention) with no mask tensor."""
+        from transformers import DynamicCache
+
+        if not self.attention_stop:
+            return decoder_of(self.lm)(input_ids=input_ids, use_cache=False).last_hidden_state
+        length = input_ids.shape[1]
+        out = decoder_of(self.lm)(input_ids=input_ids, past_key_values=DynamicCache(), use_cache=True)
+        states = end_states_at(out, end_positions, end_positions)
+        steps = length - 1 - int(end_positions.min())  # the longest tail after an [E]
+        if steps <= 0:
+            return out.last_hidden_state
+        t = torch.arange(steps, device=input_ids.device)
+        fed = input_ids.gather(1, (end_positions.view(-1, 1) + 1 + t).clamp(max=length - 1))
+        query = query_hidden_from_states(self.lm, fed, states)  # [B, steps, H]
+        after = torch.arange(length, device=input_ids.device).view(1, -1) - end_positions.view(-1, 1) - 1
+        picked = query.gather(1, after.clamp(0, steps - 1).unsqueeze(-1).expand(-1, -1, query.shape[-1]))
+        return torch.where((after >= 0).unsqueeze(-1), picked, out.last_hidden_state)
 
 
 @dataclass
@@ -159,55 +206,63 @@ class EndStates:
     positions: torch.Tensor  # [B] int64
 
 
+def end_states_at(out, index: torch.Tensor, positions: torch.Tensor) -> EndStates:
+    """[E]'s states at `index` [B] of a decoder output run with a DynamicCache, its RoPE position `positions`."""
+    rows = torch.arange(index.shape[0], device=index.device)
+    layers = out.past_key_values.layers
+    keys = torch.stack([layer.keys[rows, :, index] for layer in layers], dim=1)
+    values = torch.stack([layer.values[rows, :, index] for layer in layers], dim=1)
+    return EndStates(keys, values, out.last_hidden_state[rows, index], positions)
+
+
 def compute_end_states(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EndStates:
     """Run the passage prompt (ending in [E]) once and keep only [E]'s states."""
     from transformers import DynamicCache
 
     cache = DynamicCache()  # plain layers: a sliding-window layer would drop [E] from long prompts
+    positions = position_ids_from_mask(attention_mask)
     out = decoder_of(lm)(
         input_ids=input_ids,
         attention_mask=attention_bias(causal_padding_mask(attention_mask), lm),
-        position_ids=position_ids_from_mask(attention_mask),
+        position_ids=positions,
         past_key_values=cache,
         use_cache=True,
     )
     index = last_token_index(attention_mask)
-    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-    layers = out.past_key_values.layers
-    keys = torch.stack([layer.keys[rows, :, index] for layer in layers], dim=1)
-    values = torch.stack([layer.values[rows, :, index] for layer in layers], dim=1)
-    return EndStates(
-        keys, values, out.last_hidden_state[rows, index], position_ids_from_mask(attention_mask)[rows, index]
-    )
+    return end_states_at(out, index, positions[torch.arange(input_ids.shape[0], device=index.device), index])
 
 
-def query_logprobs_from_states(lm: nn.Module, query_ids: torch.Tensor, states: EndStates) -> torch.Tensor:
-    """log P(q_t | [E], q_<t) for query_ids [B, T] (query tokens then EOS), from cached [E] states -> [B, T].
+def query_hidden_from_states(lm: nn.Module, fed_ids: torch.Tensor, states: EndStates) -> torch.Tensor:
+    """Final states [B, T, H] of query tokens fed_ids [B, T] run at positions e+1, e+2, ... against [E] alone
+    (the one cached position is the past; each token also sees the query tokens before it).
 
-    A decoder-with-past call: the one cached position is the past, the query tokens run at positions e+1, e+2...
-    (RoPE depends only on relative position, so this equals the full forward pass under Attention Stop).
+    RoPE depends only on relative position, so this equals the full forward pass under Attention Stop.
     """
     from transformers import DynamicCache
 
+    batch, steps = fed_ids.shape
+    cache = DynamicCache(
+        ddp_cache_data=[
+            (states.keys[:, i].unsqueeze(2), states.values[:, i].unsqueeze(2)) for i in range(states.keys.shape[1])
+        ]
+    )
+    t = torch.arange(steps, device=fed_ids.device)
+    allowed = t.view(1, 1, steps, 1) + 1 >= torch.arange(steps + 1, device=fed_ids.device).view(1, 1, 1, -1)
+    return decoder_of(lm)(
+        input_ids=fed_ids,
+        attention_mask=attention_bias(allowed.expand(batch, 1, steps, steps + 1), lm),
+        position_ids=states.positions.view(-1, 1) + 1 + t.view(1, -1),
+        past_key_values=cache,
+        use_cache=True,
+    ).last_hidden_state
+
+
+def query_logprobs_from_states(lm: nn.Module, query_ids: torch.Tensor, states: EndStates) -> torch.Tensor:
+    """log P(q_t | [E], q_<t) for query_ids [B, T] (query tokens then EOS), from cached [E] states -> [B, T]."""
     batch, length = query_ids.shape
     predictors = [states.hidden.unsqueeze(1)]
-    steps = length - 1  # the last token (EOS) is only predicted, never fed
-    if steps > 0:
-        cache = DynamicCache(
-            ddp_cache_data=[
-                (states.keys[:, i].unsqueeze(2), states.values[:, i].unsqueeze(2)) for i in range(states.keys.shape[1])
-            ]
-        )
-        t = torch.arange(steps, device=query_ids.device)
-        allowed = t.view(1, 1, steps, 1) + 1 >= torch.arange(steps + 1, device=query_ids.device).view(1, 1, 1, -1)
-        hidden = decoder_of(lm)(
-            input_ids=query_ids[:, :-1],
-            attention_mask=attention_bias(allowed.expand(batch, 1, steps, steps + 1), lm),
-            position_ids=states.positions.view(-1, 1) + 1 + t.view(1, -1),
-            past_key_values=cache,
-            use_cache=True,
-        ).last_hidden_state
-        predictors.append(hidden)
+    if length > 1:  # the last token (EOS) is only predicted, never fed
+        predictors.append(query_hidden_from_states(lm, query_ids[:, :-1], states))
     logits = logits_from_hidden(lm, torch.cat(predictors, dim=1))
     return target_logprobs(logits.reshape(batch * length, -1), query_ids.reshape(-1)).view(batch, length)
 
@@ -216,21 +271,26 @@ def query_logprobs_from_states(lm: nn.Module, query_ids: torch.Tensor, states: E
 # Stage 2: bi-encoder
 # ---------------------------------------------------------------------------------------------------------------
 class BiEncoder(nn.Module):
-    """Shared-weight encoder: final-layer state of the last ([E]) token, L2-normalised. Causal attention."""
+    """Shared-weight encoder: final-layer state of the last ([E]) token, L2-normalised. Causal attention;
+    `right_padded` inputs (training's collation) run on the causal kernel with no mask tensor."""
 
-    def __init__(self, lm: nn.Module, normalize: bool = True):
+    def __init__(self, lm: nn.Module, normalize: bool = True, right_padded: bool = False):
         super().__init__()
         self.lm = lm
         self.normalize = normalize
+        self.right_padded = right_padded
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask [B, L] (left or right padded) -> [B, H]"""
-        hidden = decoder_of(self.lm)(
-            input_ids=input_ids,
-            attention_mask=attention_bias(causal_padding_mask(attention_mask), self.lm),
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        ).last_hidden_state
+        if self.right_padded and causal_kernel_fits(self.lm, input_ids.shape[1]):
+            hidden = decoder_of(self.lm)(input_ids=input_ids, use_cache=False).last_hidden_state
+        else:
+            hidden = decoder_of(self.lm)(
+                input_ids=input_ids,
+                attention_mask=attention_bias(causal_padding_mask(attention_mask), self.lm),
+                position_ids=position_ids_from_mask(attention_mask),
+                use_cache=False,
+            ).last_hidden_state
         return last_token_pool(hidden, attention_mask, normalize=self.normalize)
 
 

@@ -139,7 +139,7 @@ def train_ql(cfg: QLTrainConfig, resume: bool = False) -> Path:
         return loss, int(batch["attention_mask"].sum())
 
     result = fit(
-        QLModel(lm, cfg.attention_stop),
+        QLModel(lm, cfg.attention_stop, right_padded=True),  # collate_ql pads on the right
         dataset,
         lambda items: collate_ql(items, config.pad_token_id, cfg.loss_on),
         loss_fn,
@@ -266,7 +266,7 @@ def train_contrastive(cfg: ContrastiveTrainConfig, resume: bool = False) -> Path
         return cached_step(encode_q, encode_p, queries, passages, loss_of, chunk, backward, backward.no_sync), tokens
 
     result = fit(
-        ContrastiveModel(BiEncoder(lm, config.normalize)),
+        ContrastiveModel(BiEncoder(lm, config.normalize, right_padded=True)),  # collate_contrastive: right
         dataset,
         lambda items: collate_contrastive(items, config.pad_token_id),
         loss_fn,

@@ -104,3 +104,59 @@ def test_model_without_eos_is_refused(tmp_path, tiny_llama):
 def test_directory_that_is_not_a_model_is_refused(tmp_path):
     with pytest.raises(ModelError, match="not a model directory"):
         load_causal_lm(tmp_path)
+
+
+def _ql_batch(tok, loss_on: str):
+    from llmql.train.collate import collate_ql
+
+    queries = ["amber study", "kelp", "granite ridge results in many cases and more"]
+    items = [
+        {"passage": p, "query": q} for p, q in zip(tok.passages(TITLES, PASSAGES), tok.ql_queries(queries), strict=True)
+    ]
+    return collate_ql(items, tok.config.pad_token_id, loss_on)
+
+
+@pytest.mark.parametrize("loss_on", ["query", "all"])
+@pytest.mark.parametrize("attention_stop", [True, False])
+def test_fused_attention_gives_the_dense_mask_log_probabilities(tiny_any, loss_on, attention_stop):
+    """The two-pass route with no mask tensor equals the per-example [B, 1, L, L] mask within 1e-5 (fp32)."""
+    from llmql.train.modeling import QLModel, causal_kernel_fits
+
+    lm, tok = _load(tiny_any)
+    batch = _ql_batch(tok, loss_on)
+    args = (batch["input_ids"], batch["attention_mask"], batch["end_positions"], batch["target_mask"])
+    with torch.no_grad():
+        dense = QLModel(lm, attention_stop)(*args)
+        fused = QLModel(lm, attention_stop, right_padded=True)(*args)
+    targets = batch["target_mask"].bool()
+    assert targets.sum() > 10 and torch.isfinite(dense[targets]).all()
+    torch.testing.assert_close(fused[targets], dense[targets], atol=1e-5, rtol=0)
+    assert (fused[~targets] == 0).all()
+    if lm.config.model_type == "gemma3_text":  # a 16-token sliding window is shorter than the rows
+        assert not causal_kernel_fits(lm, batch["input_ids"].shape[1])
+
+
+def test_fused_attention_gives_the_dense_mask_gradients(tiny_llama):
+    from llmql.train.losses import ql_loss
+    from llmql.train.modeling import QLModel
+
+    lm, tok = _load(tiny_llama)
+    batch = _ql_batch(tok, "query")
+    args = (batch["input_ids"], batch["attention_mask"], batch["end_positions"], batch["target_mask"])
+    grads = []
+    for right_padded in (False, True):
+        lm.zero_grad()
+        ql_loss(QLModel(lm, True, right_padded)(*args), batch["target_mask"]).backward()
+        grads.append({n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 5
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_embedding_on_the_causal_kernel_equals_the_masked_one(tiny_any):
+    lm, tok = _load(tiny_any)
+    ids, mask = map(torch.from_numpy, pad(tok.passages(TITLES, PASSAGES), tok.config.pad_token_id, "right"))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            BiEncoder(lm, right_padded=True)(ids, mask), BiEncoder(lm)(ids, mask), atol=1e-5, rtol=0
+        )

@@ -168,3 +168,46 @@ def test_two_trainings_with_different_precisions_in_one_process(tiny_llama, toy_
             optim=OptimConfig(learning_rate=1e-3, max_steps=2, batch_size=8, bf16=bf16),
         )
         assert (train_ql(cfg) / CONFIG_NAME).is_file()
+
+
+def test_training_on_the_fused_attention_path_follows_the_dense_mask(tiny_llama, toy_beir, tmp_path, monkeypatch):
+    """Three steps of each stage with the mask-free kernels and with the dense masks end at the same weights."""
+    from safetensors.torch import load_file
+
+    import llmql.train.modeling as modeling
+
+    def both_stages(out):
+        stage1 = train_ql(
+            QLTrainConfig(
+                model=str(tiny_llama),
+                data=str(toy_beir),
+                out=str(out / "ql"),
+                prompts=SHORT,
+                mask_prob=0.3,
+                optim=optim(3, 1e-3),
+            )
+        )
+        train_contrastive(
+            ContrastiveTrainConfig(
+                model=str(stage1),
+                data=str(toy_beir),
+                out=str(out / "cl"),
+                group_size=4,
+                prompts=SHORT,
+                lora=LoraSettings(r=4, alpha=8, dropout=0.0),
+                merge=True,
+                optim=optim(3, 3e-3),
+            )
+        )
+        return [load_file(out / stage / "model.safetensors") for stage in ("ql", "cl")]
+
+    fused = both_stages(tmp_path / "fused")
+    monkeypatch.setattr(modeling, "causal_kernel_fits", lambda lm, length: False)
+    dense = both_stages(tmp_path / "dense")
+    for a, b in zip(fused, dense, strict=True):
+        assert a.keys() == b.keys()
+        moved = 0
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4, msg=key)
+        moved += sum(1 for key in a if not torch.equal(a[key], load_file(tiny_llama / "model.safetensors")[key]))
+        assert moved > 0  # training changed the weights, so equality is not the untouched model's

@@ -1,0 +1,138 @@
+"""Chunking against cutting on a BEIR collection: dense and hybrid nDCG@10 and Recall@100, index size, sync time.
+
+    .venv/bin/python -m bench.chunking --model EXPORT --data ../shared/data/scifact --tokens 64 128
+
+For each passage length N: "cut" syncs every document cut to its first N tokens (the export's passage length set
+to N), "chunk" syncs it whole as passages of N tokens overlapping by N/8 (`llmql-sync --chunk-tokens N
+--chunk-overlap N/8`); both are searched with the same query encoder. Each finished arm is kept in the work
+folder, so a run started again does only the arms still to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from bench.common import machine, write_results
+
+
+def cut_export(export: Path, tokens: int, work: Path) -> Path:
+    """The export with its passage length set to `tokens` (its files linked, its llmql.json rewritten)."""
+    out = work / f"export-cut{tokens}"
+    out.mkdir(parents=True, exist_ok=True)
+    for item in export.iterdir():
+        if item.name != "llmql.json" and not (out / item.name).exists():
+            (out / item.name).symlink_to(item.resolve())
+    config = json.loads((export / "llmql.json").read_text())
+    config["model"]["max_passage_tokens"] = tokens
+    (out / "llmql.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def run_arm(arm: str, tokens: int, export: Path, data: Path, work: Path, args: argparse.Namespace) -> dict:
+    from llmql.connectors.sync import SyncConfig, sync
+    from llmql.plugin.evaluate import EvalConfig, evaluate
+
+    done = work / f"{arm}-{tokens}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    overlap = tokens // 8 if arm == "chunk" else 0
+    model = export if arm == "chunk" else cut_export(export, tokens, work)
+    index_dir = work / f"index-{arm}-{tokens}"
+    runtime = dict(runtime=args.runtime, device=args.device)
+    cfg = SyncConfig(corpus=str(data), model=str(model), url=str(index_dir), index="bench", **runtime)
+    if arm == "chunk":
+        cfg = replace(cfg, chunk_tokens=tokens, chunk_overlap=overlap)
+    report = sync(replace(cfg, recreate=True))  # an arm interrupted half-way starts over
+    evaluation = evaluate(
+        EvalConfig(
+            data=str(data),
+            url=str(index_dir),
+            index="bench",
+            model=str(model),
+            runs=("bm25", "dense", "hybrid"),
+            out_dir=str(work / f"eval-{arm}-{tokens}"),
+            max_queries=args.max_queries,
+            **runtime,
+        )
+    )
+    result = {
+        "arm": arm,
+        "tokens": tokens,
+        "overlap": overlap,
+        "sync_seconds": report.seconds,
+        "documents": report.indexed,
+        "passages": report.passages or report.indexed,
+        "documents_cut": report.cut,
+        "documents_split": report.split,
+        "index_bytes": folder_bytes(index_dir),
+        "queries": evaluation["queries"],
+        "metrics": {run: evaluation["runs"][run]["metrics"] for run in ("bm25", "dense", "hybrid")},
+    }
+    done.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def table(results: list[dict]) -> str:
+    rows = [
+        "| passages | arm | passages stored | docs cut / split | dense nDCG@10 | dense R@100 | hybrid nDCG@10 | "
+        "hybrid R@100 | index MB | sync s |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        m = r["metrics"]
+        changed = r["documents_cut"] if r["arm"] == "cut" else r["documents_split"]
+        rows.append(
+            f"| {r['tokens']} | {r['arm']} | {r['passages']:,} | {changed:,} | {m['dense']['nDCG@10']:.4f} | "
+            f"{m['dense']['R@100']:.4f} | {m['hybrid']['nDCG@10']:.4f} | {m['hybrid']['R@100']:.4f} | "
+            f"{r['index_bytes'] / 1e6:.1f} | {r['sync_seconds']:.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="an llmql-export directory (its passage length >= tokens)")
+    parser.add_argument("--data", required=True, help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)")
+    parser.add_argument("--tokens", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--work", default=str(Path.home() / ".cache" / "llmql" / "bench" / "chunking"))
+    parser.add_argument("--max-queries", type=int, default=None)
+    parser.add_argument(
+        "--corpus-docs",
+        type=int,
+        default=None,
+        help="search a seeded slice: every document the test queries judge plus random others up to this many "
+        "(default: the full corpus)",
+    )
+    parser.add_argument("--runtime", choices=["auto", "onnx", "torch"], default="onnx")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--fresh", action="store_true", help="forget finished arms")
+    args = parser.parse_args()
+    work = Path(args.work)
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    data = Path(args.data)
+    if args.corpus_docs is not None:
+        from llmql.plugin.quickstart import corpus_slice
+
+        data = corpus_slice(data, work / "corpus-slice", args.corpus_docs)
+    results = [
+        run_arm(arm, tokens, Path(args.model), data, work, args) for tokens in args.tokens for arm in ("cut", "chunk")
+    ]
+    print(table(results))
+    bm25 = results[0]["metrics"]["bm25"]
+    print(f"BM25 alone: nDCG@10 {bm25['nDCG@10']:.4f}, R@100 {bm25['R@100']:.4f}")
+    payload = {"machine": machine(), "model": args.model, "data": args.data, "corpus_docs": args.corpus_docs}
+    write_results("chunking", {**payload, "results": results})
+
+
+if __name__ == "__main__":
+    main()
