@@ -132,3 +132,38 @@ def test_paging_past_the_candidate_depth_is_refused(ql_export, toy_beir, tmp_pat
     assert [h.id for h in first + second] == [h.id for h in searcher.search("kelp", 8).hits]
     with pytest.raises(ValueError, match="past the 8 candidates"):
         searcher.search("kelp", 4, offset=6)
+
+
+def test_a_chunked_index_answers_documents_with_the_passage_that_matched(ql_export, tmp_path):
+    """/search over a chunked index: one hit per document, and the span of the text that matched (dense, and QL's
+    best passage when re-ranked), so a caller can highlight it."""
+    import json
+
+    long = " ".join(f"granite ridge note {i} about basalt and kelp lagoon water" for i in range(10))
+    docs = [{"_id": "long", "title": "Granite", "text": long}, {"_id": "kelp", "title": "", "text": "kelp lagoon"}]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    root = str(tmp_path / "db")
+    cfg = SyncConfig(
+        corpus=str(corpus),
+        model=str(ql_export),
+        url=root,
+        index="docs",
+        ql_cache="fp16",
+        runtime="onnx",
+        chunk_tokens=16,
+        chunk_overlap=2,
+    )
+    assert sync(cfg, progress=False).passages > 3
+    app = create_app(
+        ServiceConfig(url=root, index="docs"),
+        OnnxEncoder.from_dir(ql_export),
+        OnnxQLScorer.from_dir(ql_export),
+        open_backend("embedded", root),
+    )
+    client = TestClient(app)
+    for body in ({"query": "basalt note 7", "mode": "dense"}, {"query": "basalt note 7", "rerank": True}):
+        hits = client.post("/search", json={**body, "k": 5, "fields": ["text"]}).json()["hits"]
+        assert sorted(h["id"] for h in hits) == ["kelp", "long"]
+        span = next(h for h in hits if h["id"] == "long")["passage"]
+        assert 0 <= span["start"] < span["end"] <= len(long) and span["end"] - span["start"] < len(long) // 2
