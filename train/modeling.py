@@ -8,7 +8,8 @@ FlashAttention on a GPU) already keeps every real token off the padding after it
 fused passes instead of a dense [B, 1, L, L] mask: one causal pass over the whole row (document states, and [E]'s
 keys and values), and the query tokens against [E] alone as a one-position past, exactly the cached-[E] scoring
 path (`query_hidden_from_states`). The dense-mask forms stay for left padding, for models with a sliding window
-shorter than the row, and as the reference the tests compare with.
+shorter than the row, for stage 1 under gradient checkpointing (which drops the layers' caches), and as the
+reference the tests compare with.
 """
 
 from __future__ import annotations
@@ -153,7 +154,9 @@ class QLModel(nn.Module):
         target_mask marks the tokens to predict (each from the state just before it); other entries are 0.
         The LM head runs only on the positions that predict a target, which saves most of its cost.
         """
-        if self.right_padded and causal_kernel_fits(self.lm, input_ids.shape[1]):
+        # under gradient checkpointing transformers drops every layer's cache, which the two-pass route reads
+        checkpointing = self.training and getattr(_inner(self.lm), "is_gradient_checkpointing", False)
+        if self.right_padded and causal_kernel_fits(self.lm, input_ids.shape[1]) and not checkpointing:
             hidden = self._fused_hidden(input_ids, end_positions)
         else:
             hidden = self._masked_hidden(input_ids, attention_mask, end_positions)

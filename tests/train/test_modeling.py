@@ -160,3 +160,20 @@ def test_embedding_on_the_causal_kernel_equals_the_masked_one(tiny_any):
         torch.testing.assert_close(
             BiEncoder(lm, right_padded=True)(ids, mask), BiEncoder(lm)(ids, mask), atol=1e-5, rtol=0
         )
+
+
+def test_stage1_under_gradient_checkpointing_keeps_attention_stop(tiny_llama):
+    """Checkpointing drops the layers' caches that the two-pass route reads: the dense mask is used instead."""
+    from llmql.train.modeling import QLModel
+
+    lm, tok = _load(tiny_llama)
+    batch = _ql_batch(tok, "query")
+    args = (batch["input_ids"], batch["attention_mask"], batch["end_positions"], batch["target_mask"])
+    with torch.no_grad():
+        reference = QLModel(lm, True)(*args)
+    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lm.config.use_cache = False
+    model = QLModel(lm, True, right_padded=True).train()  # no dropout in the tiny model: train() changes nothing else
+    out = model(*args)
+    targets = batch["target_mask"].bool()
+    torch.testing.assert_close(out[targets].detach(), reference[targets], atol=1e-5, rtol=0)
