@@ -20,7 +20,6 @@ import json
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +29,14 @@ from llmql.connectors.base import (
     Filter,
     Hit,
     IndexInfo,
-    Passage,
     Record,
     UnknownIndex,
     WriteResult,
     check_index_chunking,
     check_index_model,
 )
-from llmql.connectors.filters import check_fields, parse_filter, quote, sql_filter, tag
+from llmql.connectors.filters import check_fields, parse_filter, sql_filter
+from llmql.connectors.lance_rows import field_columns, ids_in, records_of_passage_rows, rows_of, table_schema
 from llmql.train.chunking import max_per_key
 
 ALIASES = "aliases.json"
@@ -50,66 +49,6 @@ def _check_name(index: str) -> None:
         raise BackendError(
             f"{index!r}: index names start with a letter, digit or '_' and use letters, digits, '_', '.', '-' only"
         )
-
-
-def _tags(fields: dict) -> list[str]:
-    return [tag(k, v) for k, v in sorted(fields.items())]
-
-
-def _field_columns(names: list[str]) -> dict[str, tuple[str, str]]:
-    """Each declared metadata field's two columns for ranges: its value as a number, and as a string (ISO
-    dates compare as strings); positional names, so any field name is a safe column name."""
-    return {name: (f"num_{i}", f"str_{i}") for i, name in enumerate(names)}
-
-
-def _field_values(fields: dict, names: list[str]) -> dict:
-    row = {}
-    for name, (number, text) in _field_columns(names).items():
-        value = fields.get(name)
-        numeric = isinstance(value, int | float) and not isinstance(value, bool)
-        row[number] = float(value) if numeric else None
-        row[text] = value if isinstance(value, str) else None
-    return row
-
-
-def _ids_in(ids: Sequence[str]) -> str:
-    return "id IN (" + ", ".join(quote(i) for i in ids) + ")"
-
-
-def _rows(r: Record, declared: list[str], chunked: bool) -> list[dict]:
-    """A record's rows: one, or one per passage (title and text on the first only)."""
-    if chunked != bool(r.passages):
-        raise ValueError(
-            f"document {r.id!r}: a {'chunked' if chunked else 'whole-document'} index needs "
-            f"{'passages' if chunked else 'one vector'}"
-        )
-    common = {
-        "id": r.id,
-        "content_hash": r.content_hash,
-        "fields": json.dumps(r.fields, sort_keys=True),
-        "tags": _tags(r.fields),
-        **_field_values(r.fields, declared),
-    }
-    whole = {"title": r.title, "text": r.text, "search_text": f"{r.title} {r.text}".strip()}
-    if not chunked:
-        return [{**common, **whole, "vector": _vector(r.vector), "ql_state": r.ql_state}]
-    empty = {"title": "", "text": "", "search_text": ""}
-    return [
-        {
-            **common,
-            **(whole if i == 0 else empty),
-            "passage": i,
-            "start": p.start,
-            "end": p.end,
-            "vector": _vector(p.vector),
-            "ql_state": p.ql_state,
-        }
-        for i, p in enumerate(r.passages)
-    ]
-
-
-def _vector(vector) -> list[float] | None:
-    return None if vector is None else np.asarray(vector, dtype=np.float32).tolist()
 
 
 class EmbeddedBackend:
@@ -147,30 +86,6 @@ class EmbeddedBackend:
         except (FileNotFoundError, ValueError):
             raise UnknownIndex(f"{self.location}: no index or alias named {index!r}") from None
 
-    def _schema(self, dim: int, model: str, fields: tuple[str, ...] = (), chunking: str | None = None):
-        import pyarrow as pa
-
-        columns = [c for pair in _field_columns(list(fields)).values() for c in pair]
-        typed = [pa.field(c, pa.float64() if c.startswith("num_") else pa.string()) for c in columns]
-        if chunking:
-            typed += [pa.field(c, pa.int32(), nullable=False) for c in ("passage", "start", "end")]
-        meta = {"llmql.model": model, "llmql.dim": str(dim), "llmql.fields": json.dumps(list(fields))}
-        return pa.schema(
-            [
-                pa.field("id", pa.string(), nullable=False),
-                pa.field("title", pa.string()),
-                pa.field("text", pa.string()),
-                pa.field("search_text", pa.string()),
-                pa.field("vector", pa.list_(pa.float32(), dim)),
-                pa.field("content_hash", pa.string()),
-                pa.field("ql_state", pa.binary()),
-                pa.field("fields", pa.string()),
-                pa.field("tags", pa.list_(pa.string())),
-                *typed,
-            ],
-            metadata={**meta, **({"llmql.chunking": chunking} if chunking else {})},
-        )
-
     @staticmethod
     def _declared_fields(table) -> list[str] | None:
         """The metadata fields an open table was created for (None: created before fields were recorded)."""
@@ -196,7 +111,7 @@ class EmbeddedBackend:
             raise ValueError(
                 f"{self.location} index {index!r} was synced before range filters; sync it again with --recreate"
             )
-        return sql_filter(clauses, _field_columns(declared or []))
+        return sql_filter(clauses, field_columns(declared or []))
 
     # -- protocol -------------------------------------------------------------------------------------------
     def index_info(self, index: str) -> IndexInfo:
@@ -228,7 +143,7 @@ class EmbeddedBackend:
             return info
         if not create:
             raise UnknownIndex(f"{self.location}: no index or alias named {index!r}")
-        self.db.create_table(index, schema=self._schema(dim, model, fields, chunking))
+        self.db.create_table(index, schema=table_schema(dim, model, fields, chunking))
         return IndexInfo(index, dim, model, 0, chunking)
 
     def upsert(self, index: str, records: Sequence[Record], fresh: bool = False) -> WriteResult:
@@ -243,13 +158,13 @@ class EmbeddedBackend:
                 "sync with --recreate and every --field"
             )
         chunked = self._chunking(table) is not None
-        rows = [row for r in records for row in _rows(r, declared or [], chunked)]
+        rows = [row for r in records for row in rows_of(r, declared or [], chunked)]
         try:  # one transaction: the whole batch lands or none of it
             if fresh:  # a merge joins against every stored id: at a million documents, most of a sync's time
                 table.add(rows)
             elif chunked:  # the documents' passages that are not written again go in the same transaction
                 merge = table.merge_insert(["id", "passage"]).when_matched_update_all().when_not_matched_insert_all()
-                merge.when_not_matched_by_source_delete(_ids_in([r.id for r in records])).execute(rows)
+                merge.when_not_matched_by_source_delete(ids_in([r.id for r in records])).execute(rows)
             else:
                 table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
         except (OSError, ValueError, RuntimeError) as err:
@@ -262,7 +177,7 @@ class EmbeddedBackend:
         table = self._table(index)
         before = self._count(table)
         for start in range(0, len(ids), 1000):
-            table.delete(_ids_in(ids[start : start + 1000]))
+            table.delete(ids_in(ids[start : start + 1000]))
         return before - self._count(table)
 
     def fetch(
@@ -275,7 +190,7 @@ class EmbeddedBackend:
         columns += (["ql_state"] if with_state else []) + (["vector"] if with_vector else [])
         if self._chunking(table):
             return self._fetch_passages(table, ids, columns, with_vector)
-        rows = table.search().where(_ids_in(ids)).select(columns).limit(len(ids)).to_list()
+        rows = table.search().where(ids_in(ids)).select(columns).limit(len(ids)).to_list()
         return {
             r["id"]: Record(
                 r["id"],
@@ -291,18 +206,8 @@ class EmbeddedBackend:
 
     def _fetch_passages(self, table, ids: Sequence[str], columns: list[str], with_vector: bool) -> dict[str, Record]:
         """Chunked: each document from its passage-0 row, with every passage (span, states, vector) in order."""
-        query = table.search().where(_ids_in(ids)).select([*columns, "passage", "start", "end"]).limit(None)
-        rows = sorted(query.to_list(), key=lambda r: (r["id"], r["passage"]))
-        out: dict[str, Record] = {}
-        for r in rows:
-            vector = np.asarray(r["vector"], dtype=np.float32) if with_vector else None
-            passage = Passage(r["start"], r["end"], vector, r.get("ql_state"))
-            if r["passage"] == 0:
-                fields = json.loads(r["fields"] or "{}")
-                out[r["id"]] = Record(r["id"], r["title"], r["text"], None, r["content_hash"], None, fields, (passage,))
-            elif r["id"] in out:
-                out[r["id"]] = replace(out[r["id"]], passages=(*out[r["id"]].passages, passage))
-        return out
+        query = table.search().where(ids_in(ids)).select([*columns, "passage", "start", "end"]).limit(None)
+        return records_of_passage_rows(query.to_list(), with_vector)
 
     def count(self, index: str) -> int:
         return self._count(self._table(index))
@@ -360,7 +265,7 @@ class EmbeddedBackend:
         """Passage-0 rows (title, text, fields) of chunked documents."""
         if not ids:
             return {}
-        where = f"passage = 0 AND {_ids_in(ids)}"
+        where = f"passage = 0 AND {ids_in(ids)}"
         rows = table.search().where(where).select(["id", "title", "text", "fields"]).limit(len(ids)).to_list()
         return {r["id"]: r for r in rows}
 
