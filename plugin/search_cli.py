@@ -107,7 +107,8 @@ def _echo_result(result, as_json: bool, explain: bool, offset: int = 0) -> None:
         return
     for rank, h in enumerate(result.hits, start=offset + 1):
         title = f"{h.title} | " if h.title else ""
-        click.echo(f"{rank:>3}. {h.score:9.4f}  {h.id}  {(title + h.text)[:100]}")
+        text = f"[{h.passage[0]}:{h.passage[1]}] " + h.text[slice(*h.passage)] if h.passage else h.text
+        click.echo(f"{rank:>3}. {h.score:9.4f}  {h.id}  {(title + text)[:100]}")
         if explain:
             click.echo("       " + "  ".join(f"{s}={v:.4f}" for s, v in h.stages.items()))
     if explain:
