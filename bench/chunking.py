@@ -80,6 +80,17 @@ def run_arm(arm: str, tokens: int, export: Path, data: Path, work: Path, args: a
     return result
 
 
+def paired_gains(work: Path, tokens: int) -> dict:
+    """Chunk - cut at one length, per query (nDCG@10), for dense and hybrid: mean, bootstrap interval, t-test."""
+    from bench.quality.statistics import paired
+
+    def per_query(arm: str, run: str) -> dict[str, float]:
+        summary = json.loads((work / f"eval-{arm}-{tokens}" / "summary.json").read_text())
+        return {q: v["nDCG@10"] for q, v in summary["runs"][run]["per_query"].items()}
+
+    return {run: paired(per_query("chunk", run), per_query("cut", run)) for run in ("dense", "hybrid")}
+
+
 def table(results: list[dict]) -> str:
     rows = [
         "| passages | arm | passages stored | docs cut / split | dense nDCG@10 | dense R@100 | hybrid nDCG@10 | "
@@ -128,10 +139,18 @@ def main() -> None:
         run_arm(arm, tokens, Path(args.model), data, work, args) for tokens in args.tokens for arm in ("cut", "chunk")
     ]
     print(table(results))
+    gains = {tokens: paired_gains(work, tokens) for tokens in args.tokens}
+    for tokens, by_run in gains.items():
+        for run, c in by_run.items():
+            low, high = c["ci95"]
+            print(
+                f"{tokens} tokens, {run}: chunk - cut nDCG@10 {c['mean_difference']:+.4f} "
+                f"[{low:+.4f}, {high:+.4f}], p = {c['t_test_p']:.2g} ({c['queries']} queries)"
+            )
     bm25 = results[0]["metrics"]["bm25"]
     print(f"BM25 alone: nDCG@10 {bm25['nDCG@10']:.4f}, R@100 {bm25['R@100']:.4f}")
     payload = {"machine": machine(), "model": args.model, "data": args.data, "corpus_docs": args.corpus_docs}
-    write_results("chunking", {**payload, "results": results})
+    write_results("chunking", {**payload, "results": results, "chunk_minus_cut": gains})
 
 
 if __name__ == "__main__":

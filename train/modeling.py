@@ -185,17 +185,19 @@ class QLModel(nn.Module):
         if not self.attention_stop:
             return decoder_of(self.lm)(input_ids=input_ids, use_cache=False).last_hidden_state
         length = input_ids.shape[1]
-        out = decoder_of(self.lm)(input_ids=input_ids, past_key_values=DynamicCache(), use_cache=True)
+        keep = int(end_positions.max()) + 1  # the causal pass stops at the last [E]: no row needs more of it
+        out = decoder_of(self.lm)(input_ids=input_ids[:, :keep], past_key_values=DynamicCache(), use_cache=True)
         states = end_states_at(out, end_positions, end_positions)
+        document = torch.nn.functional.pad(out.last_hidden_state, (0, 0, 0, length - keep))
         steps = length - 1 - int(end_positions.min())  # the longest tail after an [E]
         if steps <= 0:
-            return out.last_hidden_state
+            return document
         t = torch.arange(steps, device=input_ids.device)
         fed = input_ids.gather(1, (end_positions.view(-1, 1) + 1 + t).clamp(max=length - 1))
         query = query_hidden_from_states(self.lm, fed, states)  # [B, steps, H]
         after = torch.arange(length, device=input_ids.device).view(1, -1) - end_positions.view(-1, 1) - 1
         picked = query.gather(1, after.clamp(0, steps - 1).unsqueeze(-1).expand(-1, -1, query.shape[-1]))
-        return torch.where((after >= 0).unsqueeze(-1), picked, out.last_hidden_state)
+        return torch.where((after >= 0).unsqueeze(-1), picked, document)
 
 
 @dataclass
