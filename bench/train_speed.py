@@ -124,7 +124,7 @@ def main() -> None:
     optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=1e-5)
     tokens = int(ql_batch["attention_mask"].sum())
     for path, bf16 in [(path, bf16) for path in paths for bf16 in precisions]:
-        model = QLModel(lm, right_padded=path == "fused").train()
+        model = QLModel(lm, right_padded=path == "fused", two_pass=path == "fused").train()
 
         def step(bf16: bool = bf16, model=model) -> None:
             with autocast(bf16, device):

@@ -119,6 +119,13 @@ def causal_kernel_fits(lm: nn.Module, length: int) -> bool:
     return kernel and (window is None or window >= length)
 
 
+def prefers_two_pass(input_ids: torch.Tensor) -> bool:
+    """Whether stage 1 gains from the two-pass Attention Stop: on CUDA the dense mask keeps attention off
+    FlashAttention; on the CPU SDPA runs the mask at full speed, and the second pass over the queries costs about
+    10% (bench.train_speed: 0.90x), so the mask stays."""
+    return input_ids.is_cuda
+
+
 def attention_bias(allowed: torch.Tensor, lm: nn.Module) -> torch.Tensor:
     """Boolean [B, 1, Lq, Lk] -> the form the attention implementation takes (bool for SDPA, additive else)."""
     if _inner(lm).config._attn_implementation == "sdpa":
@@ -133,14 +140,18 @@ def attention_bias(allowed: torch.Tensor, lm: nn.Module) -> torch.Tensor:
 class QLModel(nn.Module):
     """Token log-likelihoods of a QL sequence `<bos> passage prompt [E] query <eos>` under Attention Stop.
 
-    `right_padded` (training's collation) runs the fused passes described in the module docstring; otherwise
-    (or when the model has a short sliding window) one pass under the dense per-example mask."""
+    `right_padded` (training's collation) lets Attention Stop run as the two fused passes of the module
+    docstring: where that pays (`two_pass` None: `prefers_two_pass`), or always (True) or never (False); else,
+    and for a short sliding window or under gradient checkpointing, one pass under the dense per-example mask."""
 
-    def __init__(self, lm: nn.Module, attention_stop: bool = True, right_padded: bool = False):
+    def __init__(
+        self, lm: nn.Module, attention_stop: bool = True, right_padded: bool = False, two_pass: bool | None = None
+    ):
         super().__init__()
         self.lm = lm
         self.attention_stop = attention_stop
         self.right_padded = right_padded
+        self.two_pass = two_pass
 
     def forward(
         self,
@@ -156,8 +167,10 @@ class QLModel(nn.Module):
         """
         # under gradient checkpointing transformers drops every layer's cache, which the two-pass route reads
         checkpointing = self.training and getattr(_inner(self.lm), "is_gradient_checkpointing", False)
-        if self.right_padded and causal_kernel_fits(self.lm, input_ids.shape[1]) and not checkpointing:
-            hidden = self._fused_hidden(input_ids, end_positions)
+        # without Attention Stop the route is one mask-free causal pass, which costs nothing anywhere
+        wanted = not self.attention_stop or (prefers_two_pass(input_ids) if self.two_pass is None else self.two_pass)
+        if wanted and self.right_padded and causal_kernel_fits(self.lm, input_ids.shape[1]) and not checkpointing:
+            hidden = self._fused_hidden(input_ids, attention_mask, end_positions)
         else:
             hidden = self._masked_hidden(input_ids, attention_mask, end_positions)
         predict = target_mask[:, 1:].bool()  # token t is predicted from position t - 1
@@ -178,8 +191,9 @@ class QLModel(nn.Module):
             use_cache=False,
         ).last_hidden_state
 
-    def _fused_hidden(self, input_ids: torch.Tensor, end_positions: torch.Tensor) -> torch.Tensor:
-        """[B, L, H] final states under Attention Stop (or plain causal attention) with no mask tensor."""
+    def _fused_hidden(self, input_ids, attention_mask, end_positions) -> torch.Tensor:
+        """[B, L, H] final states under Attention Stop (or plain causal attention) with no mask tensor; the
+        states of padding positions are left undefined (nothing reads them)."""
         from transformers import DynamicCache
 
         if not self.attention_stop:
@@ -189,7 +203,7 @@ class QLModel(nn.Module):
         out = decoder_of(self.lm)(input_ids=input_ids[:, :keep], past_key_values=DynamicCache(), use_cache=True)
         states = end_states_at(out, end_positions, end_positions)
         document = torch.nn.functional.pad(out.last_hidden_state, (0, 0, 0, length - keep))
-        steps = length - 1 - int(end_positions.min())  # the longest tail after an [E]
+        steps = int((attention_mask.sum(1) - 1 - end_positions).max())  # the longest query (its tokens and EOS)
         if steps <= 0:
             return document
         t = torch.arange(steps, device=input_ids.device)
