@@ -143,3 +143,26 @@ def test_bad_chunk_settings_and_a_layout_change_are_refused_before_any_write(chu
     with pytest.raises(IndexMismatch, match="holds whole documents, not chunks of 16/4"):
         sync(cfg, progress=False)
     assert backend.count(index) == before
+
+
+def test_the_command_line_chunks_and_refuses_bad_settings(tiny_export, tmp_path):
+    from click.testing import CliRunner
+
+    from llmql.connectors.cli import main as sync_cli
+
+    corpus = write(tmp_path / "corpus.jsonl", DOCS)
+    args = [corpus, "--model", str(tiny_export), "--url", str(tmp_path / "db"), "--runtime", "onnx", "--quiet"]
+    runner = CliRunner()
+    for bad, message in [
+        (["--chunk-tokens", "100000"], "larger than the model's passage window"),
+        (["--chunk-tokens", "8", "--chunk-overlap", "8"], "smaller than --chunk-tokens 8"),
+    ]:
+        out = runner.invoke(sync_cli, [*args, *bad])
+        assert out.exit_code != 0 and message in out.output and "Traceback" not in out.output
+    assert not (tmp_path / "db" / "llmql.lance").exists()  # nothing was created
+    whole = runner.invoke(sync_cli, [*args, "--index", "whole"])
+    assert whole.exit_code == 0 and "chunking" not in json.loads(whole.output.splitlines()[0])  # as before
+    done = runner.invoke(sync_cli, [*args, "--chunk-overlap", "4"])  # implies --chunk, at the model's length
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.output.splitlines()[0])
+    assert report["chunking"].endswith("/4") and report["passages"] >= report["indexed"] == 3
