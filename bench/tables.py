@@ -28,14 +28,16 @@ def train_speed() -> None:
     data = load("train_speed")
     if not data:
         return
-    print("| stage | precision | tokens/step | s/step | tokens/s |\n|---|---|---:|---:|---:|")
+    print("| stage | attention | precision | tokens/step | s/step | tokens/s | share of matmul peak |")
+    print("|---|---|---|---:|---:|---:|---:|")
     for r in data["stages"]:
+        share = f"{r['share_of_matmul_peak']:.0%}" if "share_of_matmul_peak" in r else "-"
         print(
-            f"| {r['stage']} | {r['precision']} | {r['tokens_per_step']} | {r['seconds_per_step']:.2f} | "
-            f"{r['tokens_per_second']:.0f} |"
+            f"| {r['stage']} | {r.get('attention', 'dense')} | {r['precision']} | {r['tokens_per_step']} | "
+            f"{r['seconds_per_step']:.2f} | {r['tokens_per_second']:.0f} | {share} |"
         )
-    peak = data["matmul_gflops"]
-    print(f"\nmatmul peak in the same run: fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s\n")
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in data["matmul_gflops"].items())
+    print(f"\nmatmul peak in the same run: {peaks} GFLOP/s\n")
     print(machine_line(data))
 
 
