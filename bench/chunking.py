@@ -5,7 +5,8 @@
 For each passage length N: "cut" syncs every document cut to its first N tokens (the export's passage length set
 to N), "chunk" syncs it whole as passages of N tokens overlapping by N/8 (`llmql-sync --chunk-tokens N
 --chunk-overlap N/8`); both are searched with the same query encoder. Each finished arm is kept in the work
-folder, so a run started again does only the arms still to do.
+folder, and an arm stopped half-way resumes its sync, so a run started again does only what is left (the sync
+seconds of a resumed arm count only its last part).
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ def cut_export(export: Path, tokens: int, work: Path) -> Path:
     return out
 
 
+def stored_rows(index_dir: Path, where: str | None = None) -> int:
+    """Rows in the embedded index (documents, or a chunked index's passages), whatever a resumed sync counted."""
+    import lancedb
+
+    return lancedb.connect(str(index_dir)).open_table("bench").count_rows(where)
+
+
 def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -50,7 +58,10 @@ def run_arm(arm: str, tokens: int, export: Path, data: Path, work: Path, args: a
     cfg = SyncConfig(corpus=str(data), model=str(model), url=str(index_dir), index="bench", **runtime)
     if arm == "chunk":
         cfg = replace(cfg, chunk_tokens=tokens, chunk_overlap=overlap)
-    report = sync(replace(cfg, recreate=True))  # an arm interrupted half-way starts over
+    from llmql.connectors.sync import state_path
+
+    interrupted = state_path(cfg).is_file()  # an arm stopped half-way resumes after its last confirmed batch
+    report = sync(replace(cfg, resume=interrupted, recreate=not interrupted))
     evaluation = evaluate(
         EvalConfig(
             data=str(data),
@@ -68,8 +79,9 @@ def run_arm(arm: str, tokens: int, export: Path, data: Path, work: Path, args: a
         "tokens": tokens,
         "overlap": overlap,
         "sync_seconds": report.seconds,
-        "documents": report.indexed,
-        "passages": report.passages or report.indexed,
+        "sync_resumed": interrupted,  # then the seconds cover only the part after the resume
+        "documents": stored_rows(index_dir, "passage = 0" if arm == "chunk" else None),
+        "passages": stored_rows(index_dir),
         "documents_cut": report.cut,
         "documents_split": report.split,
         "index_bytes": folder_bytes(index_dir),
