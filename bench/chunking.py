@@ -162,7 +162,8 @@ def main() -> None:
     bm25 = results[0]["metrics"]["bm25"]
     print(f"BM25 alone: nDCG@10 {bm25['nDCG@10']:.4f}, R@100 {bm25['R@100']:.4f}")
     payload = {"machine": machine(), "model": args.model, "data": args.data, "corpus_docs": args.corpus_docs}
-    write_results("chunking", {**payload, "results": results, "chunk_minus_cut": gains})
+    name = "chunking" if args.corpus_docs is None else f"chunking-slice{args.corpus_docs}"
+    write_results(name, {**payload, "results": results, "chunk_minus_cut": gains})
 
 
 if __name__ == "__main__":
