@@ -36,7 +36,10 @@ def tune_ql(ctx: Context) -> dict:
     results = {}
     for lr in ctx.protocol.ql_lr_grid:
         name = f"tune-ql-lr{lr:g}"
-        work = lambda lr=lr, name=name: {"lr": lr, **validation_ql_nll(ctx, train_stage1(ctx, name, lr, seed=0))}  # noqa: E731
+
+        def work(lr=lr, name=name) -> dict:
+            return {"lr": lr, **validation_ql_nll(ctx, train_stage1(ctx, name, lr, seed=0))}
+
         results[lr] = run_job(ctx, name, work, {"lr": lr, "seed": 0})
     # the untrained backbone's held-out QL loss, for scale (the prompt layout and mask are the same)
     run_job(ctx, "ql-nll-untrained", lambda: {"lr": None, **validation_ql_nll(ctx, zeroshot_model(ctx))})
