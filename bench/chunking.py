@@ -17,20 +17,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from bench.common import machine, write_results
-
-
-def cut_export(export: Path, tokens: int, work: Path) -> Path:
-    """The export with its passage length set to `tokens` (its files linked, its llmql.json rewritten)."""
-    out = work / f"export-cut{tokens}"
-    out.mkdir(parents=True, exist_ok=True)
-    for item in export.iterdir():
-        if item.name != "llmql.json" and not (out / item.name).exists():
-            (out / item.name).symlink_to(item.resolve())
-    config = json.loads((export / "llmql.json").read_text())
-    config["model"]["max_passage_tokens"] = tokens
-    (out / "llmql.json").write_text(json.dumps(config, indent=2))
-    return out
+from bench.common import machine, model_view, write_results
 
 
 def stored_rows(index_dir: Path, where: str | None = None) -> int:
@@ -52,7 +39,7 @@ def run_arm(arm: str, tokens: int, export: Path, data: Path, work: Path, args: a
     if done.is_file():
         return json.loads(done.read_text())
     overlap = tokens // 8 if arm == "chunk" else 0
-    model = export if arm == "chunk" else cut_export(export, tokens, work)
+    model = export if arm == "chunk" else model_view(export, work / f"export-cut{tokens}", max_passage_tokens=tokens)
     index_dir = work / f"index-{arm}-{tokens}"
     runtime = dict(runtime=args.runtime, device=args.device)
     cfg = SyncConfig(corpus=str(data), model=str(model), url=str(index_dir), index="bench", **runtime)

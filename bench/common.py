@@ -106,3 +106,25 @@ def engine_targets(embedded_dir: Path) -> list[tuple[str, str]]:
         else:
             print(f"{engine}: LLMQL_{engine.upper()}_URL not set, skipped", flush=True)
     return targets
+
+
+def link_model_files(source: Path, out: Path) -> None:
+    """`out` gets every file of `source` but llmql.json as a symlink: a second view of the same weights."""
+    out.mkdir(parents=True, exist_ok=True)
+    for item in Path(source).iterdir():
+        if item.name != "llmql.json" and not (out / item.name).exists():
+            (out / item.name).symlink_to(item.resolve())
+
+
+def model_view(source: Path, out: Path, **changes) -> Path:
+    """The model or export `source` seen with its ModelConfig changed (e.g. max_passage_tokens=200): its files
+    linked into `out`, its llmql.json rewritten there with the same training history."""
+    from dataclasses import replace
+
+    from llmql.train.config import load_llmql_config, save_llmql_config
+
+    if not (out / "llmql.json").is_file():
+        link_model_files(source, out)
+        config, history = load_llmql_config(source)
+        save_llmql_config(out, replace(config, **changes), history=history)
+    return out

@@ -93,9 +93,11 @@ class IndexInfo:
     chunking: str | None = None  # "tokens/overlap" for a chunked index (llmql.train.chunking.Chunking)
 
 
-def check_index_chunking(location: str, info: IndexInfo, chunking: str | None) -> None:
-    """Raise IndexMismatch when an index was built with other passages than a sync asks for (the mappings
-    differ, and a document must not be half in one layout and half in another)."""
+def check_reopened(location: str, info: IndexInfo, dim: int, model: str, chunking: str | None) -> IndexInfo:
+    """An existing index opened for writing must hold what the sync writes: the same model and dimension, and
+    the same chunking (the layouts differ, and a document must not be half in one and half in the other).
+    Raises IndexMismatch before anything is written; returns `info`."""
+    check_index_model(location, info, dim, model, "use --recreate or another --index")
     if info.chunking != chunking:
 
         def say(c: str | None) -> str:
@@ -105,6 +107,7 @@ def check_index_chunking(location: str, info: IndexInfo, chunking: str | None) -
             f"{location} index {info.name!r} holds {say(info.chunking)}, not {say(chunking)}; use --recreate or "
             "another --index"
         )
+    return info
 
 
 @dataclass

@@ -32,8 +32,7 @@ from llmql.connectors.base import (
     Record,
     UnknownIndex,
     WriteResult,
-    check_index_chunking,
-    check_index_model,
+    check_reopened,
 )
 from llmql.connectors.filters import check_fields, parse_filter, sql_filter
 from llmql.connectors.lance_rows import field_columns, ids_in, records_of_passage_rows, rows_of, table_schema
@@ -137,10 +136,7 @@ class EmbeddedBackend:
     ) -> IndexInfo:
         _check_name(index)
         if self.resolve(index) is not None:
-            info = self.index_info(index)
-            check_index_model(self.location, info, dim, model, "use --recreate or another --index")
-            check_index_chunking(self.location, info, chunking)
-            return info
+            return check_reopened(self.location, self.index_info(index), dim, model, chunking)
         if not create:
             raise UnknownIndex(f"{self.location}: no index or alias named {index!r}")
         self.db.create_table(index, schema=table_schema(dim, model, fields, chunking))
@@ -253,7 +249,7 @@ class EmbeddedBackend:
             limit *= 4
         spans = {(r["id"], r["passage"]): (r["start"], r["end"]) for r in rows}
         top = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))[:k]
-        docs = self.fetch_rows(table, [doc_id for doc_id, _ in top])
+        docs = self._first_rows(table, [doc_id for doc_id, _ in top])
         return [
             Hit(i, score, docs[i]["title"], docs[i]["text"], json.loads(docs[i]["fields"] or "{}"), spans[(i, p)])
             for i, (score, p) in top
@@ -261,7 +257,7 @@ class EmbeddedBackend:
         ]
 
     @staticmethod
-    def fetch_rows(table, ids: list[str]) -> dict[str, dict]:
+    def _first_rows(table, ids: list[str]) -> dict[str, dict]:
         """Passage-0 rows (title, text, fields) of chunked documents."""
         if not ids:
             return {}
@@ -271,11 +267,8 @@ class EmbeddedBackend:
 
     def content_hashes(self, index: str) -> Iterator[tuple[str, str]]:
         table = self._table(index)
-        if self._chunking(table):
-            data = table.search().where("passage = 0").select(["id", "content_hash"]).limit(None).to_arrow()
-            yield from zip(data.column("id").to_pylist(), data.column("content_hash").to_pylist(), strict=True)
-            return
-        data = table.search().select(["id", "content_hash"]).limit(max(1, table.count_rows())).to_arrow()
+        query = table.search().where("passage = 0") if self._chunking(table) else table.search()
+        data = query.select(["id", "content_hash"]).limit(None).to_arrow()  # a chunked document once
         yield from zip(data.column("id").to_pylist(), data.column("content_hash").to_pylist(), strict=True)
 
     def swap_alias(self, alias: str, index: str) -> list[str]:

@@ -24,8 +24,7 @@ from llmql.connectors.base import (
     Record,
     UnknownIndex,
     WriteResult,
-    check_index_chunking,
-    check_index_model,
+    check_reopened,
 )
 from llmql.connectors.bulk import collect
 from llmql.connectors.filters import check_fields, fields_of, parse_filter
@@ -186,10 +185,7 @@ class LuceneBackend:
         chunking: str | None = None,
     ) -> IndexInfo:  # metadata fields are mapped as they arrive (numbers, dates and keywords: filterable alike)
         if self.resolve(index) is not None:
-            info = self.index_info(index)
-            check_index_model(self.location, info, dim, model, "use --recreate or another --index")
-            check_index_chunking(self.location, info, chunking)
-            return info
+            return check_reopened(self.location, self.index_info(index), dim, model, chunking)
         if not create:
             raise UnknownIndex(f"{self.location}: no index or alias named {index!r}")
         self._request("PUT", f"/{index}", body=self._mapping(dim, model, chunking), index=index)

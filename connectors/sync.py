@@ -128,9 +128,10 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     backend = open_backend(cfg.backend, cfg.url, **options)
     shard = group.shard
     state = SyncProgress(state_path(cfg, shard), cfg, encoder.identity, shard)
-    info, fresh = _open_target(cfg, backend, state, group, encoder, chunking)
+    label = None if chunking is None else str(chunking)  # how the index records it
+    info, fresh = _open_target(cfg, backend, state, group, encoder, label)
     report = SyncReport(index=info.name, resumed_after_line=state.committed, alias=cfg.alias, shard=_label(shard))
-    report.chunking = None if chunking is None else str(chunking)
+    report.chunking = label
     existing = {}
     if cfg.incremental or cfg.delete_missing:
         existing = {i: h for i, h in backend.content_hashes(info.name) if shard.owns(i)}
@@ -175,7 +176,7 @@ def _chunking(cfg: SyncConfig, encoder, ql) -> Chunking | None:
         raise LLMQLError(f"{err}; nothing was written") from None
 
 
-def _open_target(cfg: SyncConfig, backend, state: SyncProgress, group: ShardGroup, encoder, chunking):
+def _open_target(cfg: SyncConfig, backend, state: SyncProgress, group: ShardGroup, encoder, chunking: str | None):
     """Agree on the index generation (rank 0's), prepare it on rank 0 before any rank writes, open it on every
     rank. Returns (IndexInfo, fresh): fresh when the index was empty before this sync and no shard resumes."""
     targets = group.gather(state.target if state.resumed else None)
@@ -199,7 +200,7 @@ def _open_target(cfg: SyncConfig, backend, state: SyncProgress, group: ShardGrou
             encoder.identity,
             create=True,
             fields=fields,
-            chunking=None if chunking is None else str(chunking),
+            chunking=chunking,
         )
     state.save(info.name)
     fresh = group.share(info.count == 0) and not resumed

@@ -4,15 +4,14 @@ question first (baselines, tuning, runs 3-4 and 7-8 at seed 0, the other seeds, 
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from pathlib import Path
 
+from bench.common import model_view
 from bench.quality.data import validation_corpus
 from bench.quality.jobs import run_job
 from bench.quality.presets import Context
 from bench.quality.steps import (
     build_index,
-    link_model_files,
     metrics,
     minilm_reference,
     run_eval,
@@ -163,15 +162,10 @@ def longer_run8_name(ctx: Context) -> str:
 def ql_passage_length(ctx: Context) -> dict:
     """Run 8 again with documents cut at stage 1's passage length instead of the index's, for the cached [E]
     states that QL re-ranks from (same weights, a longer passage budget; BM25 and word QL are unchanged)."""
-    from llmql.train.config import load_llmql_config, save_llmql_config
-
     P = ctx.protocol
     retriever = stage2_model(ctx, "asic", tune_cl(ctx)["asic"], P.seeds[0])
-    out = ctx.work / "models" / f"{retriever.name}-passages{P.ql_max_passage_tokens}"
-    if not (out / "llmql.json").is_file():
-        link_model_files(retriever, out)
-        config, history = load_llmql_config(retriever)
-        save_llmql_config(out, replace(config, max_passage_tokens=P.ql_max_passage_tokens), history=history)
+    name = f"{retriever.name}-passages{P.ql_max_passage_tokens}"
+    out = model_view(retriever, ctx.work / "models" / name, max_passage_tokens=P.ql_max_passage_tokens)
     index = build_index(ctx, str(out), out.name, ctx.data, ql_cache=True)
     runs = ("bm25", "dense", "ql", "ql-dirichlet")
     summary = run_eval(ctx, longer_run8_name(ctx), index, ctx.data, "test", runs, model=str(out), ql_model=str(out))

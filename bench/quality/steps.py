@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.common import link_model_files
 from bench.quality.data import validation_beir, validation_corpus, validation_ids
 from bench.quality.jobs import trained
 from bench.quality.presets import Context
@@ -162,14 +163,6 @@ def validation_ql_nll(ctx: Context, model: Path) -> dict:
         total += float(np.sum(scores))
         tokens += len(scorer.tokenizer.ql_queries([data.queries[qid]])[0]) * len(doc_list)
     return {"val_nll_per_token": -total / tokens, "pairs": sum(len(v) for v in data.qrels.values())}
-
-
-def link_model_files(source: Path, out: Path) -> None:
-    """`out` gets every file of `source` but llmql.json as a symlink: a second view of the same weights."""
-    out.mkdir(parents=True, exist_ok=True)
-    for item in Path(source).iterdir():
-        if item.name != "llmql.json" and not (out / item.name).exists():
-            (out / item.name).symlink_to(item.resolve())
 
 
 def zeroshot_model(ctx: Context) -> Path:
