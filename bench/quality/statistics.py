@@ -6,20 +6,21 @@ import numpy as np
 
 
 def paired(a: dict[str, float], b: dict[str, float], resamples: int = 10_000, seed: int = 0) -> dict:
-    """a - b over the queries both have: mean difference, percentile bootstrap 95% interval of that mean
-    (queries resampled with replacement, seeded), and the two-sided paired t-test's p."""
+    """a - b over the queries both have: mean difference and percentile bootstrap 95% interval of that mean
+    (llmql's own `paired_bootstrap`, queries resampled, seeded), and the two-sided paired t-test's p."""
     from scipy import stats
+
+    from llmql.plugin.significance import paired_bootstrap
 
     queries = sorted(set(a) & set(b))
     if len(queries) < 2:
         raise ValueError(f"a paired comparison needs at least 2 shared queries, not {len(queries)}")
-    diff = np.array([a[q] - b[q] for q in queries])
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
-    p = stats.ttest_rel([a[q] for q in queries], [b[q] for q in queries]).pvalue
+    first, second = [a[q] for q in queries], [b[q] for q in queries]
+    boot = paired_bootstrap(first, second, samples=resamples, seed=seed)
+    p = stats.ttest_rel(first, second).pvalue
     return {
-        "mean_difference": float(diff.mean()),
-        "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+        "mean_difference": boot.mean,
+        "ci95": [boot.low, boot.high],
         "t_test_p": float(p) if np.isfinite(p) else 1.0,  # identical scores: no evidence of a difference
         "queries": len(queries),
     }
