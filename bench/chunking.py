@@ -5,8 +5,9 @@
 For each passage length N: "cut" syncs every document cut to its first N tokens (the export's passage length set
 to N), "chunk" syncs it whole as passages of N tokens overlapping by N/8 (`llmql-sync --chunk-tokens N
 --chunk-overlap N/8`); both are searched with the same query encoder. Each finished arm is kept in the work
-folder, and an arm stopped half-way resumes its sync, so a run started again does only what is left (the sync
-seconds of a resumed arm count only its last part).
+folder, and an arm stopped half-way resumes its sync, so a run started again does only what is left; a resumed
+arm's sync time is its last part's seconds per document times the corpus (flagged `sync_seconds_estimated`).
+The results file is rewritten after every arm, so a run stopped part-way leaves what it finished.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from bench.common import machine, model_view, write_results
+from bench.common import model_view, write_results
 
 
 def stored_rows(index_dir: Path, where: str | None = None) -> int:
@@ -49,6 +50,8 @@ def run_arm(arm: str, tokens: int, export: Path, data: Path, work: Path, args: a
 
     interrupted = state_path(cfg).is_file()  # an arm stopped half-way resumes after its last confirmed batch
     report = sync(replace(cfg, resume=interrupted, recreate=not interrupted))
+    documents = stored_rows(index_dir, "passage = 0" if arm == "chunk" else None)
+    per_document = report.seconds / max(report.indexed, 1)
     evaluation = evaluate(
         EvalConfig(
             data=str(data),
@@ -65,12 +68,14 @@ def run_arm(arm: str, tokens: int, export: Path, data: Path, work: Path, args: a
         "arm": arm,
         "tokens": tokens,
         "overlap": overlap,
-        "sync_seconds": report.seconds,
-        "sync_resumed": interrupted,  # then the seconds cover only the part after the resume
-        "documents": stored_rows(index_dir, "passage = 0" if arm == "chunk" else None),
+        "sync_seconds": per_document * documents if interrupted else report.seconds,
+        "sync_seconds_estimated": interrupted,  # from the last part's rate: earlier parts were not timed
+        "sync_seconds_per_document": per_document,
+        "documents": documents,
         "passages": stored_rows(index_dir),
-        "documents_cut": report.cut,
-        "documents_split": report.split,
+        # counted in this sync (a resumed cut arm would count only its last part), or in the index itself
+        "documents_cut": None if interrupted else report.cut,
+        "documents_split": stored_rows(index_dir, "passage = 1") if arm == "chunk" else 0,
         "index_bytes": folder_bytes(index_dir),
         "queries": evaluation["queries"],
         "metrics": {run: evaluation["runs"][run]["metrics"] for run in ("bm25", "dense", "hybrid")},
@@ -99,10 +104,12 @@ def table(results: list[dict]) -> str:
     for r in results:
         m = r["metrics"]
         changed = r["documents_cut"] if r["arm"] == "cut" else r["documents_split"]
+        seconds = f"~{r['sync_seconds']:.0f}" if r.get("sync_seconds_estimated") else f"{r['sync_seconds']:.0f}"
+        changed = "?" if changed is None else f"{changed:,}"
         rows.append(
-            f"| {r['tokens']} | {r['arm']} | {r['passages']:,} | {changed:,} | {m['dense']['nDCG@10']:.4f} | "
+            f"| {r['tokens']} | {r['arm']} | {r['passages']:,} | {changed} | {m['dense']['nDCG@10']:.4f} | "
             f"{m['dense']['R@100']:.4f} | {m['hybrid']['nDCG@10']:.4f} | {m['hybrid']['R@100']:.4f} | "
-            f"{r['index_bytes'] / 1e6:.1f} | {r['sync_seconds']:.0f} |"
+            f"{r['index_bytes'] / 1e6:.1f} | {seconds} |"
         )
     return "\n".join(rows)
 
@@ -134,11 +141,18 @@ def main() -> None:
         from llmql.plugin.quickstart import corpus_slice
 
         data = corpus_slice(data, work / "corpus-slice", args.corpus_docs)
-    results = [
-        run_arm(arm, tokens, Path(args.model), data, work, args) for tokens in args.tokens for arm in ("cut", "chunk")
-    ]
+    results: list[dict] = []
+    for tokens in args.tokens:
+        for arm in ("cut", "chunk"):
+            results.append(run_arm(arm, tokens, Path(args.model), data, work, args))
+            report(results, work, args)
+
+
+def report(results: list[dict], work: Path, args: argparse.Namespace) -> None:
+    """Print the finished arms and their paired gains (lengths with both arms), and write them to the results."""
     print(table(results))
-    gains = {tokens: paired_gains(work, tokens) for tokens in args.tokens}
+    lengths = [t for t in args.tokens if sum(r["tokens"] == t for r in results) == 2]
+    gains = {tokens: paired_gains(work, tokens) for tokens in lengths}
     for tokens, by_run in gains.items():
         for run, c in by_run.items():
             low, high = c["ci95"]
@@ -148,7 +162,7 @@ def main() -> None:
             )
     bm25 = results[0]["metrics"]["bm25"]
     print(f"BM25 alone: nDCG@10 {bm25['nDCG@10']:.4f}, R@100 {bm25['R@100']:.4f}")
-    payload = {"machine": machine(), "model": args.model, "data": args.data, "corpus_docs": args.corpus_docs}
+    payload = {"model": args.model, "data": args.data, "corpus_docs": args.corpus_docs, "tokens": args.tokens}
     name = "chunking" if args.corpus_docs is None else f"chunking-slice{args.corpus_docs}"
     write_results(name, {**payload, "results": results, "chunk_minus_cut": gains})
 
