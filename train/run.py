@@ -276,20 +276,7 @@ def train_contrastive(cfg: ContrastiveTrainConfig, resume: bool = False) -> Path
         desc="stage 2 (contrastive)",
     )
     if result.is_main:
-        trained = result.module.encoder.lm
-        (out / CONFIG_NAME).unlink(missing_ok=True)
-        if cfg.lora:
-            shutil.rmtree(out / ADAPTER_DIR, ignore_errors=True)
-            trained.save_pretrained(out / ADAPTER_DIR)
-            base = trained.unload()
-            _save_model(base, tokenizer, replace(config, adapter=ADAPTER_DIR), out, cfg, history)
-            if cfg.merge:
-                from peft import PeftModel
-
-                merged = PeftModel.from_pretrained(base, str(out / ADAPTER_DIR)).merge_and_unload()
-                _save_model(merged, tokenizer, config, out / MERGED_DIR, cfg, history)
-        else:
-            _save_model(trained, tokenizer, config, out, cfg, history)
+        _save_contrastive(result.module.encoder.lm, tokenizer, config, out, cfg, history)
         remove_checkpoints(out)
         log.info(
             "stage 2 done: %d steps, %.0f tok/s, last loss %.4f",
@@ -298,3 +285,20 @@ def train_contrastive(cfg: ContrastiveTrainConfig, resume: bool = False) -> Path
             result.last_loss,
         )
     return out
+
+
+def _save_contrastive(trained, tokenizer, config: ModelConfig, out: Path, cfg: ContrastiveTrainConfig, history) -> None:
+    """The base weights with the LoRA adapter beside them (and, with `merge`, a merged copy), or the full model."""
+    (out / CONFIG_NAME).unlink(missing_ok=True)
+    if not cfg.lora:
+        _save_model(trained, tokenizer, config, out, cfg, history)
+        return
+    shutil.rmtree(out / ADAPTER_DIR, ignore_errors=True)
+    trained.save_pretrained(out / ADAPTER_DIR)
+    base = trained.unload()
+    _save_model(base, tokenizer, replace(config, adapter=ADAPTER_DIR), out, cfg, history)
+    if cfg.merge:
+        from peft import PeftModel
+
+        merged = PeftModel.from_pretrained(base, str(out / ADAPTER_DIR)).merge_and_unload()
+        _save_model(merged, tokenizer, config, out / MERGED_DIR, cfg, history)
