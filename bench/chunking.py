@@ -85,14 +85,18 @@ def run_arm(arm: str, tokens: int, export: Path, data: Path, work: Path, args: a
 
 
 def paired_gains(work: Path, tokens: int) -> dict:
-    """Chunk - cut at one length, per query (nDCG@10), for dense and hybrid: mean, bootstrap interval, t-test."""
+    """Chunk - cut at one length, per query, for dense and hybrid, nDCG@10 and R@100: mean, bootstrap interval,
+    t-test."""
     from bench.quality.statistics import paired
 
-    def per_query(arm: str, run: str) -> dict[str, float]:
+    def per_query(arm: str, run: str, metric: str) -> dict[str, float]:
         summary = json.loads((work / f"eval-{arm}-{tokens}" / "summary.json").read_text())
-        return {q: v["nDCG@10"] for q, v in summary["runs"][run]["per_query"].items()}
+        return {q: v[metric] for q, v in summary["runs"][run]["per_query"].items()}
 
-    return {run: paired(per_query("chunk", run), per_query("cut", run)) for run in ("dense", "hybrid")}
+    return {
+        run: {m: paired(per_query("chunk", run, m), per_query("cut", run, m)) for m in ("nDCG@10", "R@100")}
+        for run in ("dense", "hybrid")
+    }
 
 
 def table(results: list[dict]) -> str:
@@ -154,12 +158,13 @@ def report(results: list[dict], work: Path, args: argparse.Namespace) -> None:
     lengths = [t for t in args.tokens if sum(r["tokens"] == t for r in results) == 2]
     gains = {tokens: paired_gains(work, tokens) for tokens in lengths}
     for tokens, by_run in gains.items():
-        for run, c in by_run.items():
-            low, high = c["ci95"]
-            print(
-                f"{tokens} tokens, {run}: chunk - cut nDCG@10 {c['mean_difference']:+.4f} "
-                f"[{low:+.4f}, {high:+.4f}], p = {c['t_test_p']:.2g} ({c['queries']} queries)"
-            )
+        for run, by_metric in by_run.items():
+            for metric, c in by_metric.items():
+                low, high = c["ci95"]
+                print(
+                    f"{tokens} tokens, {run}: chunk - cut {metric} {c['mean_difference']:+.4f} "
+                    f"[{low:+.4f}, {high:+.4f}], p = {c['t_test_p']:.2g} ({c['queries']} queries)"
+                )
     bm25 = results[0]["metrics"]["bm25"]
     print(f"BM25 alone: nDCG@10 {bm25['nDCG@10']:.4f}, R@100 {bm25['R@100']:.4f}")
     payload = {"model": args.model, "data": args.data, "corpus_docs": args.corpus_docs, "tokens": args.tokens}
