@@ -99,26 +99,9 @@ class HybridSearcher:
             )
         cfg = self.config
         timings: dict[str, float] = {}
-        stages: dict[str, dict[str, float]] = {}
-        hits: dict[str, Hit] = {}
-
-        def timed(name, fn):
-            start = time.perf_counter()
-            out = fn()
-            timings[name] = (time.perf_counter() - start) * 1000
-            return out
-
-        if cfg.mode in ("hybrid", "bm25"):
-            found = timed("bm25", lambda: self.backend.bm25(self.index, query, max(cfg.bm25_k, k), filter))
-            stages["bm25"] = {h.id: h.score for h in found}
-            hits.update({h.id: h for h in found})
-        if cfg.mode in ("hybrid", "dense"):
-            vector = timed("encode", lambda: self.encoder.encode_queries([query])[0])
-            found = timed("knn", lambda: self.backend.knn(self.index, vector, max(cfg.knn_k, k), filter))
-            stages["dense"] = {h.id: h.score for h in found}
-            hits.update({h.id: h for h in found})
+        stages, hits = self._first_stages(query, k, filter, timings)
         if len(stages) > 1:
-            scores = timed("fusion", lambda: fuse(stages, cfg.fusion, cfg.weights, cfg.rrf_k))
+            scores = _timed(timings, "fusion", lambda: fuse(stages, cfg.fusion, cfg.weights, cfg.rrf_k))
             stages["fused"] = scores
         else:
             scores = next(iter(stages.values()))
@@ -148,3 +131,29 @@ class HybridSearcher:
             for d in order[offset : offset + k]
         ]
         return SearchResult(query, out, timings, cfg, ql_path)
+
+    def _first_stages(
+        self, query: str, k: int, filter: Filter | None, timings: dict[str, float]
+    ) -> tuple[dict[str, dict[str, float]], dict[str, Hit]]:
+        """Each first stage's scores by document id (`bm25`, `dense`, as the mode asks) and every hit found."""
+        cfg = self.config
+        stages: dict[str, dict[str, float]] = {}
+        hits: dict[str, Hit] = {}
+        if cfg.mode in ("hybrid", "bm25"):
+            found = _timed(timings, "bm25", lambda: self.backend.bm25(self.index, query, max(cfg.bm25_k, k), filter))
+            stages["bm25"] = {h.id: h.score for h in found}
+            hits.update({h.id: h for h in found})
+        if cfg.mode in ("hybrid", "dense"):
+            vector = _timed(timings, "encode", lambda: self.encoder.encode_queries([query])[0])
+            found = _timed(timings, "knn", lambda: self.backend.knn(self.index, vector, max(cfg.knn_k, k), filter))
+            stages["dense"] = {h.id: h.score for h in found}
+            hits.update({h.id: h for h in found})
+        return stages, hits
+
+
+def _timed(timings: dict[str, float], name: str, fn):
+    """`fn()`, its wall time in milliseconds recorded under `name`."""
+    start = time.perf_counter()
+    out = fn()
+    timings[name] = (time.perf_counter() - start) * 1000
+    return out
