@@ -35,13 +35,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args()
 
-    from llmql.connectors.base import Record
-    from llmql.connectors.corpus import content_hash, read_corpus
     from llmql.connectors.registry import open_backend
-    from llmql.export.ql_cache import pack
     from llmql.export.runtime import load_encoder, load_ql_scorer
-    from llmql.plugin.rerank import QLReranker
-    from llmql.plugin.search import HybridSearcher, SearchConfig
     from llmql.train.data import load_beir
 
     data = load_beir(SHARED_DATA / "scifact", "test")
@@ -49,54 +44,74 @@ def main() -> None:
     keep = {d for q in qids for d in data.qrels[q]}
     ids = list(dict.fromkeys([*sorted(keep), *list(data.corpus)]))[: args.docs]
     work = Path(tempfile.mkdtemp(prefix="llmql-latency-"))
-    corpus = work / "corpus.jsonl"
+    encoder = load_encoder(args.model, runtime=args.runtime, device=args.device)
+    scorer = load_ql_scorer(args.model, runtime=args.runtime, device=args.device)
+    identity = getattr(encoder, "identity", "") or args.model
+    records = encoded_records(data, ids, work / "corpus.jsonl", encoder, scorer, identity)
+
+    results = {
+        "storage_bytes_per_document": {
+            "ql_state_fp16": len(records[0].ql_state),
+            "vector_float32": int(records[0].vector.shape[0] * 4),
+        },
+        "engines": {},
+    }
+    queries = [data.queries[q] for q in qids]
+    for engine, location in engine_targets(work / "lancedb"):
+        backend = open_backend(engine, location)
+        row = measure_engine(backend, records, encoder, scorer, identity, queries, args.full_path_queries)
+        results["engines"][engine] = row
+        print(engine, json.dumps(row), flush=True)
+    write_results("latency", {"settings": vars(args), "documents": len(records), "queries": len(qids), **results})
+
+
+def encoded_records(data, ids: list[str], corpus: Path, encoder, scorer, identity: str) -> list:
+    """The documents `ids` as records with their vectors and fp16 [E] states, encoded once for every engine."""
+    from llmql.connectors.base import Record
+    from llmql.connectors.corpus import content_hash, read_corpus
+    from llmql.export.ql_cache import pack
+
     corpus.write_text(
         "".join(json.dumps({"_id": i, "title": data.corpus[i].title, "text": data.corpus[i].text}) + "\n" for i in ids)
     )
     docs = list(read_corpus(corpus))
-    encoder = load_encoder(args.model, runtime=args.runtime, device=args.device)
-    scorer = load_ql_scorer(args.model, runtime=args.runtime, device=args.device)
     print(f"encoding {len(docs)} documents and their [E] states once", flush=True)
     vectors = encoder.encode_passages([d.text for d in docs], [d.title for d in docs], progress=True)
     states = pack(scorer.end_states([d.text for d in docs], [d.title for d in docs]), "fp16")
-    identity = getattr(encoder, "identity", "") or args.model
-    records = [
-        Record(d.id, d.title, d.text, vectors[i], content_hash(d, identity), states[i]) for i, d in enumerate(docs)
-    ]
+    return [Record(d.id, d.title, d.text, vectors[i], content_hash(d, identity), states[i]) for i, d in enumerate(docs)]
 
-    targets = engine_targets(work / "lancedb")
-    results = {
-        "storage_bytes_per_document": {"ql_state_fp16": len(states[0]), "vector_float32": int(vectors.shape[1] * 4)},
-        "engines": {},
-    }
-    for engine, location in targets:
-        backend = open_backend(engine, location)
-        index = "llmql-latency"
-        backend.drop_index(index)
-        backend.open_index(index, encoder.dim, identity)
-        for i in range(0, len(records), 128):
-            assert not backend.upsert(index, records[i : i + 128]).failed
-        backend.refresh(index)
-        stages: dict[str, list[float]] = {}
-        searcher = HybridSearcher(backend, index, encoder, scorer, SearchConfig(bm25_k=100, knn_k=100))
-        for qid in qids:  # warm-up then measure
-            result = searcher.search(data.queries[qid], k=10)
-            for stage, ms in result.timings_ms.items():
-                stages.setdefault(stage, []).append(ms)
-        row = {stage: percentiles(v[1:]) for stage, v in stages.items()}
-        for depth in (20, 50, 100):
-            fast, slow = [], []
-            for n, qid in enumerate(qids):
-                top = [h.id for h in backend.bm25(index, data.queries[qid], depth)]
-                fast.append(QLReranker(scorer, backend, index, "cached").rerank(data.queries[qid], top).seconds * 1e3)
-                if n < args.full_path_queries:
-                    slow.append(QLReranker(scorer, backend, index, "full").rerank(data.queries[qid], top).seconds * 1e3)
-            row[f"ql_rerank_top{depth}_cached"] = percentiles(fast[1:])
-            row[f"ql_rerank_top{depth}_full"] = percentiles(slow[1:])
-        results["engines"][engine] = row
-        print(engine, json.dumps(row), flush=True)
-        backend.drop_index(index)
-    write_results("latency", {"settings": vars(args), "documents": len(docs), "queries": len(qids), **results})
+
+def measure_engine(
+    backend, records: list, encoder, scorer, identity: str, queries: list[str], full_path_queries: int
+) -> dict:
+    """Per-stage p50/p95 of the hybrid search, then of the QL re-rank of BM25's top 20/50/100 by the cached and
+    the full path; the first query of each series is a warm-up and left out."""
+    from llmql.plugin.rerank import QLReranker
+    from llmql.plugin.search import HybridSearcher, SearchConfig
+
+    index = "llmql-latency"
+    backend.drop_index(index)
+    backend.open_index(index, encoder.dim, identity)
+    for i in range(0, len(records), 128):
+        assert not backend.upsert(index, records[i : i + 128]).failed
+    backend.refresh(index)
+    stages: dict[str, list[float]] = {}
+    searcher = HybridSearcher(backend, index, encoder, scorer, SearchConfig(bm25_k=100, knn_k=100))
+    for query in queries:
+        for stage, ms in searcher.search(query, k=10).timings_ms.items():
+            stages.setdefault(stage, []).append(ms)
+    row = {stage: percentiles(v[1:]) for stage, v in stages.items()}
+    for depth in (20, 50, 100):
+        fast, slow = [], []
+        for n, query in enumerate(queries):
+            top = [h.id for h in backend.bm25(index, query, depth)]
+            fast.append(QLReranker(scorer, backend, index, "cached").rerank(query, top).seconds * 1e3)
+            if n < full_path_queries:
+                slow.append(QLReranker(scorer, backend, index, "full").rerank(query, top).seconds * 1e3)
+        row[f"ql_rerank_top{depth}_cached"] = percentiles(fast[1:])
+        row[f"ql_rerank_top{depth}_full"] = percentiles(slow[1:])
+    backend.drop_index(index)
+    return row
 
 
 if __name__ == "__main__":

@@ -28,8 +28,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from llmql.connectors.corpus import BadLine, read_corpus
-    from llmql.connectors.registry import open_backend
-    from llmql.connectors.sync import SyncConfig, sync
     from llmql.export.runtime import load_encoder
 
     work = Path(tempfile.mkdtemp(prefix="llmql-sync-speed-"))
@@ -51,36 +49,42 @@ def main() -> None:
     rows = [{"target": "encoding alone", "seconds": encode_seconds, "docs_per_s": len(docs) / encode_seconds}]
     print(json.dumps(rows[-1]), flush=True)
 
-    targets = engine_targets(work / "lancedb")
-    for engine, location in targets:
-        index = "llmql-sync-speed"
-        open_backend(engine, location).drop_index(index)
-        report = sync(
-            SyncConfig(
-                corpus=str(corpus),
-                model=args.model,
-                device=args.device,
-                backend=engine,
-                url=location,
-                index=index,
-                batch_size=args.batch_size,
-                runtime=args.runtime,
-                failures_file=str(work / f"{engine}-failures.jsonl"),
-            ),
-            progress=False,
-        )
-        assert report.ok and report.indexed == len(docs), report
+    for engine, location in engine_targets(work / "lancedb"):
+        seconds = timed_sync(engine, location, corpus, args, work, len(docs))
         rows.append(
             {
                 "target": engine,
-                "seconds": report.seconds,
-                "docs_per_s": len(docs) / report.seconds,
-                "overhead_over_encoding": report.seconds / encode_seconds - 1,
+                "seconds": seconds,
+                "docs_per_s": len(docs) / seconds,
+                "overhead_over_encoding": seconds / encode_seconds - 1,
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-        open_backend(engine, location).drop_index(index)
     write_results("sync_speed", {"settings": vars(args), "documents": len(docs), "rows": rows})
+
+
+def timed_sync(engine: str, location: str, corpus: Path, args: argparse.Namespace, work: Path, n_docs: int) -> float:
+    """Seconds of one `llmql-sync` of `corpus` into a fresh index on `engine`, which is dropped afterwards."""
+    from llmql.connectors.registry import open_backend
+    from llmql.connectors.sync import SyncConfig, sync
+
+    index = "llmql-sync-speed"
+    open_backend(engine, location).drop_index(index)
+    config = SyncConfig(
+        corpus=str(corpus),
+        model=args.model,
+        device=args.device,
+        backend=engine,
+        url=location,
+        index=index,
+        batch_size=args.batch_size,
+        runtime=args.runtime,
+        failures_file=str(work / f"{engine}-failures.jsonl"),
+    )
+    report = sync(config, progress=False)
+    assert report.ok and report.indexed == n_docs, report
+    open_backend(engine, location).drop_index(index)
+    return report.seconds
 
 
 if __name__ == "__main__":
