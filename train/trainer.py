@@ -84,13 +84,7 @@ def fit(
     """Train `module` for `optim.max_steps` (or `optim.epochs`) optimizer steps; resumable from checkpoints."""
     run = _Run.prepare(module, dataset, collate, optim)
     accelerator = run.accelerator
-    step = 0
-    checkpoint = latest_checkpoint(out_dir) if resume else None
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        step = json.loads((checkpoint / STATE_FILE).read_text())["step"]
-        log.info("resumed from %s (step %d of %d)", checkpoint, step, run.total)
-
+    step = _restore(accelerator, Path(out_dir), run.total) if resume else 0
     bar = tqdm(
         total=run.total,
         initial=step,
@@ -133,6 +127,17 @@ def fit(
         last_loss,
         accelerator.is_main_process,
     )
+
+
+def _restore(accelerator, out_dir: Path, total: int) -> int:
+    """Load the newest checkpoint under `out_dir` into the prepared run; the step it was taken at, 0 if none."""
+    checkpoint = latest_checkpoint(out_dir)
+    if checkpoint is None:
+        return 0
+    accelerator.load_state(str(checkpoint))
+    step = json.loads((checkpoint / STATE_FILE).read_text())["step"]
+    log.info("resumed from %s (step %d of %d)", checkpoint, step, total)
+    return step
 
 
 @dataclass
