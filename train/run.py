@@ -224,6 +224,28 @@ def contrastive_groups(cfg: ContrastiveTrainConfig, out: Path) -> list[TrainGrou
     return groups
 
 
+def _contrastive_loss(group_size: int, temperature: float, chunk: int | None):
+    """Stage 2's loss step: InfoNCE over every process's passages, in one pass or, with `chunk`, by GradCache
+    (encode without graphs, loss and its gradient on the embeddings, then each chunk re-encoded and backpropagated)."""
+
+    def loss_of(q, p):
+        passages, offset = gather_with_grad(p)
+        return info_nce(q, passages, group_size, temperature, offset)
+
+    def loss_fn(module, batch, backward):
+        tokens = int(batch["query_mask"].sum() + batch["passage_mask"].sum())
+        queries, passages = (batch["query_ids"], batch["query_mask"]), (batch["passage_ids"], batch["passage_mask"])
+        if chunk is None:
+            loss = loss_of(*module(*queries, *passages))
+            backward(loss)
+            return loss, tokens
+        encode_q = lambda ids, mask: module(query_ids=ids, query_mask=mask)[0]  # noqa: E731
+        encode_p = lambda ids, mask: module(passage_ids=ids, passage_mask=mask)[1]  # noqa: E731
+        return cached_step(encode_q, encode_p, queries, passages, loss_of, chunk, backward, backward.no_sync), tokens
+
+    return loss_fn
+
+
 def train_contrastive(cfg: ContrastiveTrainConfig, resume: bool = False) -> Path:
     """Stage 2: InfoNCE bi-encoder. Writes the base weights plus a LoRA adapter (and optionally a merged copy)."""
     out = Path(cfg.out)
@@ -243,33 +265,17 @@ def train_contrastive(cfg: ContrastiveTrainConfig, resume: bool = False) -> Path
             f"a stage-2 step of {queries} queries x {cfg.group_size} passages of up to {length} tokens needs "
             f"{plan.describe()} even so: lower --max-passage-tokens, --group-size or --batch-size"
         )
-    chunk = plan.chunk
     if plan.checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.lora:
             lm.enable_input_require_grads()
     dataset = ContrastiveExamples(groups, prompt, cfg.group_size, cfg.optim.seed)
 
-    def loss_of(q, p):
-        passages, offset = gather_with_grad(p)
-        return info_nce(q, passages, cfg.group_size, cfg.temperature, offset)
-
-    def loss_fn(module, batch, backward):
-        tokens = int(batch["query_mask"].sum() + batch["passage_mask"].sum())
-        queries, passages = (batch["query_ids"], batch["query_mask"]), (batch["passage_ids"], batch["passage_mask"])
-        if chunk is None:
-            loss = loss_of(*module(*queries, *passages))
-            backward(loss)
-            return loss, tokens
-        encode_q = lambda ids, mask: module(query_ids=ids, query_mask=mask)[0]  # noqa: E731
-        encode_p = lambda ids, mask: module(passage_ids=ids, passage_mask=mask)[1]  # noqa: E731
-        return cached_step(encode_q, encode_p, queries, passages, loss_of, chunk, backward, backward.no_sync), tokens
-
     result = fit(
         ContrastiveModel(BiEncoder(lm, config.normalize, right_padded=True)),  # collate_contrastive: right
         dataset,
         lambda items: collate_contrastive(items, config.pad_token_id),
-        loss_fn,
+        _contrastive_loss(cfg.group_size, cfg.temperature, plan.chunk),
         cfg.optim,
         out,
         resume,
