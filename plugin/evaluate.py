@@ -123,16 +123,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
             if name == "ql-dirichlet":
                 results[qid] = _dirichlet_rerank(results[qid], dirichlet, data.queries[qid], cfg.rerank_depth)
             latencies.append((time.perf_counter() - start) * 1000)
-        if name == "hybrid+ql":
-            weights = settings.ql_weights
-            runs = {
-                ("hybrid+ql" if len(weights) == 1 else f"hybrid+ql@{w:g}"): {
-                    q: _top(_reweighted(r, w), cfg.depth) for q, r in results.items()
-                }
-                for w in weights
-            }
-        else:
-            runs = {name: {q: _top({h.id: h.score for h in r.hits}, cfg.depth) for q, r in results.items()}}
+        runs = _ranked_runs(name, results, settings.ql_weights, cfg.depth)
         for run_name, run in runs.items():
             write_trec(out_dir / f"{run_name}.run", run, run_name)
             scored = score_run(data.qrels, run, cfg.depth)
@@ -144,6 +135,19 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     _compare_with_bm25(summary["runs"])
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _ranked_runs(name: str, results: dict, ql_weights: tuple[float, ...], depth: int) -> dict[str, dict]:
+    """The TREC runs (name -> qid -> doc -> score, top `depth`) of one searched run: itself, or for hybrid+ql one
+    run per QL weight, re-weighted from the same searches (named `hybrid+ql@W` when there are several)."""
+    if name != "hybrid+ql":
+        return {name: {q: _top({h.id: h.score for h in r.hits}, depth) for q, r in results.items()}}
+    return {
+        ("hybrid+ql" if len(ql_weights) == 1 else f"hybrid+ql@{w:g}"): {
+            q: _top(_reweighted(r, w), depth) for q, r in results.items()
+        }
+        for w in ql_weights
+    }
 
 
 @dataclass(frozen=True)
