@@ -121,7 +121,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
             start = time.perf_counter()
             results[qid] = searcher.search(data.queries[qid], k=k)
             if name == "ql-dirichlet":
-                results[qid] = _dirichlet_rerank(results[qid], dirichlet, data.queries[qid], cfg.rerank_depth)
+                results[qid] = _dirichlet_rerank(results[qid], dirichlet, data.queries[qid], settings.rerank_depth)
             latencies.append((time.perf_counter() - start) * 1000)
         runs = _ranked_runs(name, results, settings.ql_weights, cfg.depth)
         for run_name, run in runs.items():

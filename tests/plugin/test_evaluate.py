@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -79,3 +80,42 @@ def test_ql_weights_outside_0_1_are_refused(toy_beir, tmp_path):
     cfg = EvalConfig(data=str(toy_beir), runs=("bm25",), ql_weights=(1.5,), out_dir=str(tmp_path))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         evaluate(cfg, progress=False)
+
+
+def test_every_ql_run_reranks_to_the_resolved_depth(synced_embedded, ql_export, toy_beir, tmp_path):
+    """Without --rerank-depth, word QL and LLM QL both re-rank BM25's list to the depth resolved for the run
+    (100 with no search.json): the word-QL run is Dirichlet's order of BM25's candidates, not BM25's order."""
+    from llmql.plugin.evaluate import EvalConfig, evaluate
+    from llmql.train.data import load_beir
+
+    backend, index = synced_embedded
+    cfg = EvalConfig(
+        data=str(toy_beir),
+        url=backend.location,
+        index=index,
+        ql_model=str(ql_export),
+        runs=("bm25", "ql", "ql-dirichlet"),
+        depth=30,  # more than the toy corpus: each run file holds every candidate
+        runtime="onnx",
+        out_dir=str(tmp_path / "eval"),
+    )
+    summary = evaluate(cfg, progress=False)
+    assert summary["settings"]["rerank_depth"] == 100
+    data = load_beir(toy_beir, "test")
+    word_ql = DirichletQL((d.id, f"{d.title} {d.text}") for d in data.corpus.values())
+
+    def ranked(name: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for line in (tmp_path / "eval" / f"{name}.run").read_text().splitlines():
+            out.setdefault(line.split()[0], []).append(line.split()[2])
+        return out
+
+    bm25, dirichlet, llm = ranked("bm25"), ranked("ql-dirichlet"), ranked("ql")
+    for qid, candidates in bm25.items():
+        scores = word_ql.score(data.queries[qid], candidates)
+        assert sorted(dirichlet[qid]) == sorted(candidates), qid
+        in_order = [scores[d] for d in dirichlet[qid]]  # Dirichlet's order (min-max rounding may swap near-ties)
+        assert all(a >= b - 1e-9 for a, b in itertools.pairwise(in_order)), qid
+        assert sorted(llm[qid]) == sorted(candidates)  # the same candidates, every one re-scored
+    assert any(dirichlet[q] != bm25[q] for q in bm25), "word QL must reorder BM25's list on the toy collection"
+    assert any(llm[q] != bm25[q] for q in bm25)
