@@ -35,15 +35,22 @@ def _shard(value: str | None) -> str | None:
 @click.option(
     "--batch-size",
     type=click.IntRange(1, 100_000),
-    default=64,
-    help="Documents per bulk write and committed step of progress (the engine's batch).",
+    default=None,
+    help="Documents per bulk write and committed step of progress (the engine's batch)  [default: 64 on a CPU, "
+    "2,048 on a GPU]",
 )
-@click.option("--encode-batch-size", type=click.IntRange(1, 4096), default=32, help="Passages per model call, at most.")
+@click.option(
+    "--encode-batch-size",
+    type=click.IntRange(1, 4096),
+    default=None,
+    help="Passages per model call, at most  [default: 32 on a CPU, 1,024 on a GPU]",
+)
 @click.option(
     "--max-batch-tokens",
     type=click.IntRange(1, None),
-    default=8192,
-    help="Padded tokens per model call, at most: short passages go in large batches, long ones in small.",
+    default=None,
+    help="Padded tokens per model call, at most: short passages go in large batches, long ones in small  "
+    "[default: 8,192 on a CPU; on a GPU from its free memory, at most 131,072]",
 )
 @click.option("--recreate", is_flag=True, help="Drop the index first.")
 @click.option("--incremental", is_flag=True, help="Skip documents whose content hash is unchanged.")

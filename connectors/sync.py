@@ -21,21 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from llmql.connectors.base import Passage, Record
-from llmql.connectors.corpus import (
-    BadLine,
-    CorpusFormat,
-    SourceDoc,
-    content_hash,
-    corpus_file,
-    read_corpus,
-    scan_corpus,
-)
+from llmql.connectors.base import Record
+from llmql.connectors.corpus import BadLine, CorpusFormat, SourceDoc, corpus_file, read_corpus, scan_corpus
+from llmql.connectors.records import DocumentEncoder
 from llmql.connectors.registry import open_backend
 from llmql.connectors.shards import Shard, ShardGroup, shard_group
 from llmql.connectors.sync_state import FailureLog, SyncProgress, state_path
-from llmql.train.chunking import Chunking, check_chunking, passage_parts
-from llmql.train.device import resolve_device
+from llmql.train.chunking import Chunking, check_chunking
+from llmql.train.device import BatchSizes, batch_sizes, resolve_device
 from llmql.train.errors import DataError, LLMQLError
 
 __all__ = ["SyncConfig", "SyncReport", "state_path", "sync"]
@@ -51,9 +44,10 @@ class SyncConfig:
     url: str = "./llmql-index"  # directory for the embedded backend
     index: str = "llmql"
     alias: str | None = None
-    batch_size: int = 64  # documents a bulk write (and a committed step of progress)
-    encode_batch_size: int = 32  # rows a model call, at most
-    max_batch_tokens: int | None = 8192  # padded tokens a model call, at most (None: rows alone bound it)
+    # None: the device's defaults (llmql.train.device.batch_sizes: 64 / 32 / 8,192 on a CPU, more on a GPU)
+    batch_size: int | None = None  # documents a bulk write (and a committed step of progress)
+    encode_batch_size: int | None = None  # rows a model call, at most
+    max_batch_tokens: int | None = None  # padded tokens a model call, at most
     recreate: bool = False
     incremental: bool = False
     delete_missing: bool = False
@@ -121,7 +115,8 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     encoder = load_encoder(cfg.model, runtime=cfg.runtime, device=device)
     ql = _ql_scorer(cfg, device)
     chunking = _chunking(cfg, encoder, ql)
-    writer = _BatchWriter(cfg, encoder, ql, chunking)
+    sizes = _batch_sizes(cfg, device, encoder.dim)
+    writer = DocumentEncoder(encoder, ql, sizes, chunking, cfg.incremental, cfg.ql_cache)
     options = dict(cfg.backend_options)
     if cfg.backend != "embedded" and cfg.insecure:
         options["verify_certs"] = False
@@ -137,6 +132,8 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
         existing = {i: h for i, h in backend.content_hashes(info.name) if shard.owns(i)}
     failures = FailureLog(Path(state.failures_file), keep=state.resumed)
     seen = _pipeline(source, cfg, writer, backend, state, report, existing, failures, fresh, scan.lines, progress)
+    for name, value in vars(writer.counts).items():
+        setattr(report, name, value)
     gone = sorted(set(existing) - seen) if cfg.delete_missing else []
     gone = [i for part in group.gather(gone) for i in part]  # every shard has confirmed its last batch here
     if group.leader:
@@ -212,9 +209,12 @@ def _label(shard: Shard) -> str | None:
 
 
 def _pipeline(source, cfg, writer, backend, state, report, existing, failures, fresh, lines, progress) -> set[str]:
-    """Read, encode and write batch by batch, one write in flight while the next batch is encoded (a single
-    writer thread keeps the writes, and so the committed progress, in corpus order). Returns the ids seen."""
+    """Read, tokenise, encode and write batch by batch as a pipeline: the next batch is tokenised on one thread
+    while the model encodes this one and another thread writes the one before (a single writer keeps the writes,
+    and so the committed progress, in corpus order). Returns the ids seen."""
     from tqdm.auto import tqdm
+
+    from llmql.train.batching import prefetched
 
     seen: set[str] = set()
     after = state.committed
@@ -229,21 +229,34 @@ def _pipeline(source, cfg, writer, backend, state, report, existing, failures, f
         state.commit(report.index, last)
         bar.update(count)
 
+    def tokenize(batch: list):
+        return writer.tokenize(_accept(batch, after, seen, failures, state.shard), existing)
+
     pending: Future | None = None
+    size = writer.sizes.documents
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmql-sync-write") as pool:
         try:
-            for batch in _batches(read_corpus(source, cfg.corpus_format), cfg.batch_size):
-                docs = _accept(batch, after, seen, failures, state.shard)
-                records, line_of = writer.prepare(docs, existing, report)  # overlaps the write in flight
+            for batch, work in prefetched(_batches(read_corpus(source, cfg.corpus_format), size), tokenize):
+                records = writer.encode(work)  # overlaps the write in flight and the next batch's tokenising
                 if pending is not None:
                     pending.result()  # a failed write stops the sync here, before anything later is committed
                 count = sum(1 for item in batch if item.line > after)
-                pending = pool.submit(store, records, line_of, batch[-1].line, count)
+                pending = pool.submit(store, records, work.line_of, batch[-1].line, count)
             if pending is not None:
                 pending.result()
         finally:
             bar.close()
     return seen
+
+
+def _batch_sizes(cfg: SyncConfig, device: str, hidden: int) -> BatchSizes:
+    """The device's defaults (`batch_sizes`), each replaced by the option given."""
+    default = batch_sizes(device, hidden)
+    return BatchSizes(
+        cfg.batch_size or default.documents,
+        cfg.encode_batch_size or default.rows,
+        cfg.max_batch_tokens or default.tokens,
+    )
 
 
 def _validate(source: Path, cfg: SyncConfig):
@@ -291,58 +304,6 @@ def _accept(batch: list, committed: int, seen: set[str], failures: FailureLog, s
         if item.line > committed:
             docs.append(item)
     return docs
-
-
-class _BatchWriter:
-    """Turns a batch of documents into records: what changed (by content hash, with --incremental), encoded into
-    vectors, and [E] states with --ql-cache, in model calls bounded by rows and padded tokens. Chunked, each
-    document's passages are encoded in the same calls and travel inside its one record."""
-
-    def __init__(self, cfg: SyncConfig, encoder, ql, chunking: Chunking | None = None):
-        self.cfg, self.encoder, self.ql, self.chunking = cfg, encoder, ql, chunking
-
-    def prepare(self, docs: list[SourceDoc], existing: dict, report: SyncReport) -> tuple[list[Record], dict[str, int]]:
-        hashes = {d.id: content_hash(d, self.encoder.identity) for d in docs}
-        todo = [d for d in docs if not (self.cfg.incremental and existing.get(d.id) == hashes[d.id])]
-        report.unchanged += len(docs) - len(todo)
-        if not todo:
-            return [], {}
-        if self.chunking is None:
-            parts, spans = [(d.title, d.text) for d in todo], None
-        else:
-            spans = self.encoder.tokenizer.chunk_spans([d.title for d in todo], [d.text for d in todo], self.chunking)
-            parts = [p for d, s in zip(todo, spans, strict=True) for p in passage_parts(d.title, d.text, s)]
-            report.passages += len(parts)
-            report.split += sum(len(s) > 1 for s in spans)
-        vectors, states = self._encode([t for t, _ in parts], [x for _, x in parts], report)
-        if spans is None:
-            records = [
-                Record(d.id, d.title, d.text, vectors[i], hashes[d.id], states[i] if states else None, d.fields)
-                for i, d in enumerate(todo)
-            ]
-        else:
-            records, first = [], 0
-            for d, doc_spans in zip(todo, spans, strict=True):
-                passages = tuple(
-                    Passage(a, b, vectors[first + j], states[first + j] if states else None)
-                    for j, (a, b) in enumerate(doc_spans)
-                )
-                records.append(Record(d.id, d.title, d.text, None, hashes[d.id], None, d.fields, passages))
-                first += len(doc_spans)
-        return records, {d.id: d.line for d in todo}
-
-    def _encode(self, titles: list[str], texts: list[str], report: SyncReport):
-        """Vectors (and packed [E] states with --ql-cache) of the passages `(title, text)`."""
-        rows, cut = self.encoder.tokenizer.passages_counting_cuts(titles, texts)  # one tokenisation for both
-        report.cut += cut
-        size, budget = self.cfg.encode_batch_size, self.cfg.max_batch_tokens
-        vectors = self.encoder.encode_ids(rows, size, max_tokens=budget)
-        states = None
-        if self.ql is not None:
-            from llmql.export.ql_cache import pack
-
-            states = pack(self.ql.end_states(texts, titles, batch_size=size, max_tokens=budget), self.cfg.ql_cache)
-        return vectors, states
 
 
 def _finish(cfg: SyncConfig, backend, index: str, report: SyncReport, gone: list[str]) -> None:

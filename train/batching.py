@@ -26,6 +26,25 @@ def prefetched(items: Iterable[T], prepare: Callable[[T], R]) -> Iterator[tuple[
             yield pending[0], pending[1].result()
 
 
+def run_batches(
+    batches: Iterable[list[int]],
+    prepare: Callable[[list[int]], R],
+    launch: Callable[[R], Callable[[], T]],
+) -> Iterator[tuple[list[int], T]]:
+    """(batch, result) in order: each batch is prepared (padded, copied to its device) on a background thread
+    ahead of the model, launched, and its result collected only once the next batch has been launched, so a GPU
+    never idles while the host reads a result back or pads the next batch. `launch` returns a call that gives
+    the result (on a GPU, waiting for its copy to the host); on the CPU it is simply the computed value."""
+    pending: tuple[list[int], Callable[[], T]] | None = None
+    for index, inputs in prefetched(batches, prepare):
+        collect = launch(inputs)
+        if pending is not None:
+            yield pending[0], pending[1]()
+        pending = (index, collect)
+    if pending is not None:
+        yield pending[0], pending[1]()
+
+
 def pad(rows: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> tuple[np.ndarray, np.ndarray]:
     """Rows of ids -> (input_ids [B, L] int64, attention_mask [B, L] int64), padded on `side`."""
     if side not in ("left", "right"):

@@ -13,9 +13,15 @@ import glob
 import os
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from llmql.train.cpu import cpu_has_bf16
 from llmql.train.errors import LLMQLError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
@@ -89,6 +95,42 @@ def resolve_bf16(setting: bool | str | None, device: str = "cpu") -> bool:
     return bool(setting)
 
 
+@dataclass(frozen=True)
+class BatchSizes:
+    """How much one step of bulk encoding takes on a device (a sync's defaults)."""
+
+    documents: int  # documents a write (and a committed step of progress)
+    rows: int  # rows a model call, at most
+    tokens: int  # padded tokens a model call, at most
+
+
+CPU_BATCHES = BatchSizes(64, 32, 8192)
+
+
+def batch_sizes(device: str, hidden: int) -> BatchSizes:
+    """The CPU's sizes (measured there), or on a GPU a token budget from its free memory: about a kilobyte of
+    activations per hidden unit a token leaves the rest of the card free (SmolLM2-135M on an H200: the cap of
+    131,072 tokens, 512 rows of 256 tokens)."""
+    if not is_cuda(device):
+        return CPU_BATCHES
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    tokens = int(min(131_072, max(8192, free // (hidden * 1024))))
+    return BatchSizes(documents=2048, rows=1024, tokens=tokens)
+
+
+def device_weights(model, bf16: bool, device: str):
+    """(model on `device`, whether to run it under bf16 autocast). On a GPU that has bf16 the weights are cast
+    to bf16 (no autocast needed); on a CPU they stay fp32 and autocast supplies bf16 where the CPU has it."""
+    import torch
+
+    model = model.to(device)
+    if bf16 and is_cuda(device):
+        return model.to(torch.bfloat16), False
+    return model, bf16
+
+
 def autocast(enabled: bool, device: str = "cpu") -> contextlib.AbstractContextManager:
     import torch
 
@@ -106,3 +148,23 @@ def to_device(array, device: str):
     if not is_cuda(device):
         return tensor
     return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def to_host_later(tensor) -> Callable[[], np.ndarray]:
+    """Start copying a device tensor to the host and return the call that gives it as numpy: on a GPU the copy
+    goes into pinned memory behind the work already queued, so the caller can queue the next batch first."""
+    import torch
+
+    if not tensor.is_cuda:
+        array = tensor.numpy()
+        return lambda: array
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+
+    def collect() -> np.ndarray:
+        done.synchronize()
+        return host.numpy()
+
+    return collect

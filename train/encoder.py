@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from llmql.train.device import autocast, resolve_bf16, to_device
+from llmql.train.device import autocast, device_weights, resolve_bf16, to_device, to_host_later
 from llmql.train.modeling import BiEncoder, load_for_inference
 from llmql.train.text_encoder import TextEncoderBase
 from llmql.train.tokenization import PromptTokenizer
@@ -15,16 +16,18 @@ from llmql.train.tokenization import PromptTokenizer
 
 class Encoder(TextEncoderBase):
     """Queries and passages -> L2-normalised float32 embeddings (last-token pooling, the paper's prompts), on any
-    device (see `llmql.train.device`); embeddings come back as float32 numpy on the host."""
+    device (see `llmql.train.device`); embeddings come back as float32 numpy on the host.
+
+    On a GPU with bf16 the weights themselves are bf16 (measured faster than fp32 weights under autocast); on a
+    CPU with native bf16 they stay fp32 under bf16 autocast."""
 
     def __init__(
         self, model: BiEncoder, tokenizer: PromptTokenizer, bf16: bool = False, identity: str = "", device: str = "cpu"
     ):
         self.device = device
-        self.model = model.eval().to(device)
+        self.model, self.bf16 = device_weights(model.eval(), bf16, device)
         self.identity = identity
         self.tokenizer = tokenizer
-        self.bf16 = bf16
 
     @classmethod
     def from_pretrained(
@@ -38,10 +41,15 @@ class Encoder(TextEncoderBase):
             device=device,
         )
 
-    def _inputs(self, ids: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return to_device(ids, self.device), to_device(mask, self.device)
+    def _inputs(self, ids: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        right = bool((mask[:, :-1] >= mask[:, 1:]).all())  # right-padded rows run on the causal kernel, no mask
+        return to_device(ids, self.device), to_device(mask, self.device), right
 
     @torch.inference_mode()
-    def _embed(self, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    def _launch(self, inputs: tuple[torch.Tensor, torch.Tensor, bool]) -> Callable[[], np.ndarray]:
+        ids, mask, right = inputs
         with autocast(self.bf16, self.device):
-            return self.model(ids, mask).float().cpu().numpy()
+            return to_host_later(self.model(ids, mask, right_padded=right).float())
+
+    def _embed(self, ids: torch.Tensor, mask: torch.Tensor, right: bool = False) -> np.ndarray:
+        return self._launch((ids, mask, right))()

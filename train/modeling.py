@@ -28,6 +28,7 @@ from llmql.train.masks import attention_stop_mask, causal_padding_mask, position
 from llmql.train.pooling import last_token_index, last_token_pool
 
 log = logging.getLogger(__name__)
+LOGITS_AT_ONCE = 1 << 26  # vocabulary logits computed at once when scoring many candidates (256 MB in fp32)
 
 
 def load_tokenizer(path: Path):
@@ -282,8 +283,14 @@ def query_logprobs_from_states(lm: nn.Module, query_ids: torch.Tensor, states: E
     predictors = [states.hidden.unsqueeze(1)]
     if length > 1:  # the last token (EOS) is only predicted, never fed
         predictors.append(query_hidden_from_states(lm, query_ids[:, :-1], states))
-    logits = logits_from_hidden(lm, torch.cat(predictors, dim=1))
-    return target_logprobs(logits.reshape(batch * length, -1), query_ids.reshape(-1)).view(batch, length)
+    hidden = torch.cat(predictors, dim=1).reshape(batch * length, -1)
+    targets = query_ids.reshape(-1)
+    rows = max(1, LOGITS_AT_ONCE // _inner(lm).config.get_text_config().vocab_size)  # bounds the [rows, V] logits
+    logprobs = [
+        target_logprobs(logits_from_hidden(lm, hidden[i : i + rows]), targets[i : i + rows])
+        for i in range(0, len(targets), rows)
+    ]
+    return torch.cat(logprobs).view(batch, length)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -299,9 +306,13 @@ class BiEncoder(nn.Module):
         self.normalize = normalize
         self.right_padded = right_padded
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """input_ids, attention_mask [B, L] (left or right padded) -> [B, H]"""
-        if self.right_padded and causal_kernel_fits(self.lm, input_ids.shape[1]):
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, right_padded: bool | None = None
+    ) -> torch.Tensor:
+        """input_ids, attention_mask [B, L] (left or right padded) -> [B, H]; `right_padded` (None: the module's
+        setting) says the rows are right-padded, so no mask tensor is needed."""
+        right = self.right_padded if right_padded is None else right_padded
+        if right and causal_kernel_fits(self.lm, input_ids.shape[1]):
             hidden = decoder_of(self.lm)(input_ids=input_ids, use_cache=False).last_hidden_state
         else:
             hidden = decoder_of(self.lm)(

@@ -6,11 +6,11 @@ say how one padded batch of passages becomes [E] states, and how one query score
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from llmql.train.batching import length_batches, pad, prefetched
+from llmql.train.batching import length_batches, pad, run_batches
 from llmql.train.config import ModelConfig
 from llmql.train.end_states import EndStateArrays
 from llmql.train.tokenization import PromptTokenizer
@@ -28,6 +28,16 @@ class QLScorerBase:
         """query [B, Lq] int64 (the same row B times), states of B documents -> [B, Lq] token log-probabilities."""
         raise NotImplementedError
 
+    def _inputs(self, ids: np.ndarray, mask: np.ndarray):
+        """Padded numpy batch -> what `_launch_states` takes; runs on the prefetch thread."""
+        return ids, mask
+
+    def _launch_states(self, inputs) -> Callable[[], EndStateArrays]:
+        """Start `_document_states` on one prepared batch; the call returned gives its states (see
+        `TextEncoderBase._launch`)."""
+        result = self._document_states(*inputs)
+        return lambda: result
+
     @property
     def config(self) -> ModelConfig:
         return self.tokenizer.config
@@ -39,24 +49,38 @@ class QLScorerBase:
         batch_size: int = 16,
         max_tokens: int | None = None,
     ) -> EndStateArrays:
-        """Per-passage [E] states (float32 numpy, input order): what the QL cache stores. Batches as the
-        encoders' (`length_batches`)."""
+        """Per-passage [E] states (numpy, input order): what the QL cache stores. Batches as the encoders'."""
         titles = titles if titles is not None else [""] * len(passages)
-        rows = self.tokenizer.passages(titles, passages)
+        return self.states_of_rows(self.tokenizer.passages(titles, passages), batch_size, max_tokens)
+
+    def states_of_rows(
+        self, rows: list[list[int]], batch_size: int = 16, max_tokens: int | None = None
+    ) -> EndStateArrays:
+        """`end_states` of passages already tokenised (`PromptTokenizer.passages`)."""
+        if not rows:
+            raise ValueError("no passages")
         parts, order = [], []
         batches = length_batches([len(r) for r in rows], batch_size, max_tokens)
-        for index, padded in prefetched(batches, lambda index: pad([rows[i] for i in index], self.config.pad_token_id)):
-            parts.append(self._document_states(*padded))
+
+        def prepare(index: list[int]):
+            return self._inputs(*pad([rows[i] for i in index], self.config.pad_token_id))
+
+        for index, states in run_batches(batches, prepare, self._launch_states):
+            parts.append(states)
             order.extend(index)
-        if not parts:
-            raise ValueError("no passages")
         return EndStateArrays.concat(parts).take(np.argsort(np.asarray(order)))
 
-    def score_states(self, query: str, states: EndStateArrays, batch_size: int = 64) -> np.ndarray:
-        """[N] log P(q | d) for the documents whose [E] states are given; only the query tokens are run."""
+    def score_states(self, query: str, states: EndStateArrays, batch_size: int | None = None) -> np.ndarray:
+        """[N] log P(q | d) for the documents whose [E] states are given; only the query tokens are run, over
+        `batch_size` documents a call (None: the runtime's choice; the PyTorch scorer takes all it can at once)."""
         if not query.strip():
             raise ValueError("empty query")
         q = np.asarray(self.tokenizer.ql_queries([query])[0], dtype=np.int64)
+        return self._score_query(q, states, batch_size)
+
+    def _score_query(self, q: np.ndarray, states: EndStateArrays, batch_size: int | None) -> np.ndarray:
+        """The query's token ids `q` [Lq] against every document's states -> [N] float64 summed log-probabilities."""
+        batch_size = batch_size or 64
         out = np.zeros(len(states), dtype=np.float64)
         for start in range(0, len(states), batch_size):
             part = states.take(slice(start, start + batch_size))

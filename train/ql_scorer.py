@@ -7,14 +7,14 @@ query tokens against them. `llmql.export.OnnxQLScorer` is the ONNX twin of the s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from llmql.train.batching import length_batches, pad
-from llmql.train.device import autocast, resolve_bf16, to_device
+from llmql.train.device import autocast, device_weights, resolve_bf16, to_device, to_host_later
 from llmql.train.end_states import EndStateArrays
 from llmql.train.modeling import EndStates, QLModel, compute_end_states, load_for_inference, query_logprobs_from_states
 from llmql.train.ql_base import QLScorerBase
@@ -22,13 +22,15 @@ from llmql.train.tokenization import PromptTokenizer
 
 
 class QLScorer(QLScorerBase):
-    """The PyTorch QL scorer on any device (see `llmql.train.device`); states cross as float32 numpy."""
+    """The PyTorch QL scorer on any device (see `llmql.train.device`). States leave the device as float16 when
+    the model runs in bf16 (the QL cache stores fp16 anyway), else float32; a query's candidates are scored in
+    one call on the device, their states copied there in one transfer, only the scores coming back."""
 
     def __init__(self, lm: torch.nn.Module, tokenizer: PromptTokenizer, bf16: bool = False, device: str = "cpu"):
         self.device = device
-        self.lm = lm.eval().to(device)
+        self.lm, self.bf16 = device_weights(lm.eval(), bf16, device)
+        self.reduced = bf16  # states computed in bf16 leave the device as float16
         self.tokenizer = tokenizer
-        self.bf16 = bf16
 
     @classmethod
     def from_pretrained(cls, path: str | Path, bf16: bool | str = "auto", device: str = "cpu") -> QLScorer:
@@ -39,6 +41,9 @@ class QLScorer(QLScorerBase):
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return to_device(array, self.device)
+
+    def _inputs(self, ids: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._tensor(ids), self._tensor(mask)
 
     @torch.inference_mode()
     def score(
@@ -63,11 +68,32 @@ class QLScorer(QLScorerBase):
         return out
 
     @torch.inference_mode()
-    def _document_states(self, ids: np.ndarray, mask: np.ndarray) -> EndStateArrays:
+    def _launch_states(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], EndStateArrays]:
         with autocast(self.bf16, self.device):
-            s = compute_end_states(self.lm, self._tensor(ids), self._tensor(mask))
-        keys, values, hidden = (t.float().cpu().numpy() for t in (s.keys, s.values, s.hidden))
-        return EndStateArrays(keys, values, hidden, s.positions.cpu().numpy())
+            s = compute_end_states(self.lm, *inputs)
+        dtype = torch.float16 if self.reduced else torch.float32
+        parts = [to_host_later(t.to(dtype)) for t in (s.keys, s.values, s.hidden)] + [to_host_later(s.positions)]
+        return lambda: EndStateArrays(*(collect() for collect in parts))
+
+    def _document_states(self, ids: np.ndarray, mask: np.ndarray) -> EndStateArrays:
+        return self._launch_states(self._inputs(ids, mask))()
+
+    @torch.inference_mode()
+    def _score_query(self, q: np.ndarray, states: EndStateArrays, batch_size: int | None) -> np.ndarray:
+        dtype = next(self.lm.parameters()).dtype
+        on_device = EndStates(
+            *(self._tensor(a).to(dtype) for a in (states.keys, states.values, states.hidden)),
+            self._tensor(states.positions),
+        )
+        query = self._tensor(q)
+        total = []
+        step = batch_size or len(states)
+        for start in range(0, len(states), step):
+            part = EndStates(*(t[start : start + step] for t in vars(on_device).values()))
+            with autocast(self.bf16, self.device):
+                logprobs = query_logprobs_from_states(self.lm, query.expand(len(part.positions), -1), part)
+            total.append(logprobs.double().sum(dim=1))
+        return torch.cat(total).cpu().numpy()
 
     @torch.inference_mode()
     def _query_logprobs(self, query: np.ndarray, states: EndStateArrays) -> np.ndarray:

@@ -6,12 +6,14 @@ say how one padded batch becomes embeddings.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from llmql.train.batching import length_batches, pad, prefetched
+from llmql.train.batching import length_batches, pad, run_batches
 from llmql.train.config import ModelConfig
+from llmql.train.end_states import EndStateArrays
+from llmql.train.ql_base import QLScorerBase
 from llmql.train.tokenization import PromptTokenizer
 
 
@@ -27,6 +29,12 @@ class TextEncoderBase:
     def _inputs(self, ids: np.ndarray, mask: np.ndarray):
         """Padded numpy batch -> what `_embed` takes; runs on the prefetch thread (a GPU runtime copies here)."""
         return ids, mask
+
+    def _launch(self, inputs) -> Callable[[], np.ndarray]:
+        """Start `_embed` on one prepared batch; the call returned gives its result. A GPU runtime returns before
+        the device is done, so that the next batch is queued before this one is read back."""
+        result = self._embed(*inputs)
+        return lambda: result
 
     @property
     def config(self) -> ModelConfig:
@@ -69,8 +77,43 @@ class TextEncoderBase:
             return self._inputs(*pad([rows[i] for i in index], self.config.pad_token_id, side))
 
         bar = tqdm(total=len(batches), desc="encode", unit="batch", disable=not progress)
-        for index, inputs in prefetched(batches, prepare):
-            out[index] = self._embed(*inputs)
+        for index, vectors in run_batches(batches, prepare, self._launch):
+            out[index] = vectors
             bar.update()
         bar.close()
         return out
+
+
+def encode_documents(
+    encoder: TextEncoderBase,
+    ql: QLScorerBase | None,
+    rows: list[list[int]],
+    batch_size: int = 16,
+    max_tokens: int | None = None,
+) -> tuple[np.ndarray, EndStateArrays | None]:
+    """Vectors and, with a QL scorer, [E] states of passages tokenised once (`PromptTokenizer.passages`): each
+    length batch is padded once and both models run on it (the retriever, then the stage-1 base), so a sync
+    with a QL cache tokenises and pads nothing twice. Input order."""
+    if ql is None:
+        return encoder.encode_ids(rows, batch_size, max_tokens=max_tokens), None
+    if (ql.config.prompts, ql.config.pad_token_id) != (encoder.config.prompts, encoder.config.pad_token_id):
+        raise ValueError("the QL scorer and the encoder read passages differently (prompts or padding)")
+    vectors = np.zeros((len(rows), encoder.dim), dtype=np.float32)
+    parts, order = [], []
+    if not rows:
+        return vectors, None
+
+    def prepare(index: list[int]):
+        ids, mask = pad([rows[i] for i in index], encoder.config.pad_token_id)
+        return encoder._inputs(ids, mask), ql._inputs(ids, mask)
+
+    def launch(inputs) -> Callable[[], tuple[np.ndarray, EndStateArrays]]:
+        vector, states = encoder._launch(inputs[0]), ql._launch_states(inputs[1])
+        return lambda: (vector(), states())
+
+    batches = length_batches([len(r) for r in rows], batch_size, max_tokens)
+    for index, (batch_vectors, states) in run_batches(batches, prepare, launch):
+        vectors[index] = batch_vectors
+        parts.append(states)
+        order.extend(index)
+    return vectors, EndStateArrays.concat(parts).take(np.argsort(np.asarray(order)))

@@ -19,6 +19,17 @@ from llmql.train.config import ModelConfig, load_llmql_config
 from llmql.train.prompts import corrupt_words, passage_body, split_template
 
 TOKENIZER_FILE = "tokenizer.json"
+CHARS_PER_TOKEN = 6  # a first prefix this many characters a token: English BPE averages about 4-5
+CUT_MARGIN = 16  # tokens a prefix must hold past the cut, so that the cut is the whole text's
+
+
+def precut(text: str, chars: int) -> str:
+    """The first `chars` characters of `text`, ended before a whitespace where there is one (a word is not
+    split), or all of it when it is that short."""
+    if len(text) <= chars:
+        return text
+    space = max(text.rfind(" ", 0, chars), text.rfind("\n", 0, chars))
+    return text[: space if space > 0 else chars]
 
 
 @dataclass(frozen=True)
@@ -49,11 +60,27 @@ class PromptTokenizer:
 
     # -- pieces ------------------------------------------------------------------------------------------------
     def _truncate(self, bodies: Sequence[str], max_tokens: int) -> list[str]:
-        """Cut each body after its `max_tokens`-th token, at the character offset the tokenizer reports."""
-        encodings = self.tokenizer.encode_batch(list(bodies), add_special_tokens=False)
-        out = []
-        for body, enc in zip(bodies, encodings, strict=True):
-            out.append(body if len(enc.ids) <= max_tokens else body[: enc.offsets[max_tokens - 1][1]])
+        """Cut each body after its `max_tokens`-th token, at the character offset the tokenizer reports.
+
+        Only a prefix of each body is tokenised (`precut`): a long document costs about its kept tokens. The cut
+        is the one the whole text gives, because a prefix is used only when it holds `CUT_MARGIN` tokens past the
+        cut (tokens that far before a prefix's end are the whole text's); a prefix holding fewer is tried again
+        four times longer, up to the whole body."""
+        bodies = list(bodies)
+        out = list(bodies)
+        todo = list(range(len(bodies)))
+        chars = CHARS_PER_TOKEN * (max_tokens + CUT_MARGIN)
+        while todo:
+            pieces = [precut(bodies[i], chars) for i in todo]
+            encodings = self.tokenizer.encode_batch(pieces, add_special_tokens=False)
+            again = []
+            for i, piece, enc in zip(todo, pieces, encodings, strict=True):
+                whole = len(piece) == len(bodies[i])
+                if len(enc.ids) > max_tokens and (whole or len(enc.ids) >= max_tokens + CUT_MARGIN):
+                    out[i] = bodies[i][: enc.offsets[max_tokens - 1][1]]
+                elif not whole:
+                    again.append(i)  # the prefix was too short to place the cut: a longer one
+            todo, chars = again, chars * 4
         return out
 
     def _wrap(self, prefix: str, bodies: Sequence[str], suffix: str) -> list[Encoding]:

@@ -46,3 +46,35 @@ def test_int8_cache_keeps_the_ranking(llama_export):
     approx = scorer.score_states("kelp lagoon", unpack(pack(exact, "int8")))
     np.testing.assert_allclose(approx, full, atol=0.05)
     assert np.argsort(-approx).tolist() == np.argsort(-full).tolist()
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "int8"])
+def test_blobs_are_the_documented_layout(states, fmt):
+    """The header and body byte for byte as documented (a blob written by an earlier version reads the same)."""
+    import struct
+
+    blob = pack(states, fmt)[1]
+    magic, code, position, layers, kv_heads, head_dim, hidden = struct.unpack_from("<2sBxiHHHH", blob)
+    assert (magic, code, position, layers, kv_heads, head_dim, hidden) == (
+        b"LQ",
+        {"fp16": 1, "int8": 2}[fmt],
+        200,
+        4,
+        2,
+        8,
+        16,
+    )
+    if fmt == "fp16":
+        keys = np.frombuffer(blob, np.float16, 4 * 2 * 8, 16).reshape(4, 2, 8)
+        np.testing.assert_array_equal(keys, states.keys[1].astype(np.float16))
+    else:
+        scale = np.frombuffer(blob, np.float16, 8, 16).astype(np.float32)
+        values = np.frombuffer(blob, np.int8, 8 * 8, 32).reshape(8, 8).astype(np.float32)
+        np.testing.assert_allclose(values * scale[:, None], states.keys[1].reshape(8, 8), atol=3e-2)
+
+
+def test_blobs_of_both_formats_unpack_together(states):
+    mixed = pack(states, "fp16")[:2] + pack(states, "int8")[2:]
+    back = unpack(mixed)
+    assert back.positions.tolist() == [5, 200, 17]
+    np.testing.assert_allclose(back.keys, states.keys, atol=3e-2)

@@ -105,3 +105,23 @@ def test_loader_workers_prepare_the_same_batches_as_the_training_loop(tok):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     dataset.set_epoch(4)  # the same order in another epoch: other corruption draws
     assert not torch.equal(alone[0]["input_ids"], loader_batches(dataset, tok)[0]["input_ids"])
+
+
+def _whole_text_cut(tok: PromptTokenizer, body: str, max_tokens: int) -> str:
+    """The reference: tokenise all of the body, cut after its max_tokens-th token."""
+    enc = tok.tokenizer.encode(body, add_special_tokens=False)
+    return body if len(enc.ids) <= max_tokens else body[: enc.offsets[max_tokens - 1][1]]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cutting_a_prefix_gives_the_whole_texts_cut(tok, seed):
+    """Long bodies (many times the budget, long unbroken words, newlines, non-ASCII, runs of spaces) are cut at
+    the same character as when the whole text is tokenised, though only a prefix is."""
+    rng = np.random.default_rng(seed)
+    vocabulary = ["kelp", "fjord", "dune", "amber", "naïve café", "日本", "x" * 90, "\n", "  ", "ü-ü", "the"]
+    bodies = [
+        " ".join(rng.choice(vocabulary, size=int(rng.integers(1, 400))))
+        for _ in range(40)
+    ] + ["", "kelp", "x" * 5000, "日本" * 3000]
+    for max_tokens in (1, 5, 12, 64):
+        assert tok._truncate(bodies, max_tokens) == [_whole_text_cut(tok, b, max_tokens) for b in bodies]
