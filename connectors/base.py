@@ -8,7 +8,8 @@ the text, vector and [E] states; the document is still the unit that is written,
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -39,8 +40,26 @@ class UnknownIndex(BackendError):
     """No index or alias of that name."""
 
 
+def unknown_index(location: str, index: str, existing: Iterable[str]) -> UnknownIndex:
+    """The error for a missing index, naming the indexes and aliases that do exist (the first 20)."""
+    names = sorted(n for n in existing if not n.startswith("."))
+    held = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "") if names else "none"
+    return UnknownIndex(f"{location}: no index or alias named {index!r} (indexes and aliases here: {held})")
+
+
 class IndexMismatch(BackendError):
     """The index exists but was built for another embedding dimension or model."""
+
+
+_DIRECTORY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def check_directory_name(index: str) -> None:
+    """Index names of the engines that keep an index as a directory: no '.', '..', leading dot or dash."""
+    if not _DIRECTORY_NAME.match(index) or len(index) > 200:
+        raise BackendError(
+            f"{index!r}: index names start with a letter, digit or '_' and use letters, digits, '_', '.', '-' only"
+        )
 
 
 def check_index_model(location: str, info: IndexInfo, dim: int, model: str, remedy: str) -> None:

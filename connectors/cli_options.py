@@ -8,7 +8,7 @@ import click
 from llmql.train.device import DEVICE_CHOICES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
-BACKENDS = ("embedded", "opensearch", "elasticsearch")
+BACKENDS = ("embedded", "memory", "opensearch", "elasticsearch")
 
 
 def backend_options(url: str | None = "./llmql-index", index: str = "llmql", url_note: str = "", index_note: str = ""):

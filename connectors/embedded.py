@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -30,24 +29,17 @@ from llmql.connectors.base import (
     Hit,
     IndexInfo,
     Record,
-    UnknownIndex,
     WriteResult,
+    check_directory_name,
     check_reopened,
+    unknown_index,
 )
 from llmql.connectors.filters import check_fields, parse_filter, sql_filter
 from llmql.connectors.lance_rows import field_columns, ids_in, records_of_passage_rows, rows_of, table_schema
 from llmql.train.chunking import max_per_key
 
 ALIASES = "aliases.json"
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-def _check_name(index: str) -> None:
-    """Index names become directory names: no '.', '..', or a leading dot or dash."""
-    if not _NAME.match(index) or len(index) > 200:
-        raise BackendError(
-            f"{index!r}: index names start with a letter, digit or '_' and use letters, digits, '_', '.', '-' only"
-        )
+_check_name = check_directory_name  # index names become directory names
 
 
 class EmbeddedBackend:
@@ -83,7 +75,7 @@ class EmbeddedBackend:
         try:
             return self.db.open_table(name)
         except (FileNotFoundError, ValueError):
-            raise UnknownIndex(f"{self.location}: no index or alias named {index!r}") from None
+            raise unknown_index(self.location, index, [*self._tables(), *self._aliases()]) from None
 
     @staticmethod
     def _declared_fields(table) -> list[str] | None:
@@ -138,7 +130,7 @@ class EmbeddedBackend:
         if self.resolve(index) is not None:
             return check_reopened(self.location, self.index_info(index), dim, model, chunking)
         if not create:
-            raise UnknownIndex(f"{self.location}: no index or alias named {index!r}")
+            raise unknown_index(self.location, index, [*self._tables(), *self._aliases()])
         self.db.create_table(index, schema=table_schema(dim, model, fields, chunking))
         return IndexInfo(index, dim, model, 0, chunking)
 

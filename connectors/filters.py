@@ -141,6 +141,28 @@ def _sql_clause(clause: Clause, columns: dict[str, tuple[str, str]]) -> str:
     return "(" + f"{column} IS NOT NULL AND " + " AND ".join(parts) + ")"
 
 
+# -- in process (the memory engine) --------------------------------------------------------------------------
+def matches(clauses: list[Clause], fields: dict[str, Any]) -> bool:
+    """Whether a document's fields pass the clauses, as the embedded engine's SQL decides it: values by their
+    tag (`tag`), number ranges on numbers only (not booleans), date ranges on strings, "not" on the rest."""
+    positive = all(_matches(c, fields) for c in clauses if not c.negate)
+    negative = [c for c in clauses if c.negate]
+    return positive and not (negative and all(_matches(c, fields) for c in negative))
+
+
+def _matches(clause: Clause, fields: dict[str, Any]) -> bool:
+    value = fields.get(clause.field)
+    if not clause.bounds:
+        return value is not None and tag(clause.field, value) in {tag(clause.field, v) for v in clause.values}
+    dates = isinstance(clause.bounds[0][1], str)
+    if dates != isinstance(value, str) or isinstance(value, bool) or value is None:
+        return False
+    if not dates:
+        value = float(value)
+    compare = {"gte": value.__ge__, "gt": value.__gt__, "lte": value.__le__, "lt": value.__lt__}
+    return all(compare[op](bound if dates else float(bound)) for op, bound in clause.bounds)
+
+
 def tag(name: str, value: FieldValue) -> str:
     """The exact-match key of a field value, as the embedded engine stores it with each document."""
     return f"{name}={value}"

@@ -25,6 +25,7 @@ from llmql.connectors.base import (
     UnknownIndex,
     WriteResult,
     check_reopened,
+    unknown_index,
 )
 from llmql.connectors.bulk import collect
 from llmql.connectors.filters import check_fields, fields_of, parse_filter
@@ -167,10 +168,16 @@ class LuceneBackend:
             return sorted(self._request("GET", f"/_alias/{index}", index=index))[0]
         return index
 
+    def _names(self) -> list[str]:
+        """The indexes and aliases on the cluster, for the message that names what exists."""
+        indices = self._request("GET", "/_cat/indices", params={"format": "json", "h": "index"})
+        aliases = self._request("GET", "/_cat/aliases", params={"format": "json", "h": "alias"})
+        return [row["index"] for row in indices] + [row["alias"] for row in aliases]
+
     def index_info(self, index: str) -> IndexInfo:
         name = self.resolve(index)
         if name is None:
-            raise UnknownIndex(f"{self.location}: no index or alias named {index!r}")
+            raise unknown_index(self.location, index, self._names())
         mapping = self._request("GET", f"/{name}/_mapping", index=name)[name]["mappings"]
         meta = mapping.get("_meta", {}).get(META_KEY, {})
         return IndexInfo(name, int(meta.get("dim", -1)), meta.get("model", ""), self.count(name), meta.get("chunking"))
@@ -187,7 +194,7 @@ class LuceneBackend:
         if self.resolve(index) is not None:
             return check_reopened(self.location, self.index_info(index), dim, model, chunking)
         if not create:
-            raise UnknownIndex(f"{self.location}: no index or alias named {index!r}")
+            raise unknown_index(self.location, index, self._names())
         self._request("PUT", f"/{index}", body=self._mapping(dim, model, chunking), index=index)
         return IndexInfo(index, dim, model, 0, chunking)
 

@@ -7,7 +7,8 @@ import importlib
 from llmql.connectors.base import Backend, BackendError
 
 BACKENDS = {
-    "embedded": ("llmql.connectors.embedded", "EmbeddedBackend", None),
+    "embedded": ("llmql.connectors.embedded", "EmbeddedBackend", "lancedb"),
+    "memory": ("llmql.connectors.memory", "MemoryBackend", None),
     "opensearch": ("llmql.connectors.opensearch", "OpenSearchBackend", "opensearchpy"),
     "elasticsearch": ("llmql.connectors.elasticsearch", "ElasticsearchBackend", "elasticsearch"),
 }

@@ -135,6 +135,7 @@ def server_url(engine: str) -> str:
 @pytest.fixture(
     params=[
         "embedded",
+        "memory",
         pytest.param("opensearch", marks=pytest.mark.live),
         pytest.param("elasticsearch", marks=pytest.mark.live),
     ]
@@ -143,6 +144,8 @@ def backend_spec(request, tmp_path):
     """(backend name, location) for each engine: a fresh directory, or a real server's URL."""
     if request.param == "embedded":
         return "embedded", str(tmp_path / "lancedb")
+    if request.param == "memory":
+        return "memory", str(tmp_path / "memory")
     return request.param, server_url(request.param)
 
 

@@ -104,3 +104,13 @@ def test_embedded_refuses_metadata_fields_it_was_not_created_for(tmp_path):
     with pytest.raises(ValueError, match=r"created for metadata fields \['year'\], not \['lang'\]"):
         backend.upsert("docs", [RECORDS[0]])  # year and lang
     assert backend.count("docs") == 0
+
+
+def test_a_missing_index_names_the_indexes_and_aliases_there(backend):
+    index = backend.test_index()
+    backend.open_index(index, 4, "model-x")
+    backend.swap_alias(index + "-live", index)
+    for call in (lambda: backend.index_info("no-such-index"), lambda: backend.open_index("no-such", 4, "m", False)):
+        with pytest.raises(BackendError, match="no index or alias named") as err:
+            call()
+        assert index in str(err.value) and index + "-live" in str(err.value)

@@ -30,6 +30,8 @@ def stored_passages(backend, index: str) -> int:
     """Passages held by the engine itself (an orphan would be counted here)."""
     if backend.name == "embedded":
         return backend._table(index).count_rows()
+    if backend.name == "memory":
+        return sum(len(r.passages) for r in backend._index(index).docs.values())
     name = backend.resolve(index)
     stats = backend._request("GET", f"/{name}/_stats/docs", index=name)["indices"][name]["primaries"]["docs"]
     return int(stats["count"]) - backend.count(index)  # Lucene counts each nested passage as a document

@@ -196,3 +196,45 @@ def test_interrupted_embedded_sync_resumes(tiny_export, tmp_path, monkeypatch):
     assert report.ok and report.resumed_after_line == 96 and report.indexed == 300 - 96
     backend = open_backend("embedded", str(tmp_path / "db"))
     assert sorted(i for i, _ in backend.content_hashes("docs")) == [f"doc{i:05d}" for i in range(300)]
+
+
+@pytest.mark.slow
+def test_a_sigkilled_memory_sync_resumes_in_a_new_process_to_exactly_the_source(tiny_export, tmp_path):
+    """The memory engine's log keeps what the sync confirmed: the sync process itself is SIGKILLed, a new process
+    resumes it, and a third process finds exactly the corpus, with the vectors of a sync without faults."""
+    corpus = big_corpus(tmp_path / "corpus.jsonl", 2000)
+    location = str(tmp_path / "memory")
+    cfg = SyncConfig(corpus=str(corpus), model=str(tiny_export), backend="memory", url=location, index="docs")
+    state = state_path(cfg)
+    state.unlink(missing_ok=True)
+    command = [SYNC, str(corpus), "--model", str(tiny_export), "--backend", "memory", "--url", location]
+    command += ["--index", "docs", "--batch-size", "16", "--runtime", "onnx", "--device", "cpu", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (state.is_file() and json.loads(state.read_text())["committed_line"] >= 400):
+            assert process.poll() is None and time.time() < deadline, process.communicate()
+            time.sleep(0.02)
+        process.kill()
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    committed = json.loads(state.read_text())["committed_line"]
+    assert 400 <= committed < 2000
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["indexed"] <= 2000 - committed + 16
+    check = (
+        "import json, sys; from llmql.connectors.registry import open_backend; "
+        f"b = open_backend('memory', {location!r}, device='cpu'); "
+        "print(json.dumps(sorted(i for i, _ in b.content_hashes('docs'))))"
+    )
+    seen = json.loads(subprocess.run([sys.executable, "-c", check], capture_output=True, text=True).stdout)
+    assert seen == [f"doc{i:05d}" for i in range(2000)]  # none twice, none missing, read by another process
+    sync(SyncConfig(**{**cfg.__dict__, "url": str(tmp_path / "clean"), "runtime": "onnx"}), progress=False)
+    sample = seen[::97]
+    got = stored_vectors(open_backend("memory", location), "docs", sample)
+    want = stored_vectors(open_backend("memory", str(tmp_path / "clean")), "docs", sample)
+    for doc_id in sample:
+        np.testing.assert_allclose(got[doc_id], want[doc_id], atol=1e-6)

@@ -1,0 +1,153 @@
+"""How the `memory` backend keeps an index on disk: an append-only log of write segments, one file a write.
+
+Each upsert or delete becomes one `.npz` file (numpy arrays only, no pickle), written to a temporary name and
+renamed, so a segment is there whole or not at all: a sync killed mid-way resumes from the writes it had
+confirmed, and another process opening the directory sees exactly those. Names sort in write order (the time,
+then the process). `compact` rewrites the log as one snapshot segment and removes what it replaces.
+
+Strings travel as one UTF-8 buffer with offsets (fixed-width numpy strings would pad every text to the longest).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from llmql.connectors.base import Passage, Record
+
+META = "meta.json"
+_COUNTER = itertools.count()
+
+
+def _strings(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    encoded = [v.encode("utf-8") for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(e) for e in encoded])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+def _unstrings(buffer: np.ndarray, offsets: np.ndarray) -> list[str]:
+    raw = buffer.tobytes()
+    return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets.tolist())]
+
+
+def _blobs(values: Sequence[bytes | None]) -> dict[str, np.ndarray]:
+    present = np.array([v is not None for v in values], dtype=bool)
+    joined = [v or b"" for v in values]
+    offsets = np.zeros(len(joined) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(v) for v in joined])
+    data = np.frombuffer(b"".join(joined), dtype=np.uint8)
+    return {"data": data, "offsets": offsets, "present": present}
+
+
+def _unblobs(data: np.ndarray, offsets: np.ndarray, present: np.ndarray) -> list[bytes | None]:
+    raw = data.tobytes()
+    return [raw[a:b] if p else None for (a, b), p in zip(itertools.pairwise(offsets.tolist()), present, strict=True)]
+
+
+def _vectors(values: Sequence[np.ndarray | None], dim: int) -> np.ndarray:
+    out = np.zeros((len(values), dim), dtype=np.float32)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
+
+
+def encode_records(records: Sequence[Record], dim: int) -> dict[str, np.ndarray]:
+    """Records -> the arrays of one segment."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, values in (
+        ("ids", [r.id for r in records]),
+        ("titles", [r.title for r in records]),
+        ("texts", [r.text for r in records]),
+        ("hashes", [r.content_hash for r in records]),
+        ("fields", [json.dumps(r.fields, sort_keys=True) for r in records]),
+    ):
+        arrays[f"{name}.data"], arrays[f"{name}.offsets"] = _strings(values)
+    passages = [(i, p) for i, r in enumerate(records) for p in r.passages]
+    arrays["chunked"] = np.array(bool(passages))
+    if passages:
+        arrays["p.doc"] = np.array([i for i, _ in passages], dtype=np.int64)
+        arrays["p.span"] = np.array([(p.start, p.end) for _, p in passages], dtype=np.int64).reshape(-1, 2)
+        arrays["p.vectors"] = _vectors([p.vector for _, p in passages], dim)
+        arrays |= {f"p.state.{k}": v for k, v in _blobs([p.ql_state for _, p in passages]).items()}
+    else:
+        arrays["vectors"] = _vectors([r.vector for r in records], dim)
+        arrays |= {f"state.{k}": v for k, v in _blobs([r.ql_state for r in records]).items()}
+    return arrays
+
+
+def decode_records(arrays) -> list[Record]:
+    """The arrays of one segment -> its records, in the order written."""
+    text = {
+        name: _unstrings(arrays[f"{name}.data"], arrays[f"{name}.offsets"])
+        for name in ("ids", "titles", "texts", "hashes", "fields")
+    }
+    n = len(text["ids"])
+    passages: list[list[Passage]] = [[] for _ in range(n)]
+    vectors, states = [None] * n, [None] * n
+    if bool(arrays["chunked"]):
+        blobs = _unblobs(arrays["p.state.data"], arrays["p.state.offsets"], arrays["p.state.present"])
+        for doc, (start, end), vector, blob in zip(
+            arrays["p.doc"].tolist(), arrays["p.span"].tolist(), arrays["p.vectors"], blobs, strict=True
+        ):
+            passages[doc].append(Passage(start, end, vector, blob))
+    else:
+        vectors = list(arrays["vectors"])
+        states = _unblobs(arrays["state.data"], arrays["state.offsets"], arrays["state.present"])
+    return [
+        Record(
+            text["ids"][i],
+            text["titles"][i],
+            text["texts"][i],
+            vectors[i],
+            text["hashes"][i],
+            states[i],
+            json.loads(text["fields"][i]),
+            tuple(passages[i]),
+        )
+        for i in range(n)
+    ]
+
+
+class SegmentLog:
+    """The segment files of one index directory."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def write(self, kind: str, arrays: dict[str, np.ndarray]) -> str:
+        """One segment, atomically; returns its name."""
+        name = f"{time.time_ns():020d}-{os.getpid():08d}-{next(_COUNTER):08d}-{kind}.npz"
+        tmp = self.directory / f".{name}.tmp"
+        with tmp.open("wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.directory / name)
+        return name
+
+    def names(self) -> list[str]:
+        """Segments in write order, from the newest snapshot on (what the index is made of)."""
+        names = sorted(p.name for p in self.directory.glob("*.npz"))
+        snapshots = [i for i, n in enumerate(names) if n.endswith("-snapshot.npz")]
+        return names[snapshots[-1] :] if snapshots else names
+
+    def read(self, names: Sequence[str]) -> Iterator[tuple[str, str, dict]]:
+        """(name, kind, arrays) of each segment."""
+        for name in names:
+            with np.load(self.directory / name, allow_pickle=False) as data:
+                yield name, name.rsplit("-", 1)[1].removesuffix(".npz"), {k: data[k] for k in data.files}
+
+    def compact(self, records: Sequence[Record], dim: int, upto: str) -> str:
+        """Write every record as one snapshot segment, then remove the segments up to `upto` it replaces."""
+        name = self.write("snapshot", encode_records(records, dim))
+        for old in sorted(p.name for p in self.directory.glob("*.npz")):
+            if old <= upto and old != name:
+                (self.directory / old).unlink(missing_ok=True)
+        return name
