@@ -38,11 +38,14 @@ def machine() -> dict:
         "bf16_native": bool(flags & {"avx512_bf16", "amx_bf16"}),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "commit": _git_commit(),
     }
 
 
 def _git_commit() -> str:
+    if os.environ.get("LLMQL_COMMIT"):  # a copy of the tree without .git (a lent GPU machine)
+        return os.environ["LLMQL_COMMIT"]
     try:
         return subprocess.check_output(
             ["git", "rev-parse", "--short", "HEAD"], text=True, cwd=Path(__file__).parent

@@ -323,7 +323,9 @@ class _Search:
     def bm25(self, query: str, k: int, allowed: np.ndarray | None) -> list[Hit]:
         if self.bm25_index is None:
             return []
-        tokens = self._bm25s.tokenize([query], stopwords="en", stemmer=self._stemmer, return_ids=False)[0]
+        tokens = self._bm25s.tokenize(
+            [query], stopwords="en", stemmer=self._stemmer, return_ids=False, show_progress=False
+        )[0]
         ids = self.bm25_index.get_tokens_ids(list(tokens))
         if not ids:
             return []

@@ -100,8 +100,9 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
-def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
-    """Encode and write `cfg.corpus` into the index; see the module docstring for the guarantees."""
+def sync(cfg: SyncConfig, progress: bool = True, *, encoder=None, ql_scorer=None) -> SyncReport:
+    """Encode and write `cfg.corpus` into the index; see the module docstring for the guarantees. `encoder` and
+    `ql_scorer`: models already loaded (a notebook's, a benchmark's), used instead of loading `cfg.model`."""
     from llmql.export.runtime import load_encoder
 
     start = time.perf_counter()
@@ -112,8 +113,8 @@ def sync(cfg: SyncConfig, progress: bool = True) -> SyncReport:
     _check_shard_options(cfg, group)
     device = resolve_device(cfg.device)  # a GPU that is not here is refused before anything is read
     scan = _validate(source, cfg)  # before anything is written: a bad corpus changes no index
-    encoder = load_encoder(cfg.model, runtime=cfg.runtime, device=device)
-    ql = _ql_scorer(cfg, device)
+    encoder = encoder or load_encoder(cfg.model, runtime=cfg.runtime, device=device)
+    ql = ql_scorer if ql_scorer is not None and cfg.ql_cache != "none" else _ql_scorer(cfg, device)
     chunking = _chunking(cfg, encoder, ql)
     sizes = _batch_sizes(cfg, device, encoder.dim)
     writer = DocumentEncoder(encoder, ql, sizes, chunking, cfg.incremental, cfg.ql_cache)

@@ -2,7 +2,8 @@
 
 Each request's texts go into a bounded queue with a future; a single worker thread takes the oldest job and,
 for encoding, every queued job of the same kind that fits a token budget (waiting up to `max_wait_ms` for more
-to arrive when the batch is not full), runs one model call, and hands each job its rows. QL jobs (one query
+to arrive when the batch is not full and other requests are queued; a request alone runs at once: load forms
+batches by itself, as jobs queue while the model is busy), runs one model call, and hands each job its rows. QL jobs (one query
 against its candidates) run one at a time through the same worker. A full queue raises `Overloaded` at once,
 which the service answers with 503 and Retry-After, so load never grows memory without bound. Requests that
 need no model (BM25, health) never touch the queue. The shape follows Infinity's batch handler; the policy
@@ -115,7 +116,8 @@ class ModelBatcher:
                 budget = self.max_batch_tokens - sum(j.tokens for j in batch)
                 batch += self._take_same_kind(first.kind, budget)
                 left = deadline - time.monotonic()
-                if left <= 0 or sum(j.tokens for j in batch) >= self.max_batch_tokens:
+                alone = len(batch) == 1 and not self._jobs  # nobody else is asking: no window to pay
+                if alone or left <= 0 or sum(j.tokens for j in batch) >= self.max_batch_tokens:
                     return batch
                 self._ready.wait(timeout=left)
 

@@ -157,3 +157,7 @@ def _register() -> None:
 
 
 _register()
+
+
+if __name__ == "__main__":  # python -m llmql.plugin.cli (where the console scripts are not installed)
+    main()

@@ -2,6 +2,7 @@
 service stays up, BM25 requests never wait behind the model, and a failing call fails only its requests."""
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -116,3 +117,14 @@ def test_service_answers_64_concurrent_requests_as_it_answers_one(ql_export, syn
     for text, answer in zip(TEXTS[:16], searched, strict=True):
         alone = backend.knn(index, encoder.encode_queries([text])[0], 3)
         assert [h["id"] for h in answer["hits"]] == [h.id for h in alone]
+
+
+def test_a_request_alone_does_not_wait_for_the_batching_window(encoder):
+    batcher = ModelBatcher(encoder, max_wait_ms=2000)
+    try:
+        batcher.encode(["warm up"], "query")
+        start = time.perf_counter()
+        batcher.encode(["kelp lagoon"], "query")
+        assert time.perf_counter() - start < 1.0  # the window is 2 s
+    finally:
+        batcher.close()

@@ -1,0 +1,144 @@
+"""The load half of `bench.host_path`: one-query encodes through the model queue from many threads, and /embed
+over HTTP against a real `llmql serve` process, from client processes (so the clients' Python does not share
+the server's interpreter)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+
+def summary(latencies: list[float], refused: int, wall: float, clients: int) -> dict:
+    ordered = sorted(latencies) or [float("nan")]
+    return {
+        "clients": clients,
+        "requests_per_s": round(len(latencies) / wall, 1),
+        "p50_ms": round(1000 * float(np.median(ordered)), 2),
+        "p95_ms": round(1000 * ordered[int(0.95 * (len(ordered) - 1))], 2),
+        "ok": len(latencies),
+        "refused": refused,
+    }
+
+
+def batcher_rates(encoder, queries: list[str], clients: tuple[int, ...], seconds: float) -> dict:
+    """Requests/s and latency of one-query encodes from `clients` threads through one `ModelBatcher`."""
+    from llmql.plugin.batcher import ModelBatcher, Overloaded
+
+    batcher = ModelBatcher(encoder, max_queue=max(clients) * 2)
+    out = {}
+    try:
+        batcher.encode(queries[:1], "query")
+        for count in clients:
+            latencies, refused, stop = [], [0], time.monotonic() + seconds
+
+            def client(worker: int, latencies=latencies, refused=refused, stop=stop, count=count) -> None:
+                i = worker
+                while time.monotonic() < stop:
+                    start = time.perf_counter()
+                    try:
+                        batcher.encode([queries[i % len(queries)]], "query")
+                        latencies.append(time.perf_counter() - start)
+                    except Overloaded:
+                        refused[0] += 1
+                    i += count
+
+            began = time.perf_counter()
+            with ThreadPoolExecutor(count) as pool:
+                list(pool.map(client, range(count)))
+            out[f"threads_{count}"] = summary(latencies, refused[0], time.perf_counter() - began, count)
+    finally:
+        batcher.close()
+    return out
+
+
+def _client_process(url: str, threads: int, seconds: float, first: int, queue) -> None:
+    """`threads` clients posting one-query /embed requests back to back; latencies of the 200s to `queue`."""
+    import httpx
+
+    latencies, refused, lock = [], [0], threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(worker: int) -> None:
+        with httpx.Client(timeout=60) as http:
+            i = worker
+            while time.monotonic() < stop:
+                start = time.perf_counter()
+                response = http.post(f"{url}/embed", json={"texts": [f"aspirin lowers the risk of stroke ({i})"]})
+                with lock:
+                    if response.status_code == 200:
+                        latencies.append(time.perf_counter() - start)
+                    else:
+                        refused[0] += 1
+                i += 1000
+
+    workers = [threading.Thread(target=client, args=(first + w,)) for w in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    queue.put((latencies, refused[0]))
+
+
+def load(url: str, clients: int, seconds: float) -> dict:
+    """`clients` concurrent clients, in up to 8 processes."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    processes = min(8, clients)
+    shares = [clients // processes + (p < clients % processes) for p in range(processes)]
+    procs = [
+        context.Process(target=_client_process, args=(url, share, seconds, 100 * p, queue))
+        for p, share in enumerate(shares)
+    ]
+    began = time.perf_counter()
+    for proc in procs:
+        proc.start()
+    parts = [queue.get(timeout=seconds + 120) for _ in procs]
+    wall = time.perf_counter() - began
+    for proc in procs:
+        proc.join(30)
+    return summary([x for lat, _ in parts for x in lat], sum(r for _, r in parts), wall, clients)
+
+
+def http_rates(model: str, device: str, work: Path, corpus: Path, clients: tuple[int, ...], seconds: float) -> dict:
+    """A real `llmql serve` process over a small memory index (on disk, so the server opens it): /embed at each
+    client count."""
+    import httpx
+
+    from llmql.connectors.sync import SyncConfig, sync
+
+    small = work / "serve-corpus.jsonl"
+    small.write_text("".join(corpus.read_text().splitlines(keepends=True)[:300]))
+    index_dir = work / "serve-index"
+    cfg = SyncConfig(corpus=str(small), model=model, backend="memory", url=str(index_dir), index="docs", device=device)
+    sync(cfg, progress=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "llmql.plugin.cli", "serve", "--backend", "memory", "--url", str(index_dir)]
+    command += ["--index", "docs", "--model", model, "--device", device, "--port", str(port), "--max-queue", "256"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"llmql serve did not come up: {server.stderr.read()[-2000:]}")
+            time.sleep(0.5)
+        load(url, 1, 1.0)  # warm-up
+        return {f"embed_clients_{n}": load(url, n, seconds) for n in clients}
+    finally:
+        server.terminate()
+        server.wait(30)
