@@ -1,9 +1,11 @@
-"""Training throughput (tokens/s) of both LLM-QL stages with SmolLM2-135M, on the CPU or a GPU, fp32 and bf16
-autocast where the device has native bf16, each with its share of the device's measured matmul peak; and how
-many training tokens/s the host data path (tokenisation, Input Corruption, collation) produces in one process,
-so that it can be shown not to be the bottleneck.
+"""Training throughput (tokens/s) of both LLM-QL stages with SmolLM2-135M, on the CPU or a GPU, on each attention
+route (`llmql.train.attention`: two-pass, dense mask, FlexAttention; padded or packed rows; with and without
+torch.compile), fp32 and bf16 autocast where the device has native bf16, each with its share of the device's
+measured matmul peak; and how many training tokens/s the host data path (tokenisation, Input Corruption,
+collation) produces in one process, so that it can be shown not to be the bottleneck.
 
     .venv/bin/python -m bench.train_speed [--device auto] [--model smollm2-135m] [--steps 3]
+    .venv/bin/python -m bench.train_speed --device cuda --ql-batch 64 --queries 16 --group-size 16 --compile
 
 Each model measurement is a full optimizer step (forward, backward, AdamW) on real SciFact text with the modules
 the trainer uses. Share of peak: 6 FLOPs per parameter and token for a full fine-tune, 4 for LoRA (no weight
@@ -14,8 +16,9 @@ Writes bench/results/train_speed.json (train_speed_cuda.json on a GPU).
 from __future__ import annotations
 
 import argparse
+import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -78,21 +81,38 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--max-passage-tokens", type=int, default=200)
     parser.add_argument(
-        "--attention",
-        choices=["fused", "dense", "both"],
-        default="both",
-        help="fused: training's mask-free kernels (two passes for Attention Stop); dense: the per-example masks",
+        "--routes",
+        default="two-pass,dense,dense+pack,flex+pack",
+        help="attention routes to time (ROUTE or ROUTE+pack; llmql.train.attention), comma-separated",
     )
+    parser.add_argument("--compile", action="store_true", help="also time the last route under torch.compile")
+    parser.add_argument("--fp32", default="first", choices=["first", "all", "none"], help="fp32 rows for which routes")
     return parser.parse_args()
+
+
+@dataclass(frozen=True)
+class Variant:
+    route: str
+    pack: bool
+    compiled: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.route + ("+pack" if self.pack else "") + ("+compile" if self.compiled else "")
+
+
+def variants(args: argparse.Namespace) -> list[Variant]:
+    out = [Variant(r.split("+")[0], r.endswith("+pack")) for r in args.routes.split(",") if r]
+    return out + ([replace(out[-1], compiled=True)] if args.compile and out else [])
 
 
 def contrastive_tokens(batch: dict) -> int:
     return int(batch["query_mask"].sum() + batch["passage_mask"].sum())
 
 
-def training_batches(args: argparse.Namespace, lm, hf_tok) -> tuple[dict, dict, dict]:
-    """One stage-1 and one stage-2 batch of real SciFact text (hard negatives mined with BM25), collated as the
-    trainer does, and the host data path's tokens/s per worker for each stage."""
+def training_items(args: argparse.Namespace, lm, hf_tok):
+    """Stage-1 and stage-2 examples of real SciFact text (hard negatives mined with BM25), the pad id, and the
+    host data path's tokens/s per worker for each stage."""
     from llmql.train.collate import ContrastiveExamples, QLExamples, collate_contrastive, collate_ql
     from llmql.train.data import groups_from_qrels, load_beir
     from llmql.train.modeling import build_model_config
@@ -100,104 +120,134 @@ def training_batches(args: argparse.Namespace, lm, hf_tok) -> tuple[dict, dict, 
     from llmql.train.tokenization import Corruption, PromptTokenizer
 
     data = load_beir(SHARED_DATA / "scifact", "train")
-    groups = mine_negatives(groups_from_qrels(data)[:64], data.corpus, per_query=args.group_size - 1, depth=30)
+    count = max(64, args.ql_batch, args.queries)
+    groups = mine_negatives(groups_from_qrels(data)[:count], data.corpus, per_query=args.group_size - 1, depth=30)
     config = build_model_config(hf_tok, lm, args.model, max_passage_tokens=args.max_passage_tokens)
     tok = PromptTokenizer(hf_tok.backend_tokenizer, config)
     ql_items = QLExamples([(g.query, g.positives[0]) for g in groups], tok, Corruption(0.6), seed=0)
     cl_items = ContrastiveExamples(groups, tok, args.group_size, seed=0)
-
-    def ql_collate(items):
-        return collate_ql(items, config.pad_token_id)
-
-    def cl_collate(items):
-        return collate_contrastive(items, config.pad_token_id)
-
+    pad_id = config.pad_token_id
     rates = {
-        "ql": data_path_rate(ql_items, ql_collate, args.ql_batch, lambda b: int(b["attention_mask"].sum())),
-        "contrastive": data_path_rate(cl_items, cl_collate, args.queries, contrastive_tokens),
+        "ql": data_path_rate(
+            ql_items, lambda i: collate_ql(i, pad_id), args.ql_batch, lambda b: int(b["attention_mask"].sum())
+        ),
+        "contrastive": data_path_rate(
+            cl_items, lambda i: collate_contrastive(i, pad_id), args.queries, contrastive_tokens
+        ),
     }
-    ql_batch = ql_collate([ql_items[i] for i in range(args.ql_batch)])
-    cl_batch = cl_collate([cl_items[i] for i in range(args.queries)])
-    return ql_batch, cl_batch, rates
+    ql = [ql_items[i] for i in range(args.ql_batch)]
+    cl = [cl_items[i] for i in range(args.queries)]
+    return ql, cl, pad_id, rates
 
 
-def time_ql(lm, batch: dict, paths: list[str], timing: Timing, params: int) -> None:
-    """Stage 1: a full fine-tune step (as in the paper) with Attention Stop, on each attention path."""
+def prepared(lm, variant: Variant, device: str):
+    """A copy of the model on `device` set up for the variant (route, compile), and the packed row length."""
+    from llmql.train.attention import prepare
+
+    model = copy.deepcopy(lm).to(device).train()
+    _, pack = prepare(model, variant.route, variant.pack, variant.compiled, device)
+    return model, pack
+
+
+def time_ql(lm, items: list, pad_id: int, runs: list[tuple[Variant, bool]], timing: Timing, params: int) -> None:
+    """Stage 1: a full fine-tune step (as in the paper) with Attention Stop, per variant and precision."""
+    from llmql.train.collate import collate_ql
     from llmql.train.device import autocast
     from llmql.train.losses import ql_loss
     from llmql.train.modeling import QLModel
 
-    optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=1e-5)
-    tokens = int(batch["attention_mask"].sum())
-    for path, bf16 in [(path, bf16) for path in paths for bf16 in timing.precisions]:
-        model = QLModel(lm, right_padded=path == "fused", two_pass=path == "fused").train()
+    for variant, bf16 in runs:
+        model, pack = prepared(lm, variant, timing.device)
+        batch = {k: v.to(timing.device) for k, v in collate_ql(items, pad_id, "query", pack).items()}
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=timing.device.startswith("cuda"))
+        ql = QLModel(model, right_padded=True, route=variant.route)
 
-        def step(bf16: bool = bf16, model=model) -> None:
+        def step(bf16: bool = bf16, ql=ql, batch=batch, optimizer=optimizer) -> None:
             with autocast(bf16, timing.device):
-                loss = ql_loss(model(**batch), batch["target_mask"])
+                loss = ql_loss(ql(**batch), batch["target_mask"])
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
 
-        timing.record("ql (full fine-tune)", path, bf16, tokens, timing.time(step), 6 * params)
+        tokens = int(batch["attention_mask"].sum())
+        timing.record("ql (full fine-tune)", variant.name, bf16, tokens, timing.time(step), 6 * params)
 
 
-def time_contrastive(lm, batch: dict, paths: list[str], timing: Timing, params: int, group_size: int) -> None:
-    """Stage 2: LoRA r32 on all projections, InfoNCE over the batch's queries and groups, on each path."""
+def time_contrastive(lm, items, pad_id, runs: list[tuple[Variant, bool]], timing: Timing, params, group_size) -> None:
+    """Stage 2: LoRA r32 on all projections, InfoNCE over the batch's queries and groups, per variant."""
     from peft import LoraConfig, get_peft_model
 
+    from llmql.train.collate import collate_contrastive
     from llmql.train.device import autocast
     from llmql.train.losses import info_nce
     from llmql.train.modeling import BiEncoder
+    from llmql.train.run import ContrastiveModel
 
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    lora = get_peft_model(lm, LoraConfig(r=32, lora_alpha=64, lora_dropout=0.1, target_modules=targets))
-    optimizer = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-4)
-    for path, bf16 in [(path, bf16) for path in paths for bf16 in timing.precisions]:
-        encoder = BiEncoder(lora, right_padded=path == "fused").train()
+    for variant, bf16 in runs:
+        model, pack = prepared(lm, variant, timing.device)
+        lora = get_peft_model(model, LoraConfig(r=32, lora_alpha=64, lora_dropout=0.1, target_modules=targets))
+        batch = {k: v.to(timing.device) for k, v in collate_contrastive(items, pad_id, pack).items()}
+        params_lora = [p for p in lora.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params_lora, lr=1e-4, fused=timing.device.startswith("cuda"))
+        both = ContrastiveModel(BiEncoder(lora, right_padded=True, route=variant.route))
 
-        def step(bf16: bool = bf16, encoder=encoder) -> None:
+        def step(bf16: bool = bf16, both=both, batch=batch, optimizer=optimizer) -> None:
             with autocast(bf16, timing.device):
-                q = encoder(batch["query_ids"], batch["query_mask"])
-                p = encoder(batch["passage_ids"], batch["passage_mask"])
-                loss = info_nce(q, p, group_size, 0.01)
+                loss = info_nce(*both(**batch), group_size, 0.01)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
 
-        timing.record("contrastive (LoRA r32)", path, bf16, contrastive_tokens(batch), timing.time(step), 4 * params)
+        tokens = contrastive_tokens(batch)
+        timing.record("contrastive (LoRA r32)", variant.name, bf16, tokens, timing.time(step), 4 * params)
 
 
 def print_ratios(rows: list[dict]) -> None:
+    """Each route against the first one timed, per stage and precision."""
     for name in ("ql (full fine-tune)", "contrastive (LoRA r32)"):
-        rate = {(r["attention"], r["precision"]): r["tokens_per_second"] for r in rows if r["stage"] == name}
         for precision in ("fp32", "bf16 autocast"):
-            if ("fused", precision) in rate and ("dense", precision) in rate:
-                ratio = rate[("fused", precision)] / rate[("dense", precision)]
-                print(f"{name}, {precision}: fused / dense masks = {ratio:.2f}x")
+            rate = {
+                r["attention"]: r["tokens_per_second"]
+                for r in rows
+                if (r["stage"], r["precision"]) == (name, precision)
+            }
+            if len(rate) > 1:
+                first = next(iter(rate))
+                print(f"{name}, {precision}: " + ", ".join(f"{k} {v / rate[first]:.2f}x" for k, v in rate.items()))
 
 
 def main() -> None:
     args = parse_args()
+    from llmql.train.attention import fast_math
     from llmql.train.device import bf16_supported, is_cuda, resolve_device
     from llmql.train.modeling import load_for_inference
 
     device = resolve_device(args.device)
     precisions = [False, True] if bf16_supported(device) else [False]
     lm, hf_tok, _ = load_for_inference(args.model)
-    ql_batch, cl_batch, rates = training_batches(args, lm, hf_tok)
+    ql_items, cl_items, pad_id, rates = training_items(args, lm, hf_tok)
     print("data path, tokens/s per worker:", rates, flush=True)
+    fast_math(device)  # TF32, as the trainer sets it: the fp32 peak is then the TF32 one
     peak = {bf16: matmul_peak_gflops("bfloat16" if bf16 else "float32", device=device) for bf16 in precisions}
     matmul = {("bf16" if k else "fp32"): v for k, v in peak.items()}
     print(f"matmul peak on {device}: {matmul} GFLOP/s", flush=True)
     timing = Timing(device, args.steps, precisions, peak)
-    paths = ["fused", "dense"] if args.attention == "both" else [args.attention]
-    lm = lm.to(device)
+    chosen = variants(args)
+    fp32 = {"first": chosen[:1], "all": chosen, "none": []}[args.fp32]
+    runs = [(v, True) for v in chosen if True in precisions] + [(v, False) for v in fp32]
+    if True not in precisions:
+        runs = [(v, False) for v in chosen]
     params = sum(p.numel() for n, p in lm.named_parameters() if "embed_tokens" not in n)
-    time_ql(lm, {k: v.to(device) for k, v in ql_batch.items()}, paths, timing, params)
-    cl_batch = {k: v.to(device) for k, v in cl_batch.items()}
-    time_contrastive(lm, cl_batch, paths, timing, params, args.group_size)
-    print_ratios(timing.rows)
+    for stage, fn in (("ql", time_ql), ("contrastive", time_contrastive)):
+        extra = (args.group_size,) if stage == "contrastive" else ()
+        for variant, bf16 in runs:
+            try:
+                fn(lm, ql_items if stage == "ql" else cl_items, pad_id, [(variant, bf16)], timing, params, *extra)
+            except Exception as err:  # one route failing (a kernel missing on this device) leaves the others
+                print(f"{stage} {variant.name} bf16={bf16}: failed: {type(err).__name__}: {err}", flush=True)
+                timing.rows.append({"stage": stage, "attention": variant.name, "error": f"{type(err).__name__}: {err}"})
+    print_ratios([r for r in timing.rows if "error" not in r])
     results = {"settings": vars(args), "device": device, "stages": timing.rows}
     results |= {"data_path_tokens_per_s_per_worker": rates, "matmul_gflops": matmul}
     write_results("train_speed_cuda" if is_cuda(device) else "train_speed", results)

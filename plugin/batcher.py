@@ -3,11 +3,11 @@
 Each request's texts go into a bounded queue with a future; a single worker thread takes the oldest job and,
 for encoding, every queued job of the same kind that fits a token budget (waiting up to `max_wait_ms` for more
 to arrive when the batch is not full and other requests are queued; a request alone runs at once: load forms
-batches by itself, as jobs queue while the model is busy), runs one model call, and hands each job its rows. QL jobs (one query
-against its candidates) run one at a time through the same worker. A full queue raises `Overloaded` at once,
-which the service answers with 503 and Retry-After, so load never grows memory without bound. Requests that
-need no model (BM25, health) never touch the queue. The shape follows Infinity's batch handler; the policy
-(token budget, bounded queue) text-embeddings-inference's router.
+batches by itself, as jobs queue while the model is busy), runs one model call, and hands each job its rows.
+QL jobs (one query against its candidates) run one at a time through the same worker. A full queue raises
+`Overloaded` at once, which the service answers with 503 and Retry-After, so load never grows memory without
+bound. Requests that need no model (BM25, health) never touch the queue. The shape follows Infinity's batch
+handler; the policy (token budget, bounded queue) text-embeddings-inference's router.
 """
 
 from __future__ import annotations

@@ -45,18 +45,71 @@ class QLExamples(EpochDataset):
         return {"passage": passage, "query": self.tokenizer.ql_queries([query])[0]}
 
 
-def collate_ql(items: list[dict[str, list[int]]], pad_id: int, loss_on: str = "query") -> dict[str, torch.Tensor]:
-    """Right-padded `passage [E] query <eos>` rows with each row's own [E] position and its target tokens.
+def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Example indices grouped into rows of at most `capacity` tokens (first fit, longest first); an example
+    longer than `capacity` is a row of its own."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        place = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
+        if place is None:
+            rows.append([i])
+            room.append(capacity - lengths[i])
+        else:
+            rows[place].append(i)
+            room[place] -= lengths[i]
+    return rows
+
+
+def packed(sequences: Sequence[Sequence[int]], pad_id: int, capacity: int) -> dict[str, np.ndarray]:
+    """Sequences packed into right-padded rows: input_ids and attention_mask, each token's example (its index in
+    `sequences`, -1 for padding), position_ids restarting at every example, and `last` [N, 2], the row and
+    column of each sequence's final token, in sequence order."""
+    rows = pack_rows([len(s) for s in sequences], capacity)
+    width = max((sum(len(sequences[i]) for i in row) for row in rows), default=0)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    examples = np.full((len(rows), width), -1, dtype=np.int64)
+    positions = np.zeros((len(rows), width), dtype=np.int64)
+    last = np.zeros((len(sequences), 2), dtype=np.int64)
+    for r, row in enumerate(rows):
+        start = 0
+        for i in row:
+            n = len(sequences[i])
+            ids[r, start : start + n] = sequences[i]
+            examples[r, start : start + n] = i
+            positions[r, start : start + n] = np.arange(n)
+            last[i] = (r, start + n - 1)
+            start += n
+    mask = (examples >= 0).astype(np.int64)
+    return {"input_ids": ids, "attention_mask": mask, "examples": examples, "position_ids": positions, "last": last}
+
+
+def collate_ql(
+    items: list[dict[str, list[int]]], pad_id: int, loss_on: str = "query", pack_tokens: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Right-padded `passage [E] query <eos>` rows with each row's own [E] position and its target tokens; with
+    `pack_tokens`, several examples a row of at most that many tokens (`packed`), each with its [E] position.
 
     loss_on="query": targets are the query tokens and the closing EOS (the paper);
     loss_on="all": every token after the first, document included (the reference code).
     """
     rows = [it["passage"] + it["query"] for it in items]
+    skip = [len(it["passage"]) if loss_on == "query" else 1 for it in items]  # leading tokens that are no target
+    if pack_tokens is not None:
+        batch = packed(rows, pad_id, pack_tokens)
+        examples, positions = batch["examples"], batch["position_ids"]
+        start = np.where(examples >= 0, np.arange(examples.shape[1])[None, :] - positions, 0)  # each example's start
+        end_of = np.array([len(it["passage"]) - 1 for it in items] + [0])  # [E] within each example (-1: padding)
+        batch["ends"] = start + end_of[examples]
+        target = batch["attention_mask"].copy()
+        target[positions < np.array([*skip, 0])[examples]] = 0
+        del batch["last"]
+        return {**{k: torch.from_numpy(v) for k, v in batch.items()}, "target_mask": torch.from_numpy(target)}
     ids, mask = pad(rows, pad_id)
     ends = np.array([len(it["passage"]) - 1 for it in items])
     target = mask.copy()
-    for r, it in enumerate(items):
-        target[r, : (len(it["passage"]) if loss_on == "query" else 1)] = 0
+    for r, n in enumerate(skip):
+        target[r, :n] = 0
     return {
         "input_ids": torch.from_numpy(ids),
         "attention_mask": torch.from_numpy(mask),
@@ -92,13 +145,30 @@ class ContrastiveExamples(EpochDataset):
         }
 
 
-def collate_contrastive(items: list[dict[str, list]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Queries [Q, Lq] and passages [Q * group, Lp], the passages of query k at rows k*group ... (k+1)*group-1."""
-    q_ids, q_mask = pad([it["query"] for it in items], pad_id)
-    p_ids, p_mask = pad([p for it in items for p in it["passages"]], pad_id)
-    return {
-        "query_ids": torch.from_numpy(q_ids),
-        "query_mask": torch.from_numpy(q_mask),
-        "passage_ids": torch.from_numpy(p_ids),
-        "passage_mask": torch.from_numpy(p_mask),
-    }
+def collate_contrastive(
+    items: list[dict[str, list]], pad_id: int, pack_tokens: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Queries [Q, Lq] and passages [Q * group, Lp], the passages of query k at rows k*group ... (k+1)*group-1;
+    with `pack_tokens`, each side packed (`packed`) with its `*_examples`, `*_positions` and `*_last`."""
+    queries = [it["query"] for it in items]
+    passages = [p for it in items for p in it["passages"]]
+    if pack_tokens is None:
+        q_ids, q_mask = pad(queries, pad_id)
+        p_ids, p_mask = pad(passages, pad_id)
+        return {
+            "query_ids": torch.from_numpy(q_ids),
+            "query_mask": torch.from_numpy(q_mask),
+            "passage_ids": torch.from_numpy(p_ids),
+            "passage_mask": torch.from_numpy(p_mask),
+        }
+    out = {}
+    for side, sequences in (("query", queries), ("passage", passages)):
+        batch = packed(sequences, pad_id, pack_tokens)
+        out |= {
+            f"{side}_ids": batch["input_ids"],
+            f"{side}_mask": batch["attention_mask"],
+            f"{side}_examples": batch["examples"],
+            f"{side}_positions": batch["position_ids"],
+            f"{side}_last": batch["last"],
+        }
+    return {k: torch.from_numpy(v) for k, v in out.items()}

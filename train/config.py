@@ -68,6 +68,9 @@ class OptimConfig:
     save_every: int = 50  # steps between resumable checkpoints
     max_grad_norm: float = 1.0
     num_workers: int | None = None  # DataLoader workers; None: 4 on a GPU, 0 on a CPU
+    attention: Literal["auto", "dense", "flex", "two-pass"] = "auto"  # llmql.train.attention; auto: per device
+    pack: bool | None = None  # several examples a row; None: with the flex route
+    compile: bool = False  # torch.compile the decoder
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,15 @@ from torch import nn
 from llmql.train.config import CONFIG_NAME, ModelConfig, PromptConfig, load_llmql_config
 from llmql.train.errors import ModelError
 from llmql.train.losses import target_logprobs
-from llmql.train.masks import attention_stop_mask, causal_padding_mask, position_ids_from_mask
-from llmql.train.pooling import last_token_index, last_token_pool
+from llmql.train.masks import (
+    attention_stop_mod,
+    block_mask,
+    causal_padding_mask,
+    dense,
+    position_ids_from_mask,
+    row_examples,
+)
+from llmql.train.pooling import last_token_index, last_token_pool, pool_at
 
 log = logging.getLogger(__name__)
 LOGITS_AT_ONCE = 1 << 26  # vocabulary logits computed at once when scoring many candidates (256 MB in fp32)
@@ -120,13 +127,6 @@ def causal_kernel_fits(lm: nn.Module, length: int) -> bool:
     return kernel and (window is None or window >= length)
 
 
-def prefers_two_pass(input_ids: torch.Tensor) -> bool:
-    """Whether stage 1 gains from the two-pass Attention Stop: on CUDA the dense mask keeps attention off
-    FlashAttention; on the CPU SDPA runs the mask at full speed, and the second pass over the queries costs about
-    10% (bench.train_speed: 0.90x), so the mask stays."""
-    return input_ids.is_cuda
-
-
 def attention_bias(allowed: torch.Tensor, lm: nn.Module) -> torch.Tensor:
     """Boolean [B, 1, Lq, Lk] -> the form the attention implementation takes (bool for SDPA, additive else)."""
     if _inner(lm).config._attn_implementation == "sdpa":
@@ -135,62 +135,76 @@ def attention_bias(allowed: torch.Tensor, lm: nn.Module) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+def masked_states(lm: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor, mod, route: str) -> torch.Tensor:
+    """Final hidden states [B, L, H] under the mask predicate `mod` (`llmql.train.masks`): as a FlexAttention
+    BlockMask on the `flex` route (the model's attention set to FlexAttention), else as a dense mask."""
+    batch, length = input_ids.shape
+    if route == "flex":
+        mask = block_mask(mod, batch, length, input_ids.device)
+    else:
+        mask = attention_bias(dense(mod, batch, length, input_ids.device), lm)
+    return decoder_of(lm)(
+        input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False
+    ).last_hidden_state
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Stage 1: query likelihood
 # ---------------------------------------------------------------------------------------------------------------
 class QLModel(nn.Module):
     """Token log-likelihoods of a QL sequence `<bos> passage prompt [E] query <eos>` under Attention Stop.
 
-    `right_padded` (training's collation) lets Attention Stop run as the two fused passes of the module
-    docstring: where that pays (`two_pass` None: `prefers_two_pass`), or always (True) or never (False); else,
-    and for a short sliding window or under gradient checkpointing, one pass under the dense per-example mask."""
+    `route` (`llmql.train.attention`): `dense` or `flex`, the Attention Stop predicate as a mask tensor or a
+    FlexAttention BlockMask, over padded or packed rows alike; `two-pass`, the two mask-free passes of the module
+    docstring, for one example per right-padded row (`right_padded`), falling back to `dense` for a short sliding
+    window or under gradient checkpointing. Without Attention Stop a right-padded batch is one causal pass."""
 
-    def __init__(
-        self, lm: nn.Module, attention_stop: bool = True, right_padded: bool = False, two_pass: bool | None = None
-    ):
+    def __init__(self, lm: nn.Module, attention_stop: bool = True, right_padded: bool = False, route: str = "dense"):
         super().__init__()
         self.lm = lm
         self.attention_stop = attention_stop
         self.right_padded = right_padded
-        self.two_pass = two_pass
+        self.route = route
 
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        end_positions: torch.Tensor,
-        target_mask: torch.Tensor,
+        end_positions: torch.Tensor | None = None,
+        target_mask: torch.Tensor | None = None,
+        examples: torch.Tensor | None = None,
+        ends: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """input_ids, attention_mask, target_mask [B, L]; end_positions [B] -> log P(token) [B, L].
+        """input_ids, attention_mask, target_mask [B, L]; end_positions [B] -> log P(token) [B, L]. A packed
+        batch (`collate_ql` with `pack_tokens`) gives instead `examples`, `ends` and `position_ids` [B, L].
 
         target_mask marks the tokens to predict (each from the state just before it); other entries are 0.
         The LM head runs only on the positions that predict a target, which saves most of its cost.
         """
-        # under gradient checkpointing transformers drops every layer's cache, which the two-pass route reads
-        checkpointing = self.training and getattr(_inner(self.lm), "is_gradient_checkpointing", False)
-        # without Attention Stop the route is one mask-free causal pass, which costs nothing anywhere
-        wanted = not self.attention_stop or (prefers_two_pass(input_ids) if self.two_pass is None else self.two_pass)
-        if wanted and self.right_padded and causal_kernel_fits(self.lm, input_ids.shape[1]) and not checkpointing:
+        packed = examples is not None
+        if not packed:
+            examples = row_examples(attention_mask)
+            ends = end_positions.view(-1, 1).expand_as(input_ids)
+            position_ids = position_ids_from_mask(attention_mask)
+        if not packed and self._mask_free(input_ids):
             hidden = self._fused_hidden(input_ids, attention_mask, end_positions)
         else:
-            hidden = self._masked_hidden(input_ids, attention_mask, end_positions)
+            mod = attention_stop_mod(examples, ends, stop=self.attention_stop)
+            hidden = masked_states(self.lm, input_ids, position_ids, mod, self.route)
         predict = target_mask[:, 1:].bool()  # token t is predicted from position t - 1
         logprobs = target_logprobs(logits_from_hidden(self.lm, hidden[:, :-1][predict]), input_ids[:, 1:][predict])
         out = torch.zeros(input_ids.shape, dtype=logprobs.dtype, device=input_ids.device)
         out[:, 1:][predict] = logprobs
         return out
 
-    def _masked_hidden(self, input_ids, attention_mask, end_positions) -> torch.Tensor:
-        if self.attention_stop:
-            allowed = attention_stop_mask(attention_mask, end_positions)
-        else:
-            allowed = causal_padding_mask(attention_mask)
-        return decoder_of(self.lm)(
-            input_ids=input_ids,
-            attention_mask=attention_bias(allowed, self.lm),
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        ).last_hidden_state
+    def _mask_free(self, input_ids: torch.Tensor) -> bool:
+        """Whether this right-padded batch runs with no mask: causally without Attention Stop (costs nothing
+        anywhere), or as two passes when that route was chosen (its second pass reads the layers' caches, which
+        gradient checkpointing drops)."""
+        checkpointing = self.training and getattr(_inner(self.lm), "is_gradient_checkpointing", False)
+        wanted = not self.attention_stop or self.route == "two-pass"
+        return wanted and self.right_padded and causal_kernel_fits(self.lm, input_ids.shape[1]) and not checkpointing
 
     def _fused_hidden(self, input_ids, attention_mask, end_positions) -> torch.Tensor:
         """[B, L, H] final states under Attention Stop (or plain causal attention) with no mask tensor; the
@@ -298,19 +312,32 @@ def query_logprobs_from_states(lm: nn.Module, query_ids: torch.Tensor, states: E
 # ---------------------------------------------------------------------------------------------------------------
 class BiEncoder(nn.Module):
     """Shared-weight encoder: final-layer state of the last ([E]) token, L2-normalised. Causal attention;
-    `right_padded` inputs (training's collation) run on the causal kernel with no mask tensor."""
+    `right_padded` inputs (training's collation) run on the causal kernel with no mask tensor; packed rows
+    (several texts a row, `collate_contrastive` with `pack_tokens`) under a per-text causal mask on `route`."""
 
-    def __init__(self, lm: nn.Module, normalize: bool = True, right_padded: bool = False):
+    def __init__(self, lm: nn.Module, normalize: bool = True, right_padded: bool = False, route: str = "dense"):
         super().__init__()
         self.lm = lm
         self.normalize = normalize
         self.right_padded = right_padded
+        self.route = route
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, right_padded: bool | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        right_padded: bool | None = None,
+        examples: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        last: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids, attention_mask [B, L] (left or right padded) -> [B, H]; `right_padded` (None: the module's
-        setting) says the rows are right-padded, so no mask tensor is needed."""
+        setting) says the rows are right-padded, so no mask tensor is needed. Packed: `examples` and
+        `position_ids` [B, L] and `last` [N, 2] (row, column of each text's [E]) -> [N, H] in text order."""
+        if examples is not None:
+            mod = attention_stop_mod(examples, examples, stop=False)
+            hidden = masked_states(self.lm, input_ids, position_ids, mod, self.route)
+            return pool_at(hidden, last, normalize=self.normalize)
         right = self.right_padded if right_padded is None else right_padded
         if right and causal_kernel_fits(self.lm, input_ids.shape[1]):
             hidden = decoder_of(self.lm)(input_ids=input_ids, use_cache=False).last_hidden_state

@@ -22,3 +22,9 @@ def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, normaliz
     index = last_token_index(attention_mask)
     pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
     return F.normalize(pooled.float(), p=2, dim=-1) if normalize else pooled
+
+
+def pool_at(hidden: torch.Tensor, last: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """hidden [B, L, H] of packed rows, last [N, 2] (row, column of each text's [E]) -> [N, H], L2-normalised."""
+    pooled = hidden[last[:, 0], last[:, 1]]
+    return F.normalize(pooled.float(), p=2, dim=-1) if normalize else pooled

@@ -31,6 +31,9 @@ class QLScorer(QLScorerBase):
         self.lm, self.bf16 = device_weights(lm.eval(), bf16, device)
         self.reduced = bf16  # states computed in bf16 leave the device as float16
         self.tokenizer = tokenizer
+        # the full path's layout: Attention Stop (the trained model's), or off (a model never trained with it
+        # reads the document with ordinary attention: the zero-shot QL baseline)
+        self.attention_stop = True
 
     @classmethod
     def from_pretrained(cls, path: str | Path, bf16: bool | str = "auto", device: str = "cpu") -> QLScorer:
@@ -54,7 +57,7 @@ class QLScorer(QLScorerBase):
         titles = titles if titles is not None else [""] * len(passages)
         docs = self.tokenizer.passages(titles, passages)
         q = self.tokenizer.ql_queries([query])[0]
-        model = QLModel(self.lm, attention_stop=True)
+        model = QLModel(self.lm, attention_stop=self.attention_stop)
         out = np.zeros(len(docs), dtype=np.float64)
         for index in length_batches([len(d) for d in docs], batch_size):
             ids, mask = pad([docs[i] + q for i in index], self.config.pad_token_id)

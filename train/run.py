@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from llmql.train.attention import prepare, set_route
 from llmql.train.collate import ContrastiveExamples, QLExamples, collate_contrastive, collate_ql
 from llmql.train.config import (
     CONFIG_NAME,
@@ -131,17 +132,18 @@ def train_ql(cfg: QLTrainConfig, resume: bool = False) -> Path:
     if plan.checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     dataset = QLExamples(pairs, prompt, Corruption(cfg.mask_prob, cfg.corruption), cfg.optim.seed)
+    route, pack = prepare(lm, cfg.optim.attention, cfg.optim.pack, cfg.optim.compile, _device())
+    log.info("stage 1 attention: %s%s", route, f", packed rows of {pack} tokens" if pack else "")
 
     def loss_fn(module, batch, backward):
-        logprobs = module(batch["input_ids"], batch["attention_mask"], batch["end_positions"], batch["target_mask"])
-        loss = ql_loss(logprobs, batch["target_mask"])
+        loss = ql_loss(module(**batch), batch["target_mask"])
         backward(loss)
         return loss, int(batch["attention_mask"].sum())
 
     result = fit(
-        QLModel(lm, cfg.attention_stop, right_padded=True),  # collate_ql pads on the right
+        QLModel(lm, cfg.attention_stop, right_padded=True, route=route),  # collate_ql pads on the right
         dataset,
-        lambda items: collate_ql(items, config.pad_token_id, cfg.loss_on),
+        lambda items: collate_ql(items, config.pad_token_id, cfg.loss_on, pack),
         loss_fn,
         cfg.optim,
         out,
@@ -150,6 +152,7 @@ def train_ql(cfg: QLTrainConfig, resume: bool = False) -> Path:
     )
     if result.is_main:
         trained = result.module.lm
+        set_route(trained, "dense")  # saved and loaded for inference with SDPA
         if cfg.lora:
             trained = trained.merge_and_unload()
         _save_model(trained, tokenizer, config, out, cfg, history)
@@ -168,12 +171,17 @@ def _longest_passage(prompt: PromptTokenizer) -> int:
     return prompt.config.max_passage_tokens + len(prompt.passages([""], [""])[0])
 
 
+def _device() -> str:
+    """The device this process trains on (accelerate's choice: its LOCAL_RANK GPU, else the CPU)."""
+    from llmql.train.device import resolve_device
+
+    return resolve_device("auto")
+
+
 def _memory_plan(lm, optim, rows: int, length: int, chunk: int | None = None, scored: int = 0, lora: bool = False):
     """How the step will fit (llmql.train.memory): as asked, or (said in the log) with GradCache chunks (stage 2
     only) or gradient checkpointing; `fits` False when nothing does."""
-    from llmql.train.device import resolve_device
-
-    device = resolve_device("auto")
+    device = _device()
     plan = plan_step(
         ModelShape.of(lm),
         rows,
@@ -201,11 +209,18 @@ class ContrastiveModel(torch.nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, query_ids=None, query_mask=None, passage_ids=None, passage_mask=None):
-        """Either side may be left out (GradCache encodes them in separate chunks); it is then None."""
-        q = None if query_ids is None else self.encoder(query_ids, query_mask)
-        p = None if passage_ids is None else self.encoder(passage_ids, passage_mask)
+    def forward(self, query_ids=None, query_mask=None, passage_ids=None, passage_mask=None, **packed):
+        """Either side may be left out (GradCache encodes them in separate chunks); it is then None. A packed
+        batch adds each side's `*_examples`, `*_positions` and `*_last` (`collate_contrastive`)."""
+        q = None if query_ids is None else self.encoder(query_ids, query_mask, **_side(packed, "query"))
+        p = None if passage_ids is None else self.encoder(passage_ids, passage_mask, **_side(packed, "passage"))
         return q, p
+
+
+def _side(packed: dict, side: str) -> dict:
+    """One side's packing tensors, as `BiEncoder.forward` names them (none for a padded batch)."""
+    names = {"examples": "examples", "positions": "position_ids", "last": "last"}
+    return {arg: packed[f"{side}_{key}"] for key, arg in names.items() if f"{side}_{key}" in packed}
 
 
 def contrastive_groups(cfg: ContrastiveTrainConfig, out: Path) -> list[TrainGroup]:
@@ -236,7 +251,7 @@ def _contrastive_loss(group_size: int, temperature: float, chunk: int | None):
         tokens = int(batch["query_mask"].sum() + batch["passage_mask"].sum())
         queries, passages = (batch["query_ids"], batch["query_mask"]), (batch["passage_ids"], batch["passage_mask"])
         if chunk is None:
-            loss = loss_of(*module(*queries, *passages))
+            loss = loss_of(*module(**batch))
             backward(loss)
             return loss, tokens
         encode_q = lambda ids, mask: module(query_ids=ids, query_mask=mask)[0]  # noqa: E731
@@ -270,11 +285,14 @@ def train_contrastive(cfg: ContrastiveTrainConfig, resume: bool = False) -> Path
         if cfg.lora:
             lm.enable_input_require_grads()
     dataset = ContrastiveExamples(groups, prompt, cfg.group_size, cfg.optim.seed)
+    route, pack = prepare(lm, cfg.optim.attention, cfg.optim.pack, cfg.optim.compile, _device())
+    pack = None if plan.chunk else pack  # GradCache re-encodes chunks of padded rows
+    log.info("stage 2 attention: %s%s", route, f", packed rows of {pack} tokens" if pack else "")
 
     result = fit(
-        ContrastiveModel(BiEncoder(lm, config.normalize, right_padded=True)),  # collate_contrastive: right
+        ContrastiveModel(BiEncoder(lm, config.normalize, right_padded=True, route=route)),  # right-padded rows
         dataset,
-        lambda items: collate_contrastive(items, config.pad_token_id),
+        lambda items: collate_contrastive(items, config.pad_token_id, pack),
         _contrastive_loss(cfg.group_size, cfg.temperature, plan.chunk),
         cfg.optim,
         out,
@@ -282,6 +300,7 @@ def train_contrastive(cfg: ContrastiveTrainConfig, resume: bool = False) -> Path
         desc="stage 2 (contrastive)",
     )
     if result.is_main:
+        set_route(result.module.encoder.lm, "dense")  # saved and loaded for inference with SDPA
         _save_contrastive(result.module.encoder.lm, tokenizer, config, out, cfg, history)
         remove_checkpoints(out)
         log.info(

@@ -187,7 +187,8 @@ class _Run:
             pin_memory=cuda,  # host-to-GPU copies from pinned pages, without blocking
         )
         params = [p for p in module.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=optim.learning_rate, weight_decay=optim.weight_decay)
+        # fused AdamW on a GPU: one kernel for every parameter's update instead of several per tensor
+        optimizer = torch.optim.AdamW(params, lr=optim.learning_rate, weight_decay=optim.weight_decay, fused=cuda)
         batches_per_epoch = math.ceil(len(loader) / accelerator.num_processes)
         steps_per_epoch = max(1, batches_per_epoch // optim.grad_accum)
         total = optim.max_steps or max(1, math.ceil(optim.epochs * steps_per_epoch))

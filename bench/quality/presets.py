@@ -122,9 +122,24 @@ class Context:
     jobs: Path  # finished jobs' figures (committed for the real presets)
     device: str = "auto"
     runtime: str = "torch"  # encoding and QL at evaluation: PyTorch on the source model
+    # the engine every index goes to: LanceDB for the CPU tables (as they were made); the exact in-memory engine
+    # on the device for the GPU preset, which needs no LanceDB on a GPU host
+    backend: str = "embedded"
+    seeds: tuple[int, ...] | None = None  # overrides the protocol's (--seeds N: the first N)
+    minutes: float | None = None  # the GPU comparison's time budget (--minutes)
+
+    @property
+    def indexes(self) -> Path:
+        return self.work / ("indexes" if self.backend == "embedded" else f"indexes-{self.backend}")
 
 
-def context(preset: str = "cpu", device: str = "auto", ablations: bool | None = None) -> Context:
+def context(
+    preset: str = "cpu",
+    device: str = "auto",
+    ablations: bool | None = None,
+    seeds: int | None = None,
+    minutes: float | None = None,
+) -> Context:
     """The preset's context; LLMQL_BENCH_DIR, _DATA and _MODEL override the work folder, data and backbone."""
     protocol = PRESETS[preset]
     if ablations is not None:
@@ -139,4 +154,7 @@ def context(preset: str = "cpu", device: str = "auto", ablations: bool | None = 
         model=os.environ.get("LLMQL_BENCH_MODEL", "smollm2-135m"),
         jobs=jobs,
         device=device,
+        backend="embedded" if preset == "cpu" else "memory",
+        seeds=None if seeds is None else tuple(range(seeds)),
+        minutes=minutes,
     )

@@ -75,16 +75,16 @@ def train_stage2(ctx: Context, name: str, base: str, lr: float, seed: int, epoch
 
 
 def build_index(ctx: Context, model: str, name: str, corpus: Path, ql_cache: bool = False) -> str:
-    """Sync `corpus` into an embedded index under WORK/indexes (PyTorch on the context's device)."""
+    """Sync `corpus` into an index of the context's engine under WORK (PyTorch on the context's device)."""
     from llmql.connectors.sync import SyncConfig, sync
 
     report = sync(
         SyncConfig(
             corpus=str(corpus),
             model=model,
-            url=str(ctx.work / "indexes"),
+            backend=ctx.backend,
+            url=str(ctx.indexes),
             index=name,
-            batch_size=64 if ctx.device == "cpu" else 512,
             incremental=True,
             ql_cache="fp16" if ql_cache else "none",
             runtime=ctx.runtime,
@@ -115,7 +115,8 @@ def run_eval(
         EvalConfig(
             data=str(data),
             split=split,
-            url=str(ctx.work / "indexes"),
+            backend=ctx.backend,
+            url=str(ctx.indexes),
             index=index,
             model=model,
             ql_model=ql_model,

@@ -95,3 +95,51 @@ def test_dry_run_walks_every_step_of_the_gpu_preset(tiny_llama, tmp_path):
     before = {p.name: p.stat().st_mtime for p in ctx.jobs.glob("*.json")}
     main_runs(ctx)  # everything is done: nothing runs again
     assert {p.name: p.stat().st_mtime for p in ctx.jobs.glob("*.json")} == before
+
+
+def test_the_time_plan_keeps_what_fits_in_order_of_worth():
+    from bench.quality.comparison import TimePlan, plan_extras
+
+    settings = [{"lr": 1e-4, "epochs": 2.0}, {"lr": 1e-4, "epochs": 4.0}, {"lr": 1e-3, "epochs": 2.0}]
+    plan = TimePlan(100.0, costs={"stage2": [5.0], "validation": [1.0]})
+    assert plan.estimate("stage2", 2.0) == 10.0 and plan.estimate("never") == float("inf")
+    # 4 epochs cost 10 + 1, 2 epochs 5 + 1, another seed 5: budget 100 - keep
+    assert plan_extras(settings, [0, 1], plan, keep=70) == [
+        ("asic", settings[1], 0),
+        ("baseline", settings[1], 0),
+        ("asic", settings[2], 0),
+    ]  # 11 + 11 + 6 = 28 <= 30; the next (6) would not fit
+    everything = plan_extras(settings, [0, 1], plan, keep=0)
+    assert everything[-2:] == [("asic", settings[0], 1), ("baseline", settings[0], 1)]
+    assert plan_extras(settings, [0], TimePlan(100.0), keep=0) == []  # nothing measured yet: nothing is promised
+
+
+def test_dry_comparison_makes_the_whole_table_within_its_time(tiny_llama, tmp_path, monkeypatch):
+    """The GPU preset's timed comparison on a tiny random model and the toy collection (standing in for DL19
+    too): every row on both collections, each with its paired intervals, and the time plan respected."""
+    from bench.quality.comparison import ROWS, comparison, table
+    from tests.toydata import write_toy_beir
+
+    data = write_toy_beir(tmp_path / "toy")
+    monkeypatch.setenv("LLMQL_BENCH_OOD", str(data))
+    ctx = Context(
+        protocol=DRY,
+        work=tmp_path / "work",
+        data=data,
+        model=str(tiny_llama),
+        jobs=tmp_path / "jobs",
+        device="cpu",
+        backend="memory",
+        minutes=4.0,
+    )
+    start = time.perf_counter()
+    result = comparison(ctx)
+    assert time.perf_counter() - start < 4 * 60 + 60  # the budget and the margin the plan keeps
+    for block in result["tables"].values():
+        assert [r["label"] for r in block["rows"]] == [label for label, _, _ in ROWS]
+        for row in block["rows"]:
+            assert 0.0 <= row["nDCG@10"] <= 1.0
+            assert ("vs_bm25" in row) == (row["run"] != "bm25")
+        assert "vs_contrastive_only" not in block["rows"][1] and "vs_contrastive_only" in block["rows"][0]
+    assert set(result["chosen"]) == {"asic", "baseline"} and result["seeds_trained"] == [0]
+    assert "LLM-QL dense" in table(result)

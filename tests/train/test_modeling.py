@@ -127,7 +127,7 @@ def test_fused_attention_gives_the_dense_mask_log_probabilities(tiny_any, loss_o
     args = (batch["input_ids"], batch["attention_mask"], batch["end_positions"], batch["target_mask"])
     with torch.no_grad():
         dense = QLModel(lm, attention_stop)(*args)
-        fused = QLModel(lm, attention_stop, right_padded=True, two_pass=True)(*args)
+        fused = QLModel(lm, attention_stop, right_padded=True, route="two-pass")(*args)
     targets = batch["target_mask"].bool()
     assert targets.sum() > 10 and torch.isfinite(dense[targets]).all()
     torch.testing.assert_close(fused[targets], dense[targets], atol=1e-5, rtol=0)
@@ -146,7 +146,7 @@ def test_fused_attention_gives_the_dense_mask_gradients(tiny_llama):
     grads = []
     for right_padded in (False, True):
         lm.zero_grad()
-        ql_loss(QLModel(lm, True, right_padded, two_pass=True)(*args), batch["target_mask"]).backward()
+        ql_loss(QLModel(lm, True, right_padded, route="two-pass")(*args), batch["target_mask"]).backward()
         grads.append({n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 5
     for name in grads[0]:
@@ -174,7 +174,7 @@ def test_stage1_under_gradient_checkpointing_keeps_attention_stop(tiny_llama):
     lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lm.config.use_cache = False
     model = QLModel(
-        lm, True, right_padded=True, two_pass=True
+        lm, True, right_padded=True, route="two-pass"
     ).train()  # no dropout in the tiny model: train() changes nothing else
     out = model(*args)
     targets = batch["target_mask"].bool()

@@ -170,13 +170,15 @@ def test_two_trainings_with_different_precisions_in_one_process(tiny_llama, toy_
         assert (train_ql(cfg) / CONFIG_NAME).is_file()
 
 
-def test_training_on_the_fused_attention_path_follows_the_dense_mask(tiny_llama, toy_beir, tmp_path, monkeypatch):
-    """Three steps of each stage with the mask-free kernels and with the dense masks end at the same weights."""
+@pytest.mark.parametrize(("route", "pack"), [("two-pass", False), ("dense", True)])
+def test_training_on_every_route_follows_the_dense_mask(tiny_llama, toy_beir, tmp_path, monkeypatch, route, pack):
+    """Three steps of each stage with the mask-free kernels (two passes), or with packed rows (several examples a
+    row, each under its own mask), end at the weights of the padded dense-mask run."""
     from safetensors.torch import load_file
 
     import llmql.train.modeling as modeling
 
-    def both_stages(out):
+    def both_stages(out, route: str, pack: bool):
         stage1 = train_ql(
             QLTrainConfig(
                 model=str(tiny_llama),
@@ -184,7 +186,7 @@ def test_training_on_the_fused_attention_path_follows_the_dense_mask(tiny_llama,
                 out=str(out / "ql"),
                 prompts=SHORT,
                 mask_prob=0.3,
-                optim=optim(3, 1e-3),
+                optim=optim(3, 1e-3, attention=route, pack=pack),
             )
         )
         train_contrastive(
@@ -196,19 +198,19 @@ def test_training_on_the_fused_attention_path_follows_the_dense_mask(tiny_llama,
                 prompts=SHORT,
                 lora=LoraSettings(r=4, alpha=8, dropout=0.0),
                 merge=True,
-                optim=optim(3, 3e-3),
+                optim=optim(3, 3e-3, attention=route, pack=pack),
             )
         )
         return [load_file(out / stage / "model.safetensors") for stage in ("ql", "cl")]
 
-    monkeypatch.setattr(modeling, "prefers_two_pass", lambda input_ids: True)  # the CPU would keep the mask
-    fused = both_stages(tmp_path / "fused")
-    monkeypatch.setattr(modeling, "causal_kernel_fits", lambda lm, length: False)
-    dense = both_stages(tmp_path / "dense")
-    for a, b in zip(fused, dense, strict=True):
+    fast = both_stages(tmp_path / "fast", route, pack)
+    monkeypatch.setattr(modeling, "causal_kernel_fits", lambda lm, length: False)  # stage 2 under the mask too
+    dense = both_stages(tmp_path / "dense", "dense", False)
+    for a, b in zip(fast, dense, strict=True):
         assert a.keys() == b.keys()
         moved = 0
         for key in a:
             torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4, msg=key)
         moved += sum(1 for key in a if not torch.equal(a[key], load_file(tiny_llama / "model.safetensors")[key]))
         assert moved > 0  # training changed the weights, so equality is not the untouched model's
+
