@@ -108,8 +108,8 @@ def load(url: str, clients: int, seconds: float) -> dict:
 
 
 def http_rates(model: str, device: str, work: Path, corpus: Path, clients: tuple[int, ...], seconds: float) -> dict:
-    """A real `llmql serve` process over a small memory index (on disk, so the server opens it): /embed at each
-    client count."""
+    """A real `llmql serve` process over a small memory index (on disk, so the server opens it): /embed at the
+    fewest and the most clients."""
     import httpx
 
     from llmql.connectors.sync import SyncConfig, sync
@@ -138,7 +138,7 @@ def http_rates(model: str, device: str, work: Path, corpus: Path, clients: tuple
                 raise RuntimeError(f"llmql serve did not come up: {server.stderr.read()[-2000:]}")
             time.sleep(0.5)
         load(url, 1, 1.0)  # warm-up
-        return {f"embed_clients_{n}": load(url, n, seconds) for n in clients}
+        return {f"embed_clients_{n}": load(url, n, seconds) for n in (clients[0], clients[-1])}
     finally:
         server.terminate()
         server.wait(30)

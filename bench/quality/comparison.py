@@ -214,7 +214,7 @@ def zeroshot_ql(ctx: Context, zeroshot: Path, index: str, data: Path) -> dict:
         run = {}
         for qid in sorted(beir.qrels):
             hits = backend.bm25(index, beir.queries[qid], depth)
-            scores = scorer.score(beir.queries[qid], [h.text for h in hits], [h.title for h in hits])
+            scores = scorer.score(beir.queries[qid], [h.text for h in hits], [h.title for h in hits], batch_size=128)
             run[qid] = {h.id: float(s) for h, s in zip(hits, scores, strict=True)}
         scored = score_run(beir.qrels, run, depth)
         per_query = {q: v["nDCG@10"] for q, v in scored["per_query"].items()}
