@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,8 +53,9 @@ class _Index:
     fields: tuple[str, ...]
     chunking: str | None
     docs: dict[str, Record] = field(default_factory=dict)
-    applied: str = ""  # the last segment read
-    search: _Search | None = None  # built on first search after a write
+    applied: set[str] = field(default_factory=set)  # the segments read (or written) by this process
+    uid: str = ""  # this generation of the index (a dropped and re-created one is another)
+    search: dict[str, _Search] = field(default_factory=dict)  # by device, built on first search after a write
 
     def info(self) -> IndexInfo:
         return IndexInfo(self.name, self.dim, self.model, len(self.docs), self.chunking)
@@ -66,7 +68,7 @@ class _Index:
                 self.docs.pop(doc_id, None)
         else:
             self.docs.update((r.id, r) for r in decode_records(arrays))
-        self.search = None
+        self.search = {}
 
 
 class MemoryBackend:
@@ -90,46 +92,50 @@ class MemoryBackend:
         return getattr(self, "_memory_aliases", {})
 
     def _names(self) -> set[str]:
-        """Every index here: in memory, and (a directory) on disk."""
-        names = set(self._indexes)
-        if self.root is not None and self.root.is_dir():
-            names |= {p.parent.name for p in self.root.glob(f"*/{META}")}
-        return names
+        """Every index here: in memory, or (a directory) on disk, where other processes may add and drop them."""
+        if self.root is None:
+            return set(self._indexes)
+        return {p.parent.name for p in self.root.glob(f"*/{META}")} if self.root.is_dir() else set()
 
     def _index(self, index: str) -> _Index:
-        """The index (or the index an alias points to), brought up to date with its segments on disk."""
+        """The index (or the index an alias points to), brought up to date with its segments on disk (read anew
+        when another process dropped and re-created it)."""
         check_directory_name(index)
         name = self._aliases().get(index, index)
         with _LOCK:
             if name not in self._names():
+                self._indexes.pop(name, None)
                 raise unknown_index(self.location, index, self._names() | set(self._aliases()))
             current = self._indexes.get(name)
-            if current is None:
-                meta = json.loads((self.root / name / META).read_text())
-                current = _Index(name, meta["dim"], meta["model"], tuple(meta["fields"]), meta["chunking"])
-                self._indexes[name] = current
             if self.root is not None:
+                meta = json.loads((self.root / name / META).read_text())
+                if current is None or current.uid != meta["uid"]:
+                    current = _Index(name, meta["dim"], meta["model"], tuple(meta["fields"]), meta["chunking"])
+                    current.uid = meta["uid"]
+                    self._indexes[name] = current
                 self._catch_up(current)
             return current
 
     def _catch_up(self, index: _Index) -> None:
         log = SegmentLog(self.root / index.name)
-        names = log.names()
-        if names and names[0].endswith("-snapshot.npz") and names[0] > index.applied:
-            todo = names  # compacted since we read it: start again from the snapshot
-        else:
-            todo = [n for n in names if n > index.applied]
         try:
-            for name, kind, arrays in log.read(todo):
+            snapshot, writes = log.unread(index.applied)
+            if snapshot is not None:  # compacted since we read it: start again from the snapshot
+                index.docs, index.applied = {}, set()
+                for name, kind, arrays in log.read([snapshot]):
+                    index.apply(kind, arrays)
+                    index.applied |= {name, *arrays["replaces"].tolist()}
+                writes = [w for w in writes if w not in index.applied]
+            for name, kind, arrays in log.read(writes):
                 index.apply(kind, arrays)
-                index.applied = name
+                index.applied.add(name)
         except FileNotFoundError:  # compacted while we read: read it again from its snapshot
-            index.docs, index.applied = {}, ""
+            index.docs, index.applied = {}, set()
             self._catch_up(index)
 
     def _log(self, index: _Index, kind: str, arrays: dict) -> None:
         if self.root is not None:
-            index.applied = SegmentLog(self.root / index.name).write(kind, arrays)
+            index.applied.add(SegmentLog(self.root / index.name).write(kind, arrays))
 
     # -- protocol -----------------------------------------------------------------------------------------------
     def open_index(
@@ -147,12 +153,15 @@ class MemoryBackend:
         if not create:
             raise unknown_index(self.location, index, self._names() | set(self._aliases()))
         with _LOCK:
+            created = _Index(index, dim, model, tuple(fields), chunking, uid=uuid.uuid4().hex)
             if self.root is not None:
                 directory = self.root / index
                 directory.mkdir(parents=True, exist_ok=True)
-                meta = {"dim": dim, "model": model, "fields": list(fields), "chunking": chunking}
-                (directory / META).write_text(json.dumps(meta))
-            self._indexes[index] = _Index(index, dim, model, tuple(fields), chunking)
+                meta = {"dim": dim, "model": model, "fields": list(fields), "chunking": chunking, "uid": created.uid}
+                tmp = directory / f".{META}.tmp"
+                tmp.write_text(json.dumps(meta))
+                os.replace(tmp, directory / META)
+            self._indexes[index] = created
         return IndexInfo(index, dim, model, 0, chunking)
 
     def index_info(self, index: str) -> IndexInfo:
@@ -170,7 +179,7 @@ class MemoryBackend:
         with _LOCK:
             self._log(target, "upsert", encode_records(records, target.dim))
             target.docs.update((r.id, r) for r in records)
-            target.search = None
+            target.search = {}
         return WriteResult(written=[r.id for r in records])
 
     def delete(self, index: str, ids: Sequence[str]) -> int:
@@ -181,7 +190,7 @@ class MemoryBackend:
                 self._log(target, "delete", {"ids": np.array(gone, dtype=str)})
                 for doc_id in gone:
                     del target.docs[doc_id]
-                target.search = None
+                target.search = {}
         return len(gone)
 
     def fetch(
@@ -234,7 +243,7 @@ class MemoryBackend:
         with _LOCK:
             if self.root is not None and len(SegmentLog(self.root / target.name).names()) > 1:
                 log = SegmentLog(self.root / target.name)
-                target.applied = log.compact(list(target.docs.values()), target.dim, target.applied)
+                target.applied.add(log.compact(list(target.docs.values()), target.dim, target.applied))
         self._searcher(target)
 
     def close(self) -> None:
@@ -243,9 +252,9 @@ class MemoryBackend:
     # -- search -------------------------------------------------------------------------------------------------
     def _searcher(self, target: _Index) -> _Search:
         with _LOCK:
-            if target.search is None:
-                target.search = _Search(target, self.device)
-            return target.search
+            if self.device not in target.search:
+                target.search[self.device] = _Search(target, self.device)
+            return target.search[self.device]
 
     def _allowed(self, target: _Index, filter: Filter | None) -> np.ndarray | None:
         """Which documents (in the searcher's order) pass the filter; None: no filter."""

@@ -3,7 +3,8 @@
 Each upsert or delete becomes one `.npz` file (numpy arrays only, no pickle), written to a temporary name and
 renamed, so a segment is there whole or not at all: a sync killed mid-way resumes from the writes it had
 confirmed, and another process opening the directory sees exactly those. Names sort in write order (the time,
-then the process). `compact` rewrites the log as one snapshot segment and removes what it replaces.
+then the process); each reader keeps the set of segments it applied. `compact` rewrites what one reader applied
+as a snapshot segment (naming what it replaces) and removes those segments.
 
 Strings travel as one UTF-8 buffer with offsets (fixed-width numpy strings would pad every text to the longest).
 """
@@ -133,10 +134,17 @@ class SegmentLog:
         return name
 
     def names(self) -> list[str]:
-        """Segments in write order, from the newest snapshot on (what the index is made of)."""
-        names = sorted(p.name for p in self.directory.glob("*.npz"))
-        snapshots = [i for i, n in enumerate(names) if n.endswith("-snapshot.npz")]
-        return names[snapshots[-1] :] if snapshots else names
+        """Every segment here, in write order."""
+        return sorted(p.name for p in self.directory.glob("*.npz"))
+
+    def unread(self, applied: set[str]) -> tuple[str | None, list[str]]:
+        """What a reader that has applied `applied` must read: the newest snapshot when it has not read it (then
+        everything again from there), and the writes it has not seen. Writes are tracked by name, not by a
+        high-water mark: another process's write may land after a later-named one was read."""
+        names = self.names()
+        snapshots = [n for n in names if n.endswith("-snapshot.npz")]
+        newest = snapshots[-1] if snapshots and snapshots[-1] not in applied else None
+        return newest, [n for n in names if not n.endswith("-snapshot.npz") and n not in applied]
 
     def read(self, names: Sequence[str]) -> Iterator[tuple[str, str, dict]]:
         """(name, kind, arrays) of each segment."""
@@ -144,10 +152,13 @@ class SegmentLog:
             with np.load(self.directory / name, allow_pickle=False) as data:
                 yield name, name.rsplit("-", 1)[1].removesuffix(".npz"), {k: data[k] for k in data.files}
 
-    def compact(self, records: Sequence[Record], dim: int, upto: str) -> str:
-        """Write every record as one snapshot segment, then remove the segments up to `upto` it replaces."""
-        name = self.write("snapshot", encode_records(records, dim))
-        for old in sorted(p.name for p in self.directory.glob("*.npz")):
-            if old <= upto and old != name:
+    def compact(self, records: Sequence[Record], dim: int, applied: set[str]) -> str:
+        """Write every record as one snapshot segment naming the segments it replaces, then remove those (and
+        only those: a write another process lands meanwhile stays)."""
+        arrays = encode_records(records, dim)
+        arrays["replaces"] = np.array(sorted(applied), dtype=str)
+        name = self.write("snapshot", arrays)
+        for old in applied:
+            if old != name:
                 (self.directory / old).unlink(missing_ok=True)
         return name
