@@ -175,10 +175,16 @@ def main() -> None:
     results: dict = {"device": device, "plan": plan.__dict__}
 
     def step(name: str, fn) -> None:
+        """One measurement, then every figure so far written out (a run stopped later keeps them)."""
         start = time.perf_counter()
         results[name] = fn()
         results[name]["seconds"] = round(time.perf_counter() - start, 1)
+        results["total_seconds"] = round(time.perf_counter() - began, 1)
         print(name, json.dumps(results[name]), flush=True)
+        path = write_results(f"host_path-{'cuda' if device.startswith('cuda') else 'cpu'}", results)
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / path.name).write_text(path.read_text())
 
     tokens = batch_sizes(device, encoder.dim).tokens
     n = plan.docs
@@ -192,11 +198,6 @@ def main() -> None:
     step("ql_rerank", lambda: ql_rerank(scorer, "bench-fp16_states", queries, plan.depths))
     step("batcher", lambda: batcher_rates(encoder, queries, plan.clients, plan.seconds))
     step("http", lambda: http_rates(args.model, device, work, corpus, plan.clients, plan.seconds))
-    results["total_seconds"] = round(time.perf_counter() - began, 1)
-    path = write_results(f"host_path-{'cuda' if device.startswith('cuda') else 'cpu'}", results)
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / path.name).write_text(path.read_text())
 
 
 if __name__ == "__main__":

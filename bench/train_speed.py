@@ -251,10 +251,10 @@ def main() -> None:
             except Exception as err:  # one route failing (a kernel missing on this device) leaves the others
                 print(f"{stage} {variant.name} bf16={bf16}: failed: {type(err).__name__}: {err}", flush=True)
                 timing.rows.append({"stage": stage, "attention": variant.name, "error": f"{type(err).__name__}: {err}"})
+            results = {"settings": vars(args), "device": device, "stages": timing.rows}  # written after every row
+            results |= {"data_path_tokens_per_s_per_worker": rates, "matmul_gflops": matmul}
+            write_results("train_speed_cuda" if is_cuda(device) else "train_speed", results)
     print_ratios([r for r in timing.rows if "error" not in r])
-    results = {"settings": vars(args), "device": device, "stages": timing.rows}
-    results |= {"data_path_tokens_per_s_per_worker": rates, "matmul_gflops": matmul}
-    write_results("train_speed_cuda" if is_cuda(device) else "train_speed", results)
 
 
 if __name__ == "__main__":

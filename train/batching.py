@@ -35,6 +35,10 @@ def run_batches(
     ahead of the model, launched, and its result collected only once the next batch has been launched, so a GPU
     never idles while the host reads a result back or pads the next batch. `launch` returns a call that gives
     the result (on a GPU, waiting for its copy to the host); on the CPU it is simply the computed value."""
+    batches = list(batches)
+    if len(batches) == 1:  # nothing to overlap (a query, a small request): no thread
+        yield batches[0], launch(prepare(batches[0]))()
+        return
     pending: tuple[list[int], Callable[[], T]] | None = None
     for index, inputs in prefetched(batches, prepare):
         collect = launch(inputs)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+PIN_BYTES = 1 << 20  # copies to or from a GPU at least this large go through pinned memory, without blocking
 
 
 class DeviceError(LLMQLError):
@@ -147,6 +148,8 @@ def to_device(array, device: str):
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     if not is_cuda(device):
         return tensor
+    if tensor.nbytes < PIN_BYTES:  # a small copy costs less than pinning its pages
+        return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
@@ -155,8 +158,8 @@ def to_host_later(tensor) -> Callable[[], np.ndarray]:
     goes into pinned memory behind the work already queued, so the caller can queue the next batch first."""
     import torch
 
-    if not tensor.is_cuda:
-        array = tensor.numpy()
+    if not tensor.is_cuda or tensor.nbytes < PIN_BYTES:  # small results: one plain copy
+        array = tensor.cpu().numpy()
         return lambda: array
     host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
     host.copy_(tensor, non_blocking=True)

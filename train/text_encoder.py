@@ -10,11 +10,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from llmql.train.batching import length_batches, pad, run_batches
+from llmql.train.batching import length_batches, pad, prefetched, run_batches
 from llmql.train.config import ModelConfig
 from llmql.train.end_states import EndStateArrays
 from llmql.train.ql_base import QLScorerBase
 from llmql.train.tokenization import PromptTokenizer
+
+PASSAGE_BLOCK = 1024  # passages tokenised at a time by encode_passages (length-sorted within a block)
 
 
 class TextEncoderBase:
@@ -55,8 +57,21 @@ class TextEncoderBase:
         progress: bool = False,
         max_tokens: int | None = None,
     ) -> np.ndarray:
+        """[N, H] embeddings of passages (`titles` optional), in input order. Tokenised a block at a time, each
+        block on a background thread while the model encodes the one before."""
+        from tqdm.auto import tqdm
+
         titles = titles if titles is not None else [""] * len(texts)
-        return self.encode_ids(self.tokenizer.passages(titles, texts), batch_size, progress, max_tokens=max_tokens)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        blocks = [range(i, min(i + PASSAGE_BLOCK, len(texts))) for i in range(0, len(texts), PASSAGE_BLOCK)]
+
+        def tokenize(block: range) -> list[list[int]]:
+            return self.tokenizer.passages([titles[i] for i in block], [texts[i] for i in block])
+
+        work = prefetched(blocks, tokenize) if len(blocks) > 1 else ((b, tokenize(b)) for b in blocks)
+        for block, rows in tqdm(work, total=len(blocks), desc="encode", unit="block", disable=not progress):
+            out[block.start : block.stop] = self.encode_ids(rows, batch_size, max_tokens=max_tokens)
+        return out
 
     def encode_ids(
         self,
