@@ -51,16 +51,16 @@ def build_tokenizer(arch: str):
     )
 
 
-def build_tiny_model(directory: Path, arch: str = "llama", seed: int = 0) -> Path:
-    """Save a randomly initialised 2-layer decoder and its tokenizer to `directory`."""
+def build_tiny_model(directory: Path, arch: str = "llama", seed: int = 0, hidden: int = 32) -> Path:
+    """Save a randomly initialised 2-layer decoder (4 heads of `hidden` / 4) and its tokenizer to `directory`."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     tokenizer = build_tokenizer(arch)
     common = dict(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

@@ -16,8 +16,10 @@ from torch import nn
 from llmql.train.modeling import _inner
 
 ROUTES = ("auto", "dense", "flex", "two-pass")
-# The route `auto` takes on a GPU: bench.train_speed on an H200 (BENCHMARKS.md, "Training throughput") measured
-# the dense mask at 1.8x the two-pass route in stage 1; on a CPU SDPA runs the dense mask at full speed.
+# The route `auto` takes: bench.train_speed on an H200 (BENCHMARKS.md, "Training on a GPU", 2026-12-04; stage 1,
+# 64 sequences, bf16 autocast) measured the dense mask at 91.4k tokens/s, FlexAttention on packed rows 84.1k
+# (0.92x), the two passes 39.9k (0.44x), the dense mask on packed rows 61.2k; on a CPU SDPA runs the dense mask at
+# full speed (the two passes 0.90x there) and FlexAttention has no backward.
 CUDA_ROUTE = "dense"
 CPU_ROUTE = "dense"
 
