@@ -56,7 +56,9 @@ _DIRECTORY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 def check_directory_name(index: str) -> None:
     """Index names of the engines that keep an index as a directory: no '.', '..', leading dot or dash."""
-    if not _DIRECTORY_NAME.match(index) or len(index) > 200:
+    if len(index) > 200:
+        raise BackendError(f"an index name has at most 200 characters, not {len(index)}")
+    if not _DIRECTORY_NAME.match(index):
         raise BackendError(
             f"{index!r}: index names start with a letter, digit or '_' and use letters, digits, '_', '.', '-' only"
         )
@@ -110,6 +112,7 @@ class IndexInfo:
     model: str
     count: int
     chunking: str | None = None  # "tokens/overlap" for a chunked index (llmql.train.chunking.Chunking)
+    fields: tuple[str, ...] | None = None  # the metadata fields it holds (None: the engine cannot say)
 
 
 def check_reopened(location: str, info: IndexInfo, dim: int, model: str, chunking: str | None) -> IndexInfo:

@@ -86,13 +86,16 @@ def _shard(value: str | None) -> str | None:
 )
 @click.option(
     "--chunk-tokens",
-    type=int,
+    type=click.IntRange(1, None),
     default=None,
     help="Tokens a passage, title and text as the model reads them (implies --chunk)  [default: the model's "
     "passage length]",
 )
 @click.option(
-    "--chunk-overlap", type=int, default=0, help="Tokens neighbouring passages share (implies --chunk when > 0)."
+    "--chunk-overlap",
+    type=click.IntRange(0, None),
+    default=0,
+    help="Tokens neighbouring passages share (implies --chunk when > 0).",
 )
 @click.option("--id-field", default="_id")
 @click.option("--text-field", default="text")

@@ -115,6 +115,7 @@ class EmbeddedBackend:
             meta.get("llmql.model", ""),
             self._count(table),
             meta.get("llmql.chunking"),
+            None if (declared := self._declared_fields(table)) is None else tuple(declared),
         )
 
     def open_index(

@@ -11,6 +11,7 @@ Bounded: at most MAX_CLAUSES fields and MAX_VALUES values in all, one level of "
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +61,7 @@ def _clauses(value: object, negate: bool) -> list[Clause]:
             out.append(Clause(key, bounds=_bounds(key, item), negate=negate))
         else:
             values = item if isinstance(item, list) else [item]
-            if not values or not all(isinstance(v, FieldValue) for v in values):
+            if not values or not all(isinstance(v, FieldValue) and _finite(v) for v in values):
                 raise ValueError(
                     f"filter field {key!r}: a value, a non-empty list of values (strings, numbers, true/false), or "
                     'a range such as {"gte": 2020}'
@@ -77,14 +78,19 @@ def _bounds(key: str, item: dict) -> tuple[tuple[str, float | int | str], ...]:
         raise ValueError(f"filter field {key!r}: give one lower bound (gte or gt) and one upper (lte or lt)")
     kinds = set()
     for op, bound in item.items():
-        if isinstance(bound, bool) or not isinstance(bound, int | float | str):
-            raise ValueError(f"filter field {key!r}: {op} takes a number or an ISO date, not {bound!r}")
+        if isinstance(bound, bool) or not isinstance(bound, int | float | str) or not _finite(bound):
+            raise ValueError(f"filter field {key!r}: {op} takes a finite number or an ISO date, not {bound!r}")
         if isinstance(bound, str) and not ISO_DATE.fullmatch(bound):
             raise ValueError(f"filter field {key!r}: {op} {bound!r} is not a number or an ISO date (2021-05-01)")
         kinds.add(str if isinstance(bound, str) else float)
     if len(kinds) > 1:
         raise ValueError(f"filter field {key!r}: the bounds of a range are both numbers or both dates")
     return tuple((op, item[op]) for op in RANGE_KEYS if op in item)
+
+
+def _finite(value: object) -> bool:
+    """NaN and the infinities (JSON parsers accept them) match nothing on one engine and break another's query."""
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def fields_of(clauses: list[Clause]) -> set[str]:

@@ -180,7 +180,9 @@ class LuceneBackend:
             raise unknown_index(self.location, index, self._names())
         mapping = self._request("GET", f"/{name}/_mapping", index=name)[name]["mappings"]
         meta = mapping.get("_meta", {}).get(META_KEY, {})
-        return IndexInfo(name, int(meta.get("dim", -1)), meta.get("model", ""), self.count(name), meta.get("chunking"))
+        held = tuple(sorted(mapping.get("properties", {}).get("fields", {}).get("properties", {})))  # as mapped
+        count, chunking = self.count(name), meta.get("chunking")
+        return IndexInfo(name, int(meta.get("dim", -1)), meta.get("model", ""), count, chunking, held)
 
     def open_index(
         self,

@@ -58,7 +58,7 @@ class _Index:
     search: dict[str, _Search] = field(default_factory=dict)  # by device, built on first search after a write
 
     def info(self) -> IndexInfo:
-        return IndexInfo(self.name, self.dim, self.model, len(self.docs), self.chunking)
+        return IndexInfo(self.name, self.dim, self.model, len(self.docs), self.chunking, self.fields)
 
     def apply(self, kind: str, arrays: dict) -> None:
         if kind == "snapshot":

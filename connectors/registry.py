@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
-from llmql.connectors.base import Backend, BackendError
+from llmql.connectors.base import Backend, BackendError, UnknownIndex
 
 BACKENDS = {
     "embedded": ("llmql.connectors.embedded", "EmbeddedBackend", "lancedb"),
@@ -14,8 +15,14 @@ BACKENDS = {
 }
 
 
-def open_backend(name: str, location: str, **options) -> Backend:
-    """`location` is a directory for the embedded backend and a URL for the servers."""
+DIRECTORY_ENGINES = ("embedded", "memory")  # engines whose location is a directory they create on first use
+
+
+def open_backend(name: str, location: str, create: bool = True, **options) -> Backend:
+    """`location` is a directory for the embedded and memory backends and a URL for the servers. `create=False`
+    (searching, evaluating, serving) refuses a directory that is not there instead of creating an empty one."""
+    if not create and name in DIRECTORY_ENGINES and location != ":memory:" and not Path(location).is_dir():
+        raise UnknownIndex(f"{location}: no such directory, so no index: nothing was synced there")
     try:
         module_name, class_name, requirement = BACKENDS[name]
     except KeyError:

@@ -24,7 +24,7 @@ from typing import Literal
 from llmql.connectors.base import Record
 from llmql.connectors.corpus import BadLine, CorpusFormat, SourceDoc, corpus_file, read_corpus, scan_corpus
 from llmql.connectors.records import DocumentEncoder
-from llmql.connectors.registry import open_backend
+from llmql.connectors.registry import DIRECTORY_ENGINES, open_backend
 from llmql.connectors.shards import Shard, ShardGroup, shard_group
 from llmql.connectors.sync_state import FailureLog, SyncProgress, state_path
 from llmql.train.chunking import Chunking, check_chunking
@@ -113,15 +113,12 @@ def sync(cfg: SyncConfig, progress: bool = True, *, encoder=None, ql_scorer=None
     _check_shard_options(cfg, group)
     device = resolve_device(cfg.device)  # a GPU that is not here is refused before anything is read
     scan = _validate(source, cfg)  # before anything is written: a bad corpus changes no index
+    backend = _backend(cfg)  # an unreachable engine or a wrong --alias is refused before a model is loaded
     encoder = encoder or load_encoder(cfg.model, runtime=cfg.runtime, device=device)
     ql = ql_scorer if ql_scorer is not None and cfg.ql_cache != "none" else _ql_scorer(cfg, device)
     chunking = _chunking(cfg, encoder, ql)
     sizes = _batch_sizes(cfg, device, encoder.dim)
     writer = DocumentEncoder(encoder, ql, sizes, chunking, cfg.incremental, cfg.ql_cache)
-    options = dict(cfg.backend_options)
-    if cfg.backend != "embedded" and cfg.insecure:
-        options["verify_certs"] = False
-    backend = open_backend(cfg.backend, cfg.url, **options)
     shard = group.shard
     state = SyncProgress(state_path(cfg, shard), cfg, encoder.identity, shard)
     label = None if chunking is None else str(chunking)  # how the index records it
@@ -145,6 +142,21 @@ def sync(cfg: SyncConfig, progress: bool = True, *, encoder=None, ql_scorer=None
     state.remove()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _backend(cfg: SyncConfig):
+    """The engine, opened; an --alias that names an index (not an alias) is refused here, before any model is
+    loaded or generation written (the swap at the end would refuse it, after the whole corpus was encoded)."""
+    options = dict(cfg.backend_options)
+    if cfg.backend not in DIRECTORY_ENGINES and cfg.insecure:
+        options["verify_certs"] = False
+    backend = open_backend(cfg.backend, cfg.url, **options)
+    if cfg.alias and backend.resolve(cfg.alias) == cfg.alias:
+        raise LLMQLError(
+            f"{cfg.url}: --alias {cfg.alias!r} names an index, not an alias; choose another alias name (or drop "
+            "that index); nothing was written"
+        )
+    return backend
 
 
 def _check_shard_options(cfg: SyncConfig, group: ShardGroup) -> None:

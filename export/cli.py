@@ -6,6 +6,7 @@ import json
 
 import click
 
+from llmql.train.cli_types import Finite
 from llmql.train.errors import cli_errors
 
 
@@ -34,10 +35,10 @@ from llmql.train.errors import cli_errors
     default=None,
     help="BEIR folder: real passages for the parity check and the int8 nDCG@10 slice.",
 )
-@click.option("--opset", type=int, default=17, help="ONNX opset (ml-commons takes <= 19).")
+@click.option("--opset", type=click.IntRange(14, 21), default=17, help="ONNX opset (ml-commons takes <= 19).")
 @click.option(
     "--int8-min-cosine",
-    type=float,
+    type=Finite(-1, 1),
     default=0.99,
     help="Refuse the int8 graph below this worst cosine to PyTorch (recorded in the manifest).",
 )

@@ -7,6 +7,7 @@ import os
 import click
 
 from llmql.plugin.cli_options import CONTEXT, backend_options
+from llmql.train.cli_types import Finite
 from llmql.train.errors import cli_errors
 
 
@@ -16,7 +17,7 @@ from llmql.train.errors import cli_errors
 @click.option("--ql-model", default=None, help="Export with --ql-scorer for /rerank and rerank=true.")
 @click.option("--model-name", default="llmql", help="The model name the OpenAI-style /v1 endpoints answer to.")
 @click.option("--host", default="127.0.0.1")
-@click.option("--port", type=int, default=8080)
+@click.option("--port", type=click.IntRange(1, 65_535), default=8080)
 @click.option("--max-k", type=click.IntRange(1, 10_000), default=100, help="Largest k a request may ask for.")
 @click.option(
     "--allow-index",
@@ -30,9 +31,7 @@ from llmql.train.errors import cli_errors
     help="Concurrent requests share model calls (one call per device at a time).",
 )
 @click.option("--max-batch-tokens", type=click.IntRange(64, None), default=16384, help="A shared call, at most.")
-@click.option(
-    "--max-wait-ms", type=click.FloatRange(0, 1000), default=5.0, help="How long a call waits for others to join."
-)
+@click.option("--max-wait-ms", type=Finite(0, 1000), default=5.0, help="How long a call waits for others to join.")
 @click.option(
     "--max-queue",
     type=click.IntRange(1, 10_000),
@@ -46,7 +45,8 @@ def serve(
     """HTTP service: /search, /rerank, /embed, /health, and /v1/embeddings (OpenAI's shape) and /v1/rerank
     (Cohere's); OpenAPI at /openapi.json.
 
-    Refuses to start when --model or --ql-model is not the model a served index was synced with."""
+    Refuses to start when --model is not the model a served index was synced with; a --ql-model of another model
+    than the index's cached [E] states is served by re-reading the documents (slower; it says so at start-up)."""
     import uvicorn
 
     from llmql.plugin.service import ServiceConfig, create_app
@@ -95,7 +95,7 @@ def serve(
 )
 @click.option(
     "--budget",
-    type=click.FloatRange(0, None, min_open=True),
+    type=Finite(0, 1000, min_open=True),
     default=1.0,
     help="Scales the training steps (1.0: the 2-core CPU's; a GPU runs 8x as many in the same time).",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
@@ -34,8 +35,12 @@ def parse_filter(text: str | None):
         raise click.BadParameter(str(err), param_hint="--filter") from None
 
 
-def parse_floats(text: str, option: str) -> tuple[float, ...]:
+def parse_floats(text: str, option: str, low: float = 0.0, high: float = 1.0) -> tuple[float, ...]:
+    """Comma-separated finite numbers in [low, high], at least one."""
     try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
+        values = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise click.BadParameter(f"expected numbers separated by commas, got {text!r}", param_hint=option) from None
+    if not values or not all(math.isfinite(v) and low <= v <= high for v in values):
+        raise click.BadParameter(f"expected finite numbers in [{low:g}, {high:g}], got {text!r}", param_hint=option)
+    return values

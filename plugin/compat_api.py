@@ -49,6 +49,8 @@ class EmbeddingsRequest(Strict):
 
 class RerankDocument(Strict):
     text: Text
+
+    _blank = field_validator("text")(_not_blank)
     title: str = Field("", max_length=MAX_TEXT_CHARS)
     id: str | None = Field(None, min_length=1, max_length=512)
 
@@ -56,17 +58,23 @@ class RerankDocument(Strict):
 class CompatRerankRequest(Strict):
     query: Text
     documents: list[Text | RerankDocument] = Field(min_length=1, max_length=MAX_ITEMS)
+
+    @field_validator("documents")
+    @classmethod
+    def _no_blank(cls, documents: list) -> list:
+        blank = [i for i, d in enumerate(documents) if isinstance(d, str) and not d.strip()]
+        if blank:
+            raise ValueError(f"documents {blank[:5]} are blank")
+        return documents
     model: ModelName | None = None
     top_n: int | None = Field(None, ge=1)
     return_documents: bool = False
-    index: str | None = None  # llmql: which served index the ids are in (default: the service's)
+    index: str | None = Field(None, min_length=1, max_length=255)  # llmql: the served index the ids are in
 
     _blank = field_validator("query")(_not_blank)
 
 
 def add_compat_routes(app, models: _Models, model_name: str) -> None:
-    _openai_errors(app)
-
     @app.get("/v1/models")
     def list_models() -> dict:
         return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "llmql"}]}
@@ -78,34 +86,6 @@ def add_compat_routes(app, models: _Models, model_name: str) -> None:
     @app.post("/v1/rerank")
     def rerank(body: CompatRerankRequest) -> dict:
         return _rerank(models, model_name, body)
-
-
-def _openai_errors(app) -> None:
-    """Errors on /v1 come in OpenAI's shape ({"error": {"message", "type", "param", "code"}}), which its clients
-    and those of compatible APIs read; the other routes keep FastAPI's {"detail"}."""
-    from fastapi import HTTPException
-    from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
-
-    def shaped(status: int, message: str, headers=None) -> JSONResponse:
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        error = {"message": message, "type": kind, "param": None, "code": None}
-        return JSONResponse({"error": error}, status_code=status, headers=headers)
-
-    async def http_error(request, err: HTTPException):
-        if request.url.path.startswith("/v1/"):
-            return shaped(err.status_code, str(err.detail), getattr(err, "headers", None))
-        return await http_exception_handler(request, err)
-
-    async def invalid(request, err: RequestValidationError):
-        if request.url.path.startswith("/v1/"):
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in err.errors())
-            return shaped(422, problems)
-        return await request_validation_exception_handler(request, err)
-
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, invalid)
 
 
 def _check_model(asked: str | None, served: str) -> None:

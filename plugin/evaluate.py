@@ -95,7 +95,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     device = resolve_device(cfg.device)
     data = load_beir(Path(cfg.data), cfg.split)
     qids = sorted(data.qrels)[: cfg.max_queries] if cfg.max_queries else sorted(data.qrels)
-    backend = open_backend(cfg.backend, cfg.url, **cfg.backend_options)
+    backend = open_backend(cfg.backend, cfg.url, create=False, **cfg.backend_options)
     backend.index_info(cfg.index)  # fails clearly, naming the indexes there, if the index does not exist
     needs_encoder = {"dense", "hybrid", "hybrid+ql", "tuned"} & set(cfg.runs)
     encoder = load_encoder(cfg.model, runtime=cfg.runtime, device=device) if needs_encoder else None

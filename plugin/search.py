@@ -94,8 +94,8 @@ class HybridSearcher:
             raise ValueError("empty query")
         if offset < 0 or offset + k > max(self.depth, k):
             raise ValueError(
-                f"from={offset} + size={k} goes past the {self.depth} candidates a page is ranked from; "
-                "raise the first-stage depth (bm25_k / knn_k) to page further"
+                f"from={offset} + size={k} goes past the {self.depth} candidates a page is ranked from; raise the "
+                "first stages' depth to page further (llmql-search --depth; bm25_k and knn_k of a SearchConfig)"
             )
         cfg = self.config
         timings: dict[str, float] = {}

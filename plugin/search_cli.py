@@ -7,6 +7,7 @@ import json
 import click
 
 from llmql.plugin.cli_options import CONTEXT, backend_options, fusion_option, parse_filter, parse_floats
+from llmql.train.cli_types import Finite
 from llmql.train.errors import cli_errors
 
 
@@ -22,6 +23,12 @@ from llmql.train.errors import cli_errors
     help="[default: the model's search.json (llmql tune), else hybrid]",
 )
 @click.option("--k", type=click.IntRange(1, 10_000), default=10, help="Results to show.")
+@click.option(
+    "--depth",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Candidates from each first stage, the list pages come from [default: search.json's, else 100].",
+)
 @click.option("--from", "offset", type=click.IntRange(0, None), default=0, help="Skip this many results (paging).")
 @fusion_option()
 @click.option(
@@ -32,7 +39,7 @@ from llmql.train.errors import cli_errors
 )
 @click.option(
     "--ql-weight",
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     default=None,
     help="Weight of the QL score against the fused score [default: search.json's, else 0.5].",
 )
@@ -56,6 +63,7 @@ def search_main(
     ql_model,
     mode,
     k,
+    depth,
     offset,
     fusion,
     rerank,
@@ -76,6 +84,7 @@ def search_main(
         raise click.BadParameter("the query is empty", param_hint="QUERY")
     flt = parse_filter(filter_json)
     device = resolve_device(device)  # a GPU that is not here is refused before anything is loaded
+    engine = None if opensearch_hybrid else open_backend(backend, url, create=False)  # before loading models
     encoder = load_encoder(model, runtime=runtime, device=device) if model else None
     if opensearch_hybrid:
         from llmql.plugin.server_fusion import hybrid_query, normalization_pipeline
@@ -87,9 +96,10 @@ def search_main(
         return
     scorer = load_ql_scorer(ql_model, runtime=runtime, device=device) if ql_model else None
     overrides = {"mode": mode, "fusion": fusion, "rerank_depth": rerank if scorer else 0, "ql_weight": ql_weight}
+    overrides |= {"bm25_k": depth, "knn_k": depth} if depth else {}
     cfg = search_config(model, **overrides)
     try:
-        searcher = HybridSearcher(open_backend(backend, url), index, encoder, scorer, cfg)
+        searcher = HybridSearcher(engine, index, encoder, scorer, cfg)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     try:
@@ -119,6 +129,20 @@ def _echo_result(result, as_json: bool, explain: bool, offset: int = 0) -> None:
         )
 
 
+def _runs(text: str) -> tuple[str, ...]:
+    """--runs as names, each known; none at all is refused (an empty table says nothing)."""
+    from llmql.plugin.evaluate import RUNS
+
+    runs = tuple(dict.fromkeys(r.strip() for r in text.split(",") if r.strip()))
+    unknown = [r for r in runs if r not in RUNS]
+    if not runs or unknown:
+        raise click.BadParameter(
+            f"{'unknown run(s) ' + ', '.join(unknown) if unknown else 'no runs'}; choose from {', '.join(RUNS)}",
+            param_hint="--runs",
+        )
+    return runs
+
+
 @click.command("eval", context_settings=CONTEXT)
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder.")
 @click.option("--split", default="test")
@@ -126,9 +150,17 @@ def _echo_result(result, as_json: bool, explain: bool, offset: int = 0) -> None:
 @click.option("--model", default=None, help="Export (or model) directory for query encoding.")
 @click.option("--ql-model", default=None, help="Export with --ql-scorer (or model directory) for QL runs.")
 @click.option(
-    "--runs", default="bm25,dense,hybrid", help="Comma-separated: bm25, dense, hybrid, hybrid+ql, ql, ql-dirichlet."
+    "--runs",
+    default="bm25,dense,hybrid",
+    callback=lambda _ctx, _param, value: _runs(value),
+    help="Comma-separated: bm25, dense, hybrid, hybrid+ql, ql, ql-dirichlet, tuned.",
 )
-@click.option("--depth", type=int, default=100, help="First-stage candidates and run-file depth (R@1000 needs 1000).")
+@click.option(
+    "--depth",
+    type=click.IntRange(1, 10_000),
+    default=100,
+    help="First-stage candidates and run-file depth (R@1000 needs 1000).",
+)
 @click.option(
     "--rerank-depth",
     type=click.IntRange(1, 1000),
@@ -161,9 +193,9 @@ def _echo_result(result, as_json: bool, explain: bool, offset: int = 0) -> None:
     default="auto",
     help="QL from cached [E] states (sync --ql-cache) or by re-reading the documents.",
 )
-@click.option("--mu", type=float, default=1000.0, help="Dirichlet prior for ql-dirichlet.")
+@click.option("--mu", type=Finite(0, None, min_open=True), default=1000.0, help="Dirichlet prior for ql-dirichlet.")
 @click.option("--out", default="llmql-eval", help="Folder for TREC run files and summary.json.")
-@click.option("--max-queries", type=int, default=None)
+@click.option("--max-queries", type=click.IntRange(1, None), default=None, help="Only the first N judged queries.")
 @cli_errors
 def eval_main(
     data,
@@ -208,7 +240,7 @@ def eval_main(
         index=index,
         model=model,
         ql_model=ql_model,
-        runs=tuple(r.strip() for r in runs.split(",") if r.strip()),
+        runs=runs,
         depth=depth,
         rerank_depth=rerank_depth,
         fusion=fusion,

@@ -57,11 +57,13 @@ def _not_blank(value: str) -> str:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields are refused, and so is every coercion: "from": true or "5" is not the number 5."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SearchRequest(Strict):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     query: Text
     k: int = Field(10, ge=1, le=1000)
@@ -72,7 +74,7 @@ class SearchRequest(Strict):
     rerank: bool | None = None  # None: as tuned (search.json) when the service has a QL scorer, else off
     filter: dict[str, Any] | None = None  # llmql.connectors.filters: values, ranges, "not"
     explain: bool = False
-    index: str | None = None
+    index: str | None = Field(None, min_length=1, max_length=255)
 
     _blank = field_validator("query")(_not_blank)
 
@@ -109,7 +111,7 @@ class RerankRequest(Strict):
     query: Text
     ids: list[Annotated[str, Field(min_length=1, max_length=512)]] | None = Field(None, max_length=MAX_ITEMS)
     candidates: list[Candidate] | None = Field(None, max_length=MAX_ITEMS)
-    index: str | None = None
+    index: str | None = Field(None, min_length=1, max_length=255)
 
     _blank = field_validator("query")(_not_blank)
 
@@ -165,9 +167,9 @@ class BodyLimit:
 
     @staticmethod
     async def _refuse(scope, receive, send, status: int, detail: str) -> None:
-        from fastapi.responses import JSONResponse
+        from llmql.plugin.http_errors import error_response
 
-        await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+        await error_response(scope.get("path", ""), status, detail)(scope, receive, send)
 
 
 @dataclass
@@ -200,16 +202,17 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
 
     from llmql.connectors.registry import open_backend
     from llmql.export.runtime import load_encoder, load_ql_scorer
+    from llmql.plugin.http_errors import add_error_handlers
     from llmql.plugin.index_check import check_models
     from llmql.plugin.search import default_config
     from llmql.train.device import resolve_device
 
     device = resolve_device(config.device)
+    backend = backend or open_backend(config.backend, config.url, create=False)  # before loading models
     if encoder is None and config.model:
         encoder = load_encoder(config.model, runtime=config.runtime, device=device)
     if ql_scorer is None and config.ql_model:
         ql_scorer = load_ql_scorer(config.ql_model, runtime=config.runtime, device=device)
-    backend = backend or open_backend(config.backend, config.url)
     paths = {index: check_models(backend, index, encoder, ql_scorer) for index in config.served}
     tuned = default_config(encoder, ql_scorer)
     batcher = None
@@ -224,7 +227,7 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
     )
     app.state.batcher = batcher
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
-    _add_error_mapping(app)
+    add_error_handlers(app)
     _add_routes(app, models)
     from llmql.plugin.compat_api import add_compat_routes
 
@@ -277,31 +280,6 @@ def _threads_for(config: ServiceConfig):
     return lifespan
 
 
-def _add_error_mapping(app) -> None:
-    """Errors become answers, never bare 500s: an unreachable engine or a full model queue 503 (with
-    Retry-After), an unknown index 404, any other engine error 502, and input the library refuses (ValueError:
-    no cached states, ...) 422."""
-    from fastapi.responses import JSONResponse
-
-    from llmql.connectors.base import BackendError, BackendUnavailable, UnknownIndex
-    from llmql.plugin.batcher import Overloaded
-
-    async def backend_error(_request, err: BackendError):
-        status = 503 if isinstance(err, BackendUnavailable) else 404 if isinstance(err, UnknownIndex) else 502
-        headers = {"Retry-After": "5"} if status == 503 else None
-        return JSONResponse({"detail": str(err)}, status_code=status, headers=headers)
-
-    async def refused_input(_request, err: ValueError):
-        return JSONResponse({"detail": str(err)}, status_code=422)
-
-    async def overloaded(_request, err: Overloaded):
-        return JSONResponse({"detail": str(err)}, status_code=503, headers={"Retry-After": "1"})
-
-    app.add_exception_handler(BackendError, backend_error)
-    app.add_exception_handler(ValueError, refused_input)
-    app.add_exception_handler(Overloaded, overloaded)
-
-
 def _health(models: _Models):
     from fastapi.responses import JSONResponse
 
@@ -329,6 +307,8 @@ def _search(models: _Models, body: SearchRequest) -> dict:
     from llmql.plugin.search import HybridSearcher
 
     index, config, tuned = models.index_of(body.index), models.config, models.tuned
+    if body.fields:
+        _check_fields(models, index, body.fields)
     mode = body.mode or tuned.mode
     rerank = body.rerank if body.rerank is not None else tuned.rerank_depth > 0
     size = body.page_size
@@ -353,6 +333,23 @@ def _search(models: _Models, body: SearchRequest) -> dict:
         for h in result.hits
     ]
     return {"hits": hits, "timings_ms": result.timings_ms, **({"ql_path": result.ql_path} if rerank else {})}
+
+
+def _check_fields(models: _Models, index: str, fields: list[str]) -> None:
+    """`fields` a hit can return: title, text, and the metadata the index holds (where it can say which)."""
+    from fastapi import HTTPException
+
+    held = models.backend.index_info(index).fields
+    if held is None:
+        return
+    unknown = sorted(set(fields) - {"title", "text", *held})
+    if unknown:
+        raise HTTPException(
+            422,
+            f"fields {unknown} are not stored in index {index!r} (it has: title, text"
+            + "".join(f", {f}" for f in held)
+            + ")",
+        )
 
 
 def _rerank(models: _Models, body: RerankRequest) -> dict:

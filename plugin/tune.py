@@ -46,7 +46,7 @@ def tune(cfg: TuneConfig, progress: bool = True) -> dict:
 
     device = resolve_device(cfg.device)
     queries, qrels = _held_out(cfg)
-    backend = open_backend(cfg.backend, cfg.url, **cfg.backend_options)
+    backend = open_backend(cfg.backend, cfg.url, create=False, **cfg.backend_options)
     encoder = load_encoder(cfg.model, runtime=cfg.runtime, device=device)
     scorer = load_ql_scorer(cfg.ql_model, runtime=cfg.runtime, device=device) if cfg.ql_model else None
     ql_path = check_models(backend, cfg.index, encoder, scorer)

@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from llmql.train.cli_types import Finite, positive
 from llmql.train.errors import cli_errors
 
 _BOOL_AUTO = click.Choice(["auto", "on", "off"])
@@ -43,10 +44,22 @@ def _optim_options(lr: float, warmup: str, batch_size: int):
     def decorate(func):
         options = [
             click.option(
-                "--max-steps", type=int, default=None, help="Stop after N optimizer steps (overrides --epochs)."
+                "--max-steps", type=positive(), default=None, help="Stop after N optimizer steps (overrides --epochs)."
             ),
-            click.option("--epochs", type=float, default=1.0, show_default=True, help="Passes over the training data."),
-            click.option("--lr", type=float, default=lr, show_default=True, help="Peak learning rate (AdamW)."),
+            click.option(
+                "--epochs",
+                type=Finite(0, None, min_open=True),
+                default=1.0,
+                show_default=True,
+                help="Passes over the training data.",
+            ),
+            click.option(
+                "--lr",
+                type=Finite(0, 1, min_open=True),
+                default=lr,
+                show_default=True,
+                help="Peak learning rate (AdamW).",
+            ),
             click.option(
                 "--warmup",
                 default=warmup,
@@ -55,19 +68,19 @@ def _optim_options(lr: float, warmup: str, batch_size: int):
             ),
             click.option(
                 "--batch-size",
-                type=int,
+                type=positive(),
                 default=batch_size,
                 show_default=True,
                 help="Examples (stage 1) or queries (stage 2) per process per micro-batch.",
             ),
             click.option(
                 "--grad-accum",
-                type=int,
+                type=positive(),
                 default=1,
                 show_default=True,
                 help="Micro-batches per optimizer step (adds no in-batch negatives).",
             ),
-            click.option("--seed", type=int, default=42, show_default=True),
+            click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, show_default=True),
             click.option(
                 "--bf16",
                 type=_BOOL_AUTO,
@@ -81,7 +94,11 @@ def _optim_options(lr: float, warmup: str, batch_size: int):
                 help="Trade compute for activation memory (turned on by itself when a step would not fit otherwise).",
             ),
             click.option(
-                "--save-every", type=int, default=50, show_default=True, help="Steps between resumable checkpoints."
+                "--save-every",
+                type=positive(),
+                default=50,
+                show_default=True,
+                help="Steps between resumable checkpoints.",
             ),
             click.option(
                 "--num-workers",
@@ -90,8 +107,26 @@ def _optim_options(lr: float, warmup: str, batch_size: int):
                 help="DataLoader processes preparing batches (tokenisation, Input Corruption) while the model trains "
                 "[default: 4 on a GPU, 0 on a CPU, whose cores the model needs].",
             ),
-            click.option("--max-passage-tokens", type=int, default=200, show_default=True),
-            click.option("--max-query-tokens", type=int, default=200, show_default=True),
+            click.option("--max-passage-tokens", type=positive(32_768), default=200, show_default=True),
+            click.option("--max-query-tokens", type=positive(32_768), default=200, show_default=True),
+            click.option(
+                "--attention",
+                type=click.Choice(["auto", "dense", "flex", "two-pass"]),
+                default="auto",
+                show_default=True,
+                help="How attention runs (llmql.train.attention): the dense mask, FlexAttention (GPU), or Attention "
+                "Stop's two passes; auto: the one measured fastest on this device (dense on a CPU and on an H200).",
+            ),
+            click.option(
+                "--pack/--no-pack",
+                default=None,
+                help="Several examples a row, each under its own mask [default: with --attention flex].",
+            ),
+            click.option(
+                "--compile",
+                is_flag=True,
+                help="torch.compile the decoder (slower start; measure before relying on it).",
+            ),
             click.option(
                 "--exclude-queries",
                 type=click.Path(exists=True, dir_okay=False),
@@ -141,6 +176,9 @@ def _optim(kw: dict):
         gradient_checkpointing=kw.pop("gradient_checkpointing"),
         save_every=kw.pop("save_every"),
         num_workers=kw.pop("num_workers"),
+        attention=kw.pop("attention"),
+        pack=kw.pop("pack"),
+        compile=kw.pop("compile"),
     )
 
 
@@ -169,7 +207,12 @@ def main(verbose: bool) -> None:
     default="none",
     help="titles: add each document title as a pseudo-query for its own text (labelled extra data).",
 )
-@click.option("--mask-prob", type=float, default=0.6, help="Input Corruption: share of document words masked.")
+@click.option(
+    "--mask-prob",
+    type=Finite(0, 1, max_open=True),
+    default=0.6,
+    help="Input Corruption: share of document words masked.",
+)
 @click.option(
     "--corruption", type=click.Choice(["word", "token"]), default="word", help="Mask whole words (paper) or tokens."
 )
@@ -185,7 +228,7 @@ def main(verbose: bool) -> None:
     help="Loss on query tokens (paper) or on all tokens (reference code).",
 )
 @click.option("--lora", is_flag=True, help="Train a LoRA (merged at the end) instead of a full fine-tune.")
-@click.option("--lora-r", type=int, default=32)
+@click.option("--lora-r", type=positive(1024), default=32)
 @_optim_options(lr=1e-5, warmup="0.1", batch_size=8)
 @cli_errors
 def ql(**kw) -> None:
@@ -210,10 +253,10 @@ def ql(**kw) -> None:
     default=None,
     help="Tevatron-style JSONL with hard negatives; mined with BM25 into OUT when absent.",
 )
-@click.option("--group-size", type=int, default=16, help="Passages per query: 1 positive + n-1 negatives.")
-@click.option("--temperature", type=float, default=0.01, help="InfoNCE temperature.")
-@click.option("--lora-r", type=int, default=32, help="LoRA rank (alpha = 2r); 0 = full fine-tune.")
-@click.option("--lora-dropout", type=float, default=0.1)
+@click.option("--group-size", type=positive(1024), default=16, help="Passages per query: 1 positive + n-1 negatives.")
+@click.option("--temperature", type=Finite(0, 100, min_open=True), default=0.01, help="InfoNCE temperature.")
+@click.option("--lora-r", type=click.IntRange(0, 1024), default=32, help="LoRA rank (alpha = 2r); 0 = full fine-tune.")
+@click.option("--lora-dropout", type=Finite(0, 1, max_open=True), default=0.1)
 @click.option("--merge", is_flag=True, help="Also write OUT/merged with the adapter merged in.")
 @click.option(
     "--grad-cache-chunk",
@@ -242,8 +285,8 @@ def contrastive(**kw) -> None:
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Training JSONL to write.")
 @click.option("--split", default="train")
-@click.option("--per-query", type=int, default=15, help="Negatives kept per query.")
-@click.option("--depth", type=int, default=100, help="Sample negatives from BM25's top DEPTH.")
+@click.option("--per-query", type=positive(), default=15, help="Negatives kept per query.")
+@click.option("--depth", type=positive(10_000), default=100, help="Sample negatives from BM25's top DEPTH.")
 @click.option("--exclude-queries", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--seed", type=int, default=42)
 @cli_errors

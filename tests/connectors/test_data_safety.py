@@ -121,3 +121,24 @@ def test_a_tsv_without_a_header_is_refused(tiny_export, tmp_path):
     corpus.write_text("d1\tfirst document\nd2\tsecond document\n")
     with pytest.raises(DataError, match="header line has no column '_id'"):
         sync(config(("embedded", str(tmp_path / "db")), corpus, tiny_export, "docs"), progress=False)
+
+
+def test_an_alias_that_names_an_index_is_refused_before_any_model_runs(
+    backend_spec, tiny_export, index_name, tmp_path, monkeypatch
+):
+    """F8: `--alias A` where A is a plain index was refused only at the swap, after encoding the whole corpus,
+    leaving a full orphan generation each time."""
+    import llmql.export.runtime as runtime
+    from llmql.train.errors import LLMQLError
+
+    good = big_corpus(tmp_path / "good.jsonl", 20)
+    sync(config(backend_spec, good, tiny_export, index_name), progress=False)
+    backend = open_backend(*backend_spec)
+    loaded = []
+    monkeypatch.setattr(runtime, "load_encoder", lambda *a, **k: loaded.append(1))
+    with pytest.raises(LLMQLError, match="names an index, not an alias"):
+        sync(config(backend_spec, good, tiny_export, "unused", alias=index_name), progress=False)
+    assert not loaded  # refused before a model was loaded, let alone run
+    assert backend.resolve(index_name) == index_name and backend.count(index_name) == 20
+    every = backend._tables() if backend.name == "embedded" else backend._names()
+    assert not [n for n in every if n.startswith(f"{index_name}-")]  # no generation was begun

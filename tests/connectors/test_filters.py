@@ -35,6 +35,9 @@ def test_clauses_of_a_filter():
         ({"not": {"not": {"x": 1}}}, "nested"),
         ({f"f{i}": 1 for i in range(33)}, "at most 32 fields"),
         ({"x": list(range(300))}, "at most 256 values"),
+        ({"year": {"gte": float("nan")}}, "finite number"),  # json.loads accepts NaN and Infinity
+        ({"year": {"lt": float("inf")}}, "finite number"),
+        ({"year": [2020, float("-inf")]}, "non-empty list"),
     ],
 )
 def test_bad_filters_are_refused_with_what_is_wrong(bad, message):

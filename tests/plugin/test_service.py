@@ -167,3 +167,47 @@ def test_a_chunked_index_answers_documents_with_the_passage_that_matched(ql_expo
         assert sorted(h["id"] for h in hits) == ["kelp", "long"]
         span = next(h for h in hits if h["id"] == "long")["passage"]
         assert 0 <= span["start"] < span["end"] <= len(long) and span["end"] - span["start"] < len(long) // 2
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ({"query": "kelp", "from": True}, "from"),  # a boolean is not a number
+        ({"query": "kelp", "from": "5"}, "from"),  # nor is a string of digits
+        ({"query": "kelp", "k": 2.0}, "k"),
+        ({"query": "kelp", "index": ""}, "index"),  # not the default index in disguise
+        ({"query": "kelp", "fields": ["title", "no-such-field"]}, "no-such-field"),
+        ({"query": "kelp", "filter": {"year": {"gte": float("nan")}}}, "finite"),  # F7 over HTTP
+        ({"query": "kelp", "filter": {"year": {"lt": float("inf")}}}, "finite"),
+    ],
+)
+def test_search_refuses_what_it_would_have_guessed(client, body, text):
+    import json
+
+    response = client.post("/search", content=json.dumps(body), headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert text in response.text and "detail" in response.json()
+
+
+@pytest.mark.parametrize(
+    ("path", "request_kwargs", "status", "shape"),
+    [
+        ("/v1/embeddings", {"content": b"x" * (MAX_BODY_BYTES + 1)}, 413, "openai"),
+        ("/v1/rerank", {"content": b"x" * (MAX_BODY_BYTES + 1)}, 413, "cohere"),
+        ("/v1/embeddings", {"content": b'{"input": "\xff\xfe", "model": "llmql"}'}, 400, "openai"),
+        ("/v1/rerank", {"json": {"query": "kelp", "documents": ["kelp", "   "]}}, 422, "cohere"),
+        ("/v1/rerank", {"json": {"query": "kelp", "documents": [{"text": " "}]}}, 422, "cohere"),
+        ("/v1/embeddings", {"json": {"input": "kelp", "model": "other"}}, 404, "openai"),
+        ("/search", {"content": b"x" * (MAX_BODY_BYTES + 1)}, 413, "detail"),
+    ],
+)
+def test_every_error_comes_in_its_route_familys_shape(client, path, request_kwargs, status, shape):
+    response = client.post(path, headers={"content-type": "application/json"}, **request_kwargs)
+    assert response.status_code == status, response.text
+    body = response.json()
+    if shape == "openai":
+        assert set(body) == {"error"} and body["error"]["message"] and body["error"]["type"]
+    elif shape == "cohere":
+        assert set(body) == {"message"} and body["message"]
+    else:
+        assert set(body) == {"detail"}
