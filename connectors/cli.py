@@ -108,10 +108,35 @@ def _shard(value: str | None) -> str | None:
     default="none",
     help="Elasticsearch only: int8-quantised HNSW.",
 )
+@click.option(
+    "--shards",
+    type=click.IntRange(1, 1024),
+    default=1,
+    help="OpenSearch / Elasticsearch: primary shards of a new index.",
+)
+@click.option(
+    "--replicas",
+    default="auto",
+    callback=lambda _ctx, _param, value: _replicas(value),
+    help="OpenSearch / Elasticsearch: copies of each shard on other nodes of a new index; auto: none on a single "
+    "node, one in a cluster (auto_expand_replicas 0-1), so a node can fail without losing a document.",
+)
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (warns).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_errors
-def main(corpus, id_field, text_field, title_field, keep_fields, failures, es_quantization, quiet, **options) -> None:
+def main(
+    corpus,
+    id_field,
+    text_field,
+    title_field,
+    keep_fields,
+    failures,
+    es_quantization,
+    shards,
+    replicas,
+    quiet,
+    **options,
+) -> None:
     """Sync CORPUS (BEIR folder or corpus.jsonl, JSONL with chosen fields, or TSV with a header) into an index.
 
     Idempotent (documents keep their ids), resumable, incremental on request. Exit status 1 when any
@@ -132,7 +157,7 @@ def main(corpus, id_field, text_field, title_field, keep_fields, failures, es_qu
         corpus=corpus,
         failures_file=failures,
         corpus_format=CorpusFormat(id_field, text_field, title_field, tuple(keep_fields)),
-        backend_options={"quantization": es_quantization} if options["backend"] == "elasticsearch" else {},
+        backend_options=_engine_options(options["backend"], es_quantization, shards, replicas),
         **options,  # the options named as SyncConfig's fields
     )
     report = sync(cfg, progress=not quiet)
@@ -149,6 +174,22 @@ def main(corpus, id_field, text_field, title_field, keep_fields, failures, es_qu
     if report.failures_file:
         click.echo(f"{report.failed} document(s) failed; reasons in {report.failures_file}", err=True)
         sys.exit(1)
+
+
+def _replicas(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if value.isdigit() and int(value) <= 16:
+        return int(value)
+    raise click.BadParameter(f"auto or a count from 0 to 16, not {value!r}", param_hint="--replicas")
+
+
+def _engine_options(backend: str, es_quantization: str, shards: int, replicas: int | str) -> dict:
+    """What the server engines take at index creation (the directory engines take none of it)."""
+    if backend not in ("opensearch", "elasticsearch"):
+        return {}
+    options = {"shards": shards, "replicas": replicas}
+    return {**options, "quantization": es_quantization} if backend == "elasticsearch" else options
 
 
 if __name__ == "__main__":  # torchrun --nproc-per-node N -m llmql.connectors.cli CORPUS ...

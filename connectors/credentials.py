@@ -36,6 +36,15 @@ def credentials_for(engine: str) -> dict[str, str]:
     return {}
 
 
+def hosts(url: str) -> list[str]:
+    """The nodes a URL names: one, or several separated by commas (the client then uses every node of a cluster
+    and carries on when one of them fails); each checked by `check_url`."""
+    nodes = [u.strip() for u in url.split(",") if u.strip()]
+    if not nodes:
+        raise BackendError(f"{url!r}: no URL")
+    return [check_url(u) for u in nodes]
+
+
 def check_url(url: str) -> str:
     """Refuse credentials embedded in a URL (they would end up in shell history and logs)."""
     parts = urlsplit(url)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from llmql.connectors.base import Filter
-from llmql.connectors.credentials import check_url, credentials_for
+from llmql.connectors.credentials import credentials_for, hosts
 from llmql.connectors.lucene import LuceneBackend
 from llmql.connectors.mappings import cosine_from_dot_product_score, elasticsearch_knn, elasticsearch_mapping
 
@@ -23,12 +23,13 @@ class ElasticsearchBackend(LuceneBackend):
         timeout: float = 60,
         quantization: str = "none",
         shards: int = 1,
-        replicas: int = 0,
+        replicas: int | str = "auto",
     ):
         import elastic_transport
         from elasticsearch import ApiError, Elasticsearch, helpers
 
-        self.location = check_url(url)
+        nodes = hosts(url)
+        self.location = url
         auth = credentials_for("elasticsearch")
         kwargs = {}
         if "api_key" in auth:
@@ -36,7 +37,7 @@ class ElasticsearchBackend(LuceneBackend):
         elif "username" in auth:
             kwargs["basic_auth"] = (auth["username"], auth["password"])
         self.client = Elasticsearch(
-            url,
+            nodes,
             verify_certs=verify_certs,
             request_timeout=timeout,
             max_retries=3,

@@ -8,6 +8,8 @@ the vector mapping, the kNN request and how a kNN score maps back to cosine.
 from __future__ import annotations
 
 import base64
+import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -30,6 +32,9 @@ from llmql.connectors.base import (
 from llmql.connectors.bulk import collect
 from llmql.connectors.filters import check_fields, fields_of, parse_filter
 from llmql.connectors.mappings import META_KEY, PASSAGES, SOURCE_EXCLUDES, bm25_query, passage_span
+
+log = logging.getLogger(__name__)
+WRITE_RETRIES = 6  # backoff 1, 2, 4, 8, 16, 30 s: about a minute for a cluster to move a failed node's shards
 
 
 def _vector_json(vector) -> list[float] | None:
@@ -201,20 +206,38 @@ class LuceneBackend:
         return IndexInfo(index, dim, model, 0, chunking)
 
     def upsert(self, index: str, records: Sequence[Record], fresh: bool = False) -> WriteResult:
+        """One bulk request; items the engine refuses for a moment (a shard without its primary while a failed
+        node's replica takes over, 429, 5xx) are sent again with backoff, up to `WRITE_RETRIES` times, before the
+        batch is given up with an error (the sync then stops, and --resume redoes that batch)."""
         # _bulk "index" replaces by _id without a search: `fresh` changes nothing here
-        actions = [{"_op_type": "index", "_index": index, "_id": r.id, "_source": source_of(r)} for r in records]
-        where = f"{self.location} index {index!r}"
-        stream = self.helpers.streaming_bulk(
-            self.client,
-            actions,
-            chunk_size=max(1, len(actions)),
-            max_retries=5,
-            initial_backoff=1,
-            max_backoff=30,
-            raise_on_error=False,
-        )
-        with self._errors(index):
-            return collect(stream, where)
+        where, result, pending = f"{self.location} index {index!r}", WriteResult(), list(records)
+        for attempt in range(WRITE_RETRIES + 1):
+            actions = [{"_op_type": "index", "_index": index, "_id": r.id, "_source": source_of(r)} for r in pending]
+            stream = self.helpers.streaming_bulk(
+                self.client,
+                actions,
+                chunk_size=max(1, len(actions)),
+                max_retries=5,
+                initial_backoff=1,
+                max_backoff=30,
+                raise_on_error=False,
+            )
+            with self._errors(index):
+                done, transient = collect(stream)
+            result.written += done.written
+            result.failed += done.failed
+            if not transient:
+                return result
+            first = next(iter(transient.values()))
+            if attempt == WRITE_RETRIES:
+                raise BackendError(
+                    f"{where}: {len(transient)} document(s) not accepted after {WRITE_RETRIES} retries ({first}); "
+                    "the batch will be retried by --resume"
+                )
+            log.warning("%s: %d document(s) refused for now (%s); sending them again", where, len(transient), first)
+            time.sleep(min(30.0, 2.0**attempt))
+            pending = [r for r in pending if r.id in transient]
+        return result
 
     def delete(self, index: str, ids: Sequence[str]) -> int:
         actions = [{"_op_type": "delete", "_index": index, "_id": i} for i in ids]

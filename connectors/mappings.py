@@ -42,13 +42,24 @@ def index_meta(dim: int, model: str, chunking: str | None = None) -> dict[str, A
     return {META_KEY: {"format": 1, "dim": dim, "model": model, **({"chunking": chunking} if chunking else {})}}
 
 
+Replicas = int | str  # a count, or "auto": none on one node, one as soon as there is a second node to hold it
+
+
+def shard_settings(shards: int = 1, replicas: Replicas = "auto") -> dict[str, Any]:
+    """Shards and replicas: `auto` is `auto_expand_replicas: 0-1`, so the same index is green on a single node and
+    keeps a copy of every shard on another node of a cluster (a node can fail without losing a document)."""
+    if replicas == "auto":
+        return {"number_of_shards": shards, "auto_expand_replicas": "0-1"}
+    return {"number_of_shards": shards, "number_of_replicas": int(replicas)}
+
+
 def opensearch_mapping(
     dim: int,
     model: str,
     m: int = 16,
     ef_construction: int = 128,
     shards: int = 1,
-    replicas: int = 0,
+    replicas: Replicas = "auto",
     chunking: str | None = None,
 ) -> dict[str, Any]:
     """k-NN on the Lucene engine (named explicitly: faiss is the default since 2.18 and needs native libraries),
@@ -58,12 +69,7 @@ def opensearch_mapping(
     vectors fail with AlreadyClosedException once segments are merged after a crash recovery (seen here with
     OpenSearch 3.5 after SIGKILL; opensearch-project/k-NN#3458, #3191). Vectors then cost _source space.
     """
-    index_settings = {
-        "knn": True,
-        "knn.derived_source.enabled": False,
-        "number_of_shards": shards,
-        "number_of_replicas": replicas,
-    }
+    index_settings = {"knn": True, "knn.derived_source.enabled": False, **shard_settings(shards, replicas)}
     vector = {
         "type": "knn_vector",
         "dimension": dim,
@@ -84,7 +90,7 @@ def elasticsearch_mapping(
     m: int = 16,
     ef_construction: int = 100,
     shards: int = 1,
-    replicas: int = 0,
+    replicas: Replicas = "auto",
     chunking: str | None = None,
 ) -> dict[str, Any]:
     """dense_vector with dot_product on L2-normalised vectors; HNSW, or int8-quantised HNSW on request (set
@@ -98,7 +104,7 @@ def elasticsearch_mapping(
         "index_options": {"type": index_type, "m": m, "ef_construction": ef_construction},
     }
     return {
-        "settings": {"index": {"number_of_shards": shards, "number_of_replicas": replicas}},
+        "settings": {"index": shard_settings(shards, replicas)},
         "mappings": _mappings(dim, model, vector, chunking),
     }
 

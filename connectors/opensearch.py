@@ -7,7 +7,7 @@ retries 502/503/504 and timeouts. Tested against a real OpenSearch 3.5 node with
 from __future__ import annotations
 
 from llmql.connectors.base import Filter
-from llmql.connectors.credentials import check_url, credentials_for
+from llmql.connectors.credentials import credentials_for, hosts
 from llmql.connectors.lucene import LuceneBackend
 from llmql.connectors.mappings import cosine_from_lucene_inner_product, opensearch_knn_query, opensearch_mapping
 
@@ -15,14 +15,17 @@ from llmql.connectors.mappings import cosine_from_lucene_inner_product, opensear
 class OpenSearchBackend(LuceneBackend):
     name = "opensearch"
 
-    def __init__(self, url: str, verify_certs: bool = True, timeout: float = 60, shards: int = 1, replicas: int = 0):
+    def __init__(
+        self, url: str, verify_certs: bool = True, timeout: float = 60, shards: int = 1, replicas: int | str = "auto"
+    ):
         from opensearchpy import OpenSearch, helpers
         from opensearchpy import exceptions as ex
 
-        self.location = check_url(url)
+        nodes = hosts(url)
+        self.location = url
         auth = credentials_for("opensearch")
         self.client = OpenSearch(
-            hosts=[url],
+            hosts=nodes,
             http_auth=(auth["username"], auth["password"]) if "username" in auth else None,
             verify_certs=verify_certs,
             ssl_show_warn=verify_certs,

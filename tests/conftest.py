@@ -119,12 +119,14 @@ def toy_beir(tmp_path_factory) -> Path:
 
 
 def server_url(engine: str) -> str:
-    """URL of a real server from the environment; in CI a missing server is a failure, locally a skip."""
-    url = os.environ.get(f"LLMQL_{engine.upper()}_URL")
+    """URL of a real server from the environment (`opensearch-cluster`: its nodes' URLs, comma-separated); in CI a
+    missing server is a failure, locally a skip."""
+    variable = f"LLMQL_{engine.upper().replace('-', '_')}_URL"
+    url = os.environ.get(variable)
     if url:
         return url
     message = (
-        f"LLMQL_{engine.upper()}_URL is not set: start one with `scripts/search-server start {engine}` "
+        f"{variable} is not set: start one with `scripts/search-server start {engine}` "
         'and `eval "$(scripts/search-server env)"`'
     )
     if os.environ.get("CI", "").lower() == "true":
