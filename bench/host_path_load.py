@@ -59,11 +59,14 @@ def batcher_rates(encoder, queries: list[str], clients: tuple[int, ...], seconds
     return out
 
 
-def _client_process(url: str, threads: int, seconds: float, first: int, queue) -> None:
-    """`threads` clients posting one-query /embed requests back to back; latencies of the 200s to `queue`."""
+def _client_process(url: str, path: str, threads: int, seconds: float, first: int, queue) -> None:
+    """`threads` clients posting one-query requests to `path` back to back; to `queue`: latencies of the 200s,
+    the count of every status, and how many 503s came without Retry-After."""
+    import collections
+
     import httpx
 
-    latencies, refused, lock = [], [0], threading.Lock()
+    latencies, statuses, bare_503, lock = [], collections.Counter(), [0], threading.Lock()
     stop = time.monotonic() + seconds
 
     def client(worker: int) -> None:
@@ -71,12 +74,17 @@ def _client_process(url: str, threads: int, seconds: float, first: int, queue) -
             i = worker
             while time.monotonic() < stop:
                 start = time.perf_counter()
-                response = http.post(f"{url}/embed", json={"texts": [f"aspirin lowers the risk of stroke ({i})"]})
+                try:
+                    response = http.post(f"{url}{path}", json={"texts": [f"aspirin lowers the risk of stroke ({i})"]})
+                    status = response.status_code
+                except httpx.HTTPError:
+                    status = 0  # refused or dropped connection: counted, never silently lost
                 with lock:
-                    if response.status_code == 200:
+                    statuses[status] += 1
+                    if status == 200:
                         latencies.append(time.perf_counter() - start)
-                    else:
-                        refused[0] += 1
+                    elif status == 503 and "retry-after" not in response.headers:
+                        bare_503[0] += 1
                 i += 1000
 
     workers = [threading.Thread(target=client, args=(first + w,)) for w in range(threads)]
@@ -84,17 +92,17 @@ def _client_process(url: str, threads: int, seconds: float, first: int, queue) -
         worker.start()
     for worker in workers:
         worker.join()
-    queue.put((latencies, refused[0]))
+    queue.put((latencies, dict(statuses), bare_503[0]))
 
 
-def load(url: str, clients: int, seconds: float) -> dict:
-    """`clients` concurrent clients, in up to 8 processes."""
+def load(url: str, clients: int, seconds: float, path: str = "/embed") -> dict:
+    """`clients` concurrent clients, in up to 8 processes; latency of the 200s and every status counted."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     processes = min(8, clients)
     shares = [clients // processes + (p < clients % processes) for p in range(processes)]
     procs = [
-        context.Process(target=_client_process, args=(url, share, seconds, 100 * p, queue))
+        context.Process(target=_client_process, args=(url, path, share, seconds, 100 * p, queue))
         for p, share in enumerate(shares)
     ]
     began = time.perf_counter()
@@ -104,7 +112,13 @@ def load(url: str, clients: int, seconds: float) -> dict:
     wall = time.perf_counter() - began
     for proc in procs:
         proc.join(30)
-    return summary([x for lat, _ in parts for x in lat], sum(r for _, r in parts), wall, clients)
+    statuses: dict[int, int] = {}
+    for _, counted, _ in parts:
+        for status, n in counted.items():
+            statuses[status] = statuses.get(status, 0) + n
+    refused = sum(n for status, n in statuses.items() if status != 200)
+    out = summary([x for lat, _, _ in parts for x in lat], refused, wall, clients)
+    return {**out, "statuses": statuses, "503_without_retry_after": sum(b for _, _, b in parts)}
 
 
 def http_rates(model: str, device: str, work: Path, corpus: Path, clients: tuple[int, ...], seconds: float) -> dict:

@@ -3,6 +3,7 @@ off, and BM25-only /search latency while 32 clients keep the model busy, in one 
 processes on loopback.
 
     .venv/bin/python -m bench.serve_load [--model smollm2-135m] [--seconds 15] [--device auto]
+    .venv/bin/python -m bench.serve_load --soak 500 --seconds 60   # load that does not end (serve_soak.json)
 
 The index holds the first 300 SciFact abstracts, synced with the same model. Writes bench/results/serve_load.json.
 """
@@ -108,6 +109,51 @@ def bm25_under_load(url: str, seconds: float) -> dict:
     return measured
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process (VmRSS, KiB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def soak(url: str, pid: int, clients: int, seconds: float) -> dict:
+    """`clients` /embed clients for `seconds` (from client processes) while one prober times /health every 50 ms;
+    the server's resident memory after a warm-up and after the run."""
+    from bench.host_path_load import load as many
+
+    many(url, 8, 5.0)  # warm-up: the model, the queue and the thread pool at work
+    warm = rss_kib(pid)
+    health: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        import httpx
+
+        with httpx.Client(timeout=30) as http:
+            while not stop.wait(0.05):
+                start = time.perf_counter()
+                ok = http.get(f"{url}/health").status_code == 200
+                health.append((time.perf_counter() - start) if ok else float("inf"))
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    loaded = many(url, clients, seconds)
+    stop.set()
+    prober.join()
+    after = rss_kib(pid)
+    ordered = sorted(health)
+    return {
+        **loaded,
+        "health_requests": len(ordered),
+        "health_p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
+        "health_p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 1),
+        "rss_warm_mib": round(warm / 1024, 1),
+        "rss_after_mib": round(after / 1024, 1),
+        "rss_ratio": round(after / warm, 3),
+    }
+
+
 def embed_body(i: int) -> dict:
     return {"texts": [f"{QUERIES[i % 4]} ({i})"]}
 
@@ -130,7 +176,26 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seconds", type=float, default=15.0, help="per measurement")
     parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument(
+        "--soak",
+        type=int,
+        default=0,
+        metavar="CLIENTS",
+        help="instead: CLIENTS /embed clients for --seconds against one server (500 and 60 for the soak run): "
+        "statuses, 503s without Retry-After, /health p99 and resident memory before and after",
+    )
     args = parser.parse_args()
+    if args.soak:
+        index_dir = build_index(args, Path(tempfile.mkdtemp(prefix="llmql-serve-soak-")))
+        process, url = serve(args, index_dir, batching=True)
+        try:
+            row = {"clients": args.soak, "seconds": args.seconds, **soak(url, process.pid, args.soak, args.seconds)}
+        finally:
+            process.terminate()
+            process.wait(30)
+        print(json.dumps(row), flush=True)
+        write_results("serve_soak", {"settings": vars(args), "soak": row})
+        return
 
     index_dir = build_index(args, Path(tempfile.mkdtemp(prefix="llmql-serve-load-")))
     rows = []

@@ -64,6 +64,13 @@ class ModelBatcher:
         """[N, H] embeddings of `texts` as queries or passages, computed in a call shared with other requests."""
         return self._submit(_Job(kind, list(texts))).result()
 
+    async def encode_async(self, texts: Sequence[str], kind: str) -> np.ndarray:
+        """`encode` for an async route: the request waits on the event loop, holding no worker thread (thousands
+        of waiting requests then leave the thread pool to /health and BM25 searches)."""
+        import asyncio
+
+        return await asyncio.wrap_future(self._submit(_Job(kind, list(texts))))
+
     def run(self, call: Callable[[], object]) -> object:
         """Run `call` (a QL scoring, say) on the model worker: one model call per device at a time."""
         return self._submit(_Job("call", call=call)).result()

@@ -183,6 +183,12 @@ class _Models:
     ql_paths: dict[str, str] | None = None
     tuned: object = None  # SearchConfig: the model's search.json, or the untuned defaults
     batcher: object = None  # the ModelBatcher the models run through, when batching
+    health_limiter: object = None  # /health's own worker thread (anyio.CapacityLimiter)
+
+    def __post_init__(self) -> None:
+        import anyio
+
+        self.health_limiter = anyio.CapacityLimiter(2)
 
     def index_of(self, name: str | None) -> str:
         from fastapi import HTTPException
@@ -237,8 +243,12 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
 
 def _add_routes(app, models: _Models) -> None:
     @app.get("/health")
-    def health():
-        return _health(models)
+    async def health():
+        # on the event loop with a thread of its own for the engine call: never behind requests that wait for
+        # the model, however many there are
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(_health, models, limiter=models.health_limiter)
 
     @app.post("/search")
     def search(body: SearchRequest) -> dict:
@@ -249,8 +259,15 @@ def _add_routes(app, models: _Models) -> None:
         return _rerank(models, body)
 
     @app.post("/embed")
-    def embed(body: EmbedRequest) -> dict:
-        return _embed(models, body)
+    async def embed(body: EmbedRequest) -> dict:
+        if models.batcher is None:  # unbatched: the model call runs in a worker thread
+            import anyio.to_thread
+
+            return await anyio.to_thread.run_sync(_embed, models, body)
+        if models.encoder is None:
+            return _embed(models, body)  # answers that there is no encoder
+        vectors = await models.batcher.encode_async(body.texts, body.kind)
+        return {"dim": int(vectors.shape[1]), "embeddings": vectors.tolist()}
 
 
 def _queued(config: ServiceConfig, encoder, ql_scorer):
