@@ -78,7 +78,10 @@ def serve(
 )
 @click.option("--model", default="smollm2-135m", help="Base model: name, directory or .gguf.")
 @click.option(
-    "--workdir", default=None, help="Where models, export, index and runs go [default: $LLMQL_CACHE/quickstart]."
+    "--workdir",
+    default=None,
+    help="Where models, export, index and runs go [default: $LLMQL_CACHE/quickstart/VERSION-KEY, one folder per "
+    "checkout, llmql version and model; it is printed at the start and a rerun reuses what it holds].",
 )
 @click.option(
     "--corpus-docs",

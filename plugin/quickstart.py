@@ -16,6 +16,7 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from llmql.train.data import hold_out_queries
 from llmql.train.device import is_cuda, resolve_device
 from llmql.train.errors import LLMQLError
 
@@ -30,23 +31,21 @@ def default_data() -> Path | None:
     return next((Path(c) for c in candidates if c and (Path(c) / "corpus.jsonl").is_file()), None)
 
 
-def default_workdir() -> Path:
+def default_workdir(model: str = "smollm2-135m") -> Path:
+    """$LLMQL_CACHE/quickstart/<version>-<key>: one folder per checkout (the code's own location), llmql version
+    and model, so that another clone or version never reuses this one's models without saying so."""
+    import hashlib
+    import importlib.metadata
+
     from llmql.train.model_sources import cache_root
 
-    return cache_root() / "quickstart"
-
-
-def held_out_queries(data: Path, out: Path, share: float, most: int, seed: int = 0) -> Path:
-    """Write a random `share` (at most `most`) of the training queries to `out`: kept out of both training
-    stages and used to tune the search settings, so neither training nor tuning sees a test query."""
-    import random
-
-    if out.is_file():
-        return out
-    qids = sorted({line.split("\t")[0] for line in _qrels_rows(data, "train")})
-    chosen = sorted(random.Random(seed).sample(qids, min(most, max(1, round(share * len(qids))))))
-    out.write_text("".join(f"{q}\n" for q in chosen))
-    return out
+    try:
+        version = importlib.metadata.version("llmql")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    source = str(Path(__file__).resolve().parents[1])
+    key = hashlib.sha256(f"{source}|{version}|{model}".encode()).hexdigest()[:10]
+    return cache_root() / "quickstart" / f"{version}-{key}"
 
 
 def _qrels_rows(data: Path, split: str) -> list[str]:
@@ -125,9 +124,14 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
 
     if is_cuda(resolve_device(cfg.device)):  # a GPU that is not here is refused before any work
         cfg = replace(cfg, budget=cfg.budget * GPU_BUDGET)
-    work = Path(cfg.workdir) if cfg.workdir else default_workdir()
+    work = Path(cfg.workdir) if cfg.workdir else default_workdir(cfg.model)
+    reused = (work / "stage1" / "llmql.json").is_file()
+    echo(
+        f"work folder: {work}"
+        + (" (reusing what an earlier run built there; delete it, or pass --workdir, to start fresh)" if reused else "")
+    )
     work.mkdir(parents=True, exist_ok=True)
-    held_out = held_out_queries(Path(cfg.data), work / "tuning-queries.txt", cfg.tune_share, cfg.tune_queries, cfg.seed)
+    held_out = hold_out_queries(cfg.data, work / "tuning-queries.txt", cfg.tune_share, cfg.tune_queries, cfg.seed)
     tuning = set(held_out.read_text().split())
     searched = (
         Path(cfg.data)
@@ -156,13 +160,46 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
     echo("[6/6] evaluation on the test queries (tuned settings; beside each row its paired difference from BM25)")
     summary = _evaluate(cfg, searched, export, url, work)
     echo(format_table(summary))
+    for line in _row_settings(export):
+        echo(line)
     if cfg.corpus_docs is not None:
         echo(
             f"(searched corpus: {report.indexed + report.unchanged} documents = every test-judged document, those "
             "judged for the tuning queries, and random others; a quick check, not comparable to full-corpus "
             "figures: see BENCHMARKS.md)"
         )
+    for line in _next_commands(cfg, searched, export, url):
+        echo(line)
     return summary
+
+
+def _row_settings(export: Path) -> list[str]:
+    """What each row of the table ran, in words."""
+    from llmql.plugin.search import SearchConfig
+    from llmql.plugin.search_settings import describe, search_config
+
+    tuned = search_config(export)
+    hybrid = SearchConfig(mode="hybrid", fusion=tuned.fusion, weights=tuned.weights)
+    off = "" if tuned.rerank_depth else " (tuning left QL re-ranking off: it did not beat the fused list)"
+    return [
+        "each row's settings:",
+        "  bm25: BM25, top 100",
+        "  dense: the retriever's kNN, top 100",
+        f"  hybrid: {describe(hybrid)}",
+        f"  tuned: what llmql-search does by default (search.json): {describe(tuned)}{off}",
+    ]
+
+
+def _next_commands(cfg: QuickstartConfig, data: Path, export: Path, url: str) -> list[str]:
+    """The exact commands that search, evaluate and serve what was built."""
+    where = f"--backend {cfg.backend} --url {url} --index {cfg.index}"
+    models = f"--model {export} --ql-model {export}"
+    return [
+        "next (what was built, as the README's step 5 uses it):",
+        f'  llmql-search "aspirin lowers the risk of stroke" {where} {models} --explain',
+        f"  llmql-eval --data {data} {where} {models} --runs bm25,dense,hybrid,tuned",
+        f"  llmql serve {where} {models} --port 8080",
+    ]
 
 
 def _tune(cfg: QuickstartConfig, data: Path, export: Path, url: str, held_out: Path) -> list[str]:
@@ -282,12 +319,10 @@ def _evaluate(cfg: QuickstartConfig, data: Path, export: Path, url: str, work: P
             index=cfg.index,
             model=str(export),
             ql_model=str(export),
-            # QL kept by tuning: the tuned row is hybrid + QL, a hybrid+ql row would repeat its QL pass; QL left
-            # off by tuning: hybrid+ql shows it untuned, at depth 20
-            runs=("bm25", "dense", "hybrid", "tuned")
-            if tuned_depth
-            else ("bm25", "dense", "hybrid", "hybrid+ql", "tuned"),
-            rerank_depth=tuned_depth or 20,
+            # QL kept by tuning: the tuned row is hybrid + QL; QL left off by tuning: no untuned row stands in for
+            # it (the rows' settings are printed under the table)
+            runs=("bm25", "dense", "hybrid", "tuned"),
+            rerank_depth=tuned_depth or None,
             out_dir=str(work / "eval"),
         )
     )

@@ -22,10 +22,26 @@ FORMAT = "llmql-search/1"
 TUNED_FIELDS = ("mode", "fusion", "weights", "rerank_depth", "ql_weight")
 
 
+def tuned_fields(config: SearchConfig) -> dict:
+    """What search.json records of a setting: no QL weight when re-ranking is off (it would do nothing)."""
+    return {f: getattr(config, f) for f in TUNED_FIELDS if f != "ql_weight" or config.rerank_depth}
+
+
+def describe(config: SearchConfig) -> str:
+    """A setting in words, for tables and logs."""
+    stages = {"bm25": "BM25", "dense": "dense kNN", "hybrid": "BM25 and dense kNN"}[config.mode]
+    if config.mode == "hybrid":
+        weights = ", ".join(f"{k} {v:g}" for k, v in config.weights.items())
+        stages += f" fused by {config.fusion} ({weights})"
+    if config.rerank_depth:
+        stages += f", QL re-rank of the top {config.rerank_depth} at weight {config.ql_weight:g}"
+    return stages
+
+
 def save_search_settings(directory: str | Path, config: SearchConfig, report: dict) -> Path:
     """Write the tuned part of `config` and the tuning report atomically."""
     path = Path(directory) / SEARCH_FILE
-    payload = {"format": FORMAT, "search": {f: getattr(config, f) for f in TUNED_FIELDS}, **report}
+    payload = {"format": FORMAT, "search": tuned_fields(config), **report}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(path)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from llmql.plugin.search_settings import tuned_fields
 from llmql.plugin.tuning import DEPTHS, Fusion, Trial, choose_fusion, choose_rerank, fused_run
 from llmql.train.device import resolve_device
 
@@ -74,10 +75,7 @@ def tune(cfg: TuneConfig, progress: bool = True) -> dict:
     )
     report = _report(cfg, len(queries), fusion, fusion_trials, depth, weight, rerank_trials, scorer is not None)
     save_search_settings(cfg.out or encoder.directory or cfg.model, config, report)
-    return {
-        "search": {k: getattr(config, k) for k in ("mode", "fusion", "weights", "rerank_depth", "ql_weight")},
-        **report,
-    }
+    return {"search": tuned_fields(config), **report}
 
 
 def _held_out(cfg: TuneConfig) -> tuple[dict[str, str], dict[str, dict[str, int]]]:

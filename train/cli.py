@@ -281,6 +281,22 @@ def contrastive(**kw) -> None:
         click.echo(f"retriever written to {out} (base = QL scorer, adapter = retriever)")
 
 
+@main.command("hold-out")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Id file to write (kept if it exists).")
+@click.option("--share", type=Finite(0, 1, min_open=True, max_open=True), default=0.2, help="Of the training queries.")
+@click.option("--most", type=positive(), default=200, help="At most this many queries.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42)
+@cli_errors
+def hold_out_cmd(data, out, share, most, seed) -> None:
+    """Hold some training queries out: give the file to both stages (--exclude-queries) and tune the search
+    settings on them (`llmql tune --split train --queries FILE`), so that tuning never sees a test query."""
+    from llmql.train.data import hold_out_queries
+
+    path = hold_out_queries(data, out, share, most, seed)
+    click.echo(f"{len(path.read_text().split())} training queries held out in {path}")
+
+
 @main.command("mine-negatives")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Training JSONL to write.")

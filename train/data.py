@@ -178,6 +178,26 @@ def read_id_file(path: str | Path | None) -> set[str]:
     return {s for line in path.read_text(encoding="utf-8").splitlines() if (s := line.strip()) and s[0] != "#"}
 
 
+def hold_out_queries(data: str | Path, out: str | Path, share: float, most: int, seed: int = 0) -> Path:
+    """Write a random `share` (at most `most`) of the judged training queries' ids to `out` (once: an existing
+    file is kept): queries kept out of both training stages (`--exclude-queries`) to tune the search settings on
+    (`llmql tune --queries`), so that neither training nor tuning sees a test query."""
+    import random
+
+    out = Path(out)
+    if out.is_file():
+        return out
+    qrels = Path(data) / "qrels" / "train.tsv"
+    if not qrels.is_file():
+        raise DataError(f"{qrels}: no training judgements to hold queries out of")
+    rows = qrels.read_text(encoding="utf-8").splitlines()[1:]
+    qids = sorted({line.split("\t")[0] for line in rows if line.strip()})
+    chosen = sorted(random.Random(seed).sample(qids, min(most, max(1, round(share * len(qids))))))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(f"{q}\n" for q in chosen))
+    return out
+
+
 def groups_from_qrels(data: BeirData, exclude: set[str] = frozenset()) -> list[TrainGroup]:
     """One group per judged query (score > 0), positives from the qrels, no negatives yet."""
     groups = []

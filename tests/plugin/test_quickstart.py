@@ -1,12 +1,15 @@
 """The main job end to end on a tiny model and the toy collection: train, export, sync, evaluate; then reuse."""
 
 import json
+import os
+import shlex
 import uuid
 
 import pytest
 from click.testing import CliRunner
 
 from llmql.plugin.cli import main
+from llmql.plugin.search_cli import eval_main, search_main
 from tests.conftest import server_url
 
 
@@ -29,11 +32,14 @@ def test_quickstart_runs_end_to_end_and_reuses_its_work(tiny_llama, toy_beir, tm
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     rows = {line.split()[0]: line for line in first.output.splitlines() if line.split()}
-    ql_tuned = json.loads((tmp_path / "export" / "search.json").read_text())["search"]["rerank_depth"] > 0
-    assert ("hybrid+ql" in rows) != ql_tuned  # with QL tuned in, the tuned row is hybrid + QL: not run twice
-    for row in ("bm25", "dense", "hybrid", "tuned", *(() if ql_tuned else ("hybrid+ql",))):
+    assert "hybrid+ql" not in rows  # no untuned row: the tuned row is hybrid + QL when tuning kept QL
+    for row in ("bm25", "dense", "hybrid", "tuned"):
         assert row in rows, row
         assert (row == "bm25") != ("[" in rows[row]), rows[row]  # every other row has its interval against BM25
+    assert "  tuned: what llmql-search does by default (search.json):" in first.output  # each row's settings said
+    assert first.output.startswith(f"work folder: {tmp_path}")
+    search = json.loads((tmp_path / "export" / "search.json").read_text())["search"]
+    assert ("ql_weight" in search) == (search["rerank_depth"] > 0)  # no inert value in search.json
     assert (tmp_path / "export" / "manifest.json").is_file() and (tmp_path / "eval" / "bm25.run").is_file()
     held_out = set((tmp_path / "tuning-queries.txt").read_text().split())
     test_queries = {r.split("\t")[0] for r in (toy_beir / "qrels" / "test.tsv").read_text().splitlines()[1:]}
@@ -46,6 +52,23 @@ def test_quickstart_runs_end_to_end_and_reuses_its_work(tiny_llama, toy_beir, tm
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0
     assert "indexed 0, unchanged 24" in again.output  # nothing retrained, re-exported or re-embedded
+    assert "reusing what an earlier run built there" in again.output.splitlines()[0]
+    commands = [line.strip() for line in again.output.splitlines() if line.startswith("  llmql")]
+    assert [c.split()[0:2] for c in commands] == [
+        ["llmql-search", '"aspirin'],
+        ["llmql-eval", "--data"],
+        ["llmql", "serve"],
+    ]
+    for command in commands[:2]:  # the printed commands work on what was built, as printed
+        words = shlex.split(command)
+        runner = {"llmql-search": search_main, "llmql-eval": eval_main}[words[0]]
+        cwd = os.getcwd()
+        os.chdir(tmp_path)
+        try:
+            result = CliRunner().invoke(runner, [*words[1:], "--runtime", "onnx"])
+        finally:
+            os.chdir(cwd)
+        assert result.exit_code == 0, (command, result.output)
 
 
 def test_server_backend_needs_a_url(toy_beir, tmp_path, monkeypatch):
@@ -67,7 +90,11 @@ def test_quickstart_on_a_real_server(engine, tiny_llama, toy_beir, tmp_path):
     result = CliRunner().invoke(main, [*args, "--index", index])
     assert result.exit_code == 0, result.output
     assert f"sync into {engine} ({url}, index {index})" in result.output
-    assert any(line.startswith("hybrid+ql ") for line in result.output.splitlines())
+    assert any(line.startswith("tuned ") for line in result.output.splitlines())
+    assert (
+        f'llmql-search "aspirin lowers the risk of stroke" --backend {engine} --url {url} --index {index}'
+        in result.output
+    )
     from llmql.connectors.registry import open_backend
 
     backend = open_backend(engine, url)
