@@ -124,7 +124,7 @@ def model_view(source: Path, out: Path, **changes) -> Path:
     linked into `out`, its llmql.json rewritten there with the same training history."""
     from dataclasses import replace
 
-    from llmql.train.config import load_llmql_config, save_llmql_config
+    from llmql.train.core.config import load_llmql_config, save_llmql_config
 
     if not (out / "llmql.json").is_file():
         link_model_files(source, out)

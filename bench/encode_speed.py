@@ -201,7 +201,7 @@ def main() -> None:
     args = parser.parse_args()
     args.batches = [int(x) for x in args.batches.split(",")]
     args.lengths = [int(x) for x in args.lengths.split(",")]
-    from llmql.train.device import resolve_device
+    from llmql.train.core.device import resolve_device
 
     peak = matmul_peaks(args.device)
     print(f"matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s", flush=True)

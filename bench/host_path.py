@@ -24,7 +24,7 @@ import numpy as np
 
 from bench.common import SHARED_DATA, median, timed, write_results
 from bench.host_path_load import batcher_rates, http_rates
-from llmql.train.text_encoder import TextEncoderBase
+from llmql.train.core.text_encoder import TextEncoderBase
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def corpus_rows(path: Path, copies: int, limit: int) -> Path:
 def tokenization(tok, titles: list[str], texts: list[str]) -> dict:
     """llmql's passages against the tokenizers library's own batch encoding of the same texts, and what a
     document ten times the passage length costs against one of that length."""
-    from llmql.train.prompts import passage_body
+    from llmql.train.core.prompts import passage_body
 
     bodies = [passage_body(t, x) for t, x in zip(titles, texts, strict=True)]
     ours = median(timed(lambda: tok.passages(titles, texts), 3))
@@ -161,8 +161,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from llmql.export.runtime import load_encoder, load_ql_scorer
+    from llmql.train.core.device import batch_sizes, resolve_device
     from llmql.train.data import load_beir
-    from llmql.train.device import batch_sizes, resolve_device
 
     device = resolve_device(args.device)
     plan = PLANS["quick" if args.quick else "gpu"]

@@ -47,7 +47,7 @@ class Timing:
 
     def time(self, step) -> float:
         """Median seconds of a step, each timed to completion (CUDA work is asynchronous)."""
-        from llmql.train.device import is_cuda
+        from llmql.train.core.device import is_cuda
 
         def run() -> None:
             step()
@@ -116,10 +116,10 @@ def training_items(args: argparse.Namespace, lm, hf_tok):
     """Stage-1 and stage-2 examples of real SciFact text (hard negatives mined with BM25), the pad id, and the
     host data path's tokens/s per worker for each stage."""
     from llmql.train.collate import ContrastiveExamples, QLExamples, collate_contrastive, collate_ql
+    from llmql.train.core.tokenization import Corruption, PromptTokenizer
     from llmql.train.data import groups_from_qrels, load_beir
     from llmql.train.modeling import build_model_config
     from llmql.train.negatives import mine_negatives
-    from llmql.train.tokenization import Corruption, PromptTokenizer
 
     data = load_beir(SHARED_DATA / "scifact", "train")
     count = max(64, args.ql_batch, args.queries)
@@ -154,7 +154,7 @@ def prepared(lm, variant: Variant, device: str):
 def time_ql(lm, items: list, pad_id: int, runs: list[tuple[Variant, bool]], timing: Timing, params: int) -> None:
     """Stage 1: a full fine-tune step (as in the paper) with Attention Stop, per variant and precision."""
     from llmql.train.collate import collate_ql
-    from llmql.train.device import autocast
+    from llmql.train.core.device import autocast
     from llmql.train.losses import ql_loss
     from llmql.train.modeling import QLModel
 
@@ -180,7 +180,7 @@ def time_contrastive(lm, items, pad_id, runs: list[tuple[Variant, bool]], timing
     from peft import LoraConfig, get_peft_model
 
     from llmql.train.collate import collate_contrastive
-    from llmql.train.device import autocast
+    from llmql.train.core.device import autocast
     from llmql.train.losses import info_nce
     from llmql.train.modeling import BiEncoder
     from llmql.train.run import ContrastiveModel
@@ -222,7 +222,7 @@ def print_ratios(rows: list[dict]) -> None:
 def main() -> None:
     args = parse_args()
     from llmql.train.attention import fast_math
-    from llmql.train.device import bf16_supported, is_cuda, resolve_device
+    from llmql.train.core.device import bf16_supported, is_cuda, resolve_device
     from llmql.train.modeling import load_for_inference
 
     device = resolve_device(args.device)

@@ -19,7 +19,7 @@ import numpy as np
 from llmql.connectors.filters import FieldValue as FieldValue
 from llmql.connectors.filters import Filter as Filter
 from llmql.connectors.filters import parse_filter
-from llmql.train.errors import LLMQLError
+from llmql.train.core.errors import LLMQLError
 
 
 def check_filter(value: object) -> Filter:
@@ -111,7 +111,7 @@ class IndexInfo:
     dim: int
     model: str
     count: int
-    chunking: str | None = None  # "tokens/overlap" for a chunked index (llmql.train.chunking.Chunking)
+    chunking: str | None = None  # "tokens/overlap" for a chunked index (llmql.train.core.chunking.Chunking)
     fields: tuple[str, ...] | None = None  # the metadata fields it holds (None: the engine cannot say)
 
 
@@ -139,11 +139,33 @@ class WriteResult:
 
 
 @runtime_checkable
-class Backend(Protocol):
-    """What llmql needs of a search engine. Implementations: embedded (LanceDB), opensearch, elasticsearch."""
+class SearchBackend(Protocol):
+    """What searching an index needs of an engine (search, re-ranking, evaluation, the service)."""
 
     name: str
     location: str  # URL or directory, for messages
+
+    def index_info(self, index: str) -> IndexInfo:
+        """What `index` (or the index an alias points to) holds: dimension, model identity, document count,
+        chunking, metadata fields. Raises UnknownIndex (naming the indexes there) if there is no such index."""
+
+    def fetch(
+        self, index: str, ids: Sequence[str], with_state: bool = False, with_vector: bool = False
+    ) -> dict[str, Record]: ...
+
+    def count(self, index: str) -> int: ...
+
+    def bm25(self, index: str, query: str, k: int, filter: Filter | None = None) -> list[Hit]: ...
+
+    def knn(self, index: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]: ...
+
+
+@runtime_checkable
+class SyncBackend(Protocol):
+    """What writing an index needs of an engine (the sync)."""
+
+    name: str
+    location: str
 
     def open_index(
         self,
@@ -158,10 +180,6 @@ class Backend(Protocol):
         `fields`, holding passages when `chunking` is given. Raises IndexMismatch if it exists with another
         dimension, model or chunking, before anything is written."""
 
-    def index_info(self, index: str) -> IndexInfo:
-        """What `index` (or the index an alias points to) holds: dimension, model identity, document count.
-        Raises BackendError if there is no such index."""
-
     def resolve(self, index: str) -> str | None:
         """The concrete index behind a name (itself, or what an alias points to), or None if there is none."""
 
@@ -173,16 +191,6 @@ class Backend(Protocol):
     def delete(self, index: str, ids: Sequence[str]) -> int:
         """Remove documents (with all their passages); returns how many documents were removed."""
 
-    def fetch(
-        self, index: str, ids: Sequence[str], with_state: bool = False, with_vector: bool = False
-    ) -> dict[str, Record]: ...
-
-    def count(self, index: str) -> int: ...
-
-    def bm25(self, index: str, query: str, k: int, filter: Filter | None = None) -> list[Hit]: ...
-
-    def knn(self, index: str, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]: ...
-
     def content_hashes(self, index: str) -> Iterator[tuple[str, str]]:
         """(id, content hash) of every stored document, for incremental sync."""
 
@@ -193,3 +201,8 @@ class Backend(Protocol):
 
     def refresh(self, index: str) -> None:
         """Make written documents searchable (and build indexes that are built in bulk)."""
+
+
+@runtime_checkable
+class Backend(SearchBackend, SyncBackend, Protocol):
+    """An engine: both halves. Implementations: embedded (LanceDB), memory, opensearch, elasticsearch."""

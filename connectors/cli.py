@@ -9,7 +9,7 @@ import sys
 import click
 
 from llmql.connectors.cli_options import CONTEXT, backend_options
-from llmql.train.errors import cli_errors
+from llmql.train.core.cli import cli_errors
 
 
 def _shard(value: str | None) -> str | None:

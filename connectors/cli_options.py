@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from llmql.train.device import DEVICE_CHOICES
+from llmql.train.core.device import DEVICE_CHOICES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 BACKENDS = ("embedded", "memory", "opensearch", "elasticsearch")

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmql.train.core.errors import DataError
 from llmql.train.data import jsonl_lines
-from llmql.train.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from llmql.connectors.base import (
 )
 from llmql.connectors.filters import check_fields, parse_filter, sql_filter
 from llmql.connectors.lance_rows import field_columns, ids_in, records_of_passage_rows, rows_of, table_schema
-from llmql.train.chunking import max_per_key
+from llmql.train.core.chunking import max_per_key
 
 ALIASES = "aliases.json"
 _check_name = check_directory_name  # index names become directory names

@@ -75,7 +75,7 @@ class MemoryBackend:
     name = "memory"
 
     def __init__(self, location: str | Path = IN_MEMORY, device: str = "auto"):
-        from llmql.train.device import resolve_device
+        from llmql.train.core.device import resolve_device
 
         self.location = str(location)
         self.root = None if self.location == IN_MEMORY else Path(location)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from llmql.connectors.base import Passage, Record
 from llmql.connectors.corpus import SourceDoc, content_hash
-from llmql.train.chunking import Chunking, passage_parts
-from llmql.train.device import BatchSizes
-from llmql.train.text_encoder import encode_documents
+from llmql.train.core.chunking import Chunking, passage_parts
+from llmql.train.core.device import BatchSizes
+from llmql.train.core.text_encoder import encode_documents
 
 
 @dataclass

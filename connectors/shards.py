@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from llmql.train.errors import LLMQLError
+from llmql.train.core.errors import LLMQLError
 
 
 @dataclass(frozen=True)

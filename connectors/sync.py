@@ -27,9 +27,9 @@ from llmql.connectors.records import DocumentEncoder
 from llmql.connectors.registry import DIRECTORY_ENGINES, open_backend
 from llmql.connectors.shards import Shard, ShardGroup, shard_group
 from llmql.connectors.sync_state import FailureLog, SyncProgress, state_path
-from llmql.train.chunking import Chunking, check_chunking
-from llmql.train.device import BatchSizes, batch_sizes, resolve_device
-from llmql.train.errors import DataError, LLMQLError
+from llmql.train.core.chunking import Chunking, check_chunking
+from llmql.train.core.device import BatchSizes, batch_sizes, resolve_device
+from llmql.train.core.errors import DataError, LLMQLError
 
 __all__ = ["SyncConfig", "SyncReport", "state_path", "sync"]
 
@@ -44,7 +44,7 @@ class SyncConfig:
     url: str = "./llmql-index"  # directory for the embedded backend
     index: str = "llmql"
     alias: str | None = None
-    # None: the device's defaults (llmql.train.device.batch_sizes: 64 / 32 / 8,192 on a CPU, more on a GPU)
+    # None: the device's defaults (llmql.train.core.device.batch_sizes: 64 / 32 / 8,192 on a CPU, more on a GPU)
     batch_size: int | None = None  # documents a bulk write (and a committed step of progress)
     encode_batch_size: int | None = None  # rows a model call, at most
     max_batch_tokens: int | None = None  # padded tokens a model call, at most
@@ -58,7 +58,7 @@ class SyncConfig:
     failures_file: str | None = None  # default: llmql-sync-failures.jsonl in the working directory
     insecure: bool = False
     runtime: Literal["auto", "onnx", "torch"] = "auto"
-    device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.device.resolve_device)
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.core.device.resolve_device)
     shard: str | None = None  # "I/N": this process's share of the documents; None: the launcher's rank, or all
     chunk: bool = False  # long documents become passages (implied by chunk_tokens / a chunk_overlap > 0)
     chunk_tokens: int | None = None  # body tokens a passage; None: the model's passage length
@@ -227,7 +227,7 @@ def _pipeline(source, cfg, writer, backend, state, report, existing, failures, f
     and so the committed progress, in corpus order). Returns the ids seen."""
     from tqdm.auto import tqdm
 
-    from llmql.train.batching import prefetched
+    from llmql.train.core.batching import prefetched
 
     seen: set[str] = set()
     after = state.committed

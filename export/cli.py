@@ -6,8 +6,7 @@ import json
 
 import click
 
-from llmql.train.cli_types import Finite
-from llmql.train.errors import cli_errors
+from llmql.train.core.cli import Finite, cli_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

@@ -18,15 +18,15 @@ import numpy as np
 
 from llmql.export.manifest import MANIFEST, SEARCH_FILE, onnx_versions, read_manifest, write_manifest
 from llmql.export.onnx_config import ENCODER, QL_DOCUMENT, QL_QUERY, onnx_config_for
-from llmql.train.config import save_llmql_config
-from llmql.train.errors import LLMQLError, ModelError
-from llmql.train.identity import model_identity
-from llmql.train.model_sources import model_location
-from llmql.train.tokenization import TOKENIZER_FILE
+from llmql.train.core.config import save_llmql_config
+from llmql.train.core.errors import LLMQLError, ModelError
+from llmql.train.core.identity import model_identity
+from llmql.train.core.model_sources import model_location
+from llmql.train.core.tokenization import TOKENIZER_FILE
 
 if TYPE_CHECKING:
+    from llmql.train.core.tokenization import PromptTokenizer
     from llmql.train.encoder import Encoder
-    from llmql.train.tokenization import PromptTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,9 @@ def _replace(tmp: Path, out: Path) -> None:
 
 def _export_into(cfg: ExportConfig, tmp: Path) -> dict:
     from llmql.export.validate import EDGE_CASES, real_passages
+    from llmql.train.core.tokenization import PromptTokenizer
     from llmql.train.encoder import Encoder
     from llmql.train.modeling import BiEncoder, load_for_inference
-    from llmql.train.tokenization import PromptTokenizer
 
     lm, hf_tokenizer, model_config = load_for_inference(cfg.model, adapter=True)
     export_config = replace(model_config, adapter=None)
@@ -256,7 +256,7 @@ def _quantize_int8(source: Path, target: Path) -> None:
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
-    from llmql.train.cpu import cpu_flags
+    from llmql.train.core.cpu import cpu_flags
 
     flags = cpu_flags()
     options = {"is_static": False, "per_channel": True, "nodes_to_exclude": int8_exclusions(source)}

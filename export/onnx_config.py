@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from llmql.train.errors import ModelError
+from llmql.train.core.errors import ModelError
 
 ENCODER, QL_DOCUMENT, QL_QUERY = "encoder", "ql_document", "ql_query"
 

@@ -15,9 +15,9 @@ import zipfile
 from pathlib import Path
 
 from llmql.export.manifest import onnx_versions, sha256
-from llmql.train.config import ModelConfig
-from llmql.train.prompts import split_template
-from llmql.train.tokenization import TOKENIZER_FILE
+from llmql.train.core.config import ModelConfig
+from llmql.train.core.prompts import split_template
+from llmql.train.core.tokenization import TOKENIZER_FILE
 
 BUNDLE_DIR = "opensearch"
 MAX_IR, MAX_OPSET = 9, 19

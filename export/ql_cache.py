@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from llmql.train.end_states import EndStateArrays
+from llmql.train.core.end_states import EndStateArrays
 
 MAGIC = b"LQ"
 FORMATS = {"fp16": 1, "int8": 2}

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from llmql.export.manifest import read_manifest
-from llmql.train.cpu import cpu_threads
-from llmql.train.device import DeviceError, resolve_device
-from llmql.train.end_states import EndStateArrays
-from llmql.train.errors import ModelError
-from llmql.train.ql_base import QLScorerBase
-from llmql.train.text_encoder import TextEncoderBase
-from llmql.train.tokenization import PromptTokenizer
+from llmql.train.core.cpu import cpu_threads
+from llmql.train.core.device import DeviceError, resolve_device
+from llmql.train.core.end_states import EndStateArrays
+from llmql.train.core.errors import ModelError
+from llmql.train.core.ql_base import QLScorerBase
+from llmql.train.core.text_encoder import TextEncoderBase
+from llmql.train.core.tokenization import PromptTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,11 @@ def session(path: Path, threads: int | None = None):
 class OnnxEncoder(TextEncoderBase):
     """Same API as `llmql.train.encoder.Encoder`, running `encoder.onnx` (or its int8 twin)."""
 
-    def __init__(self, model_session, tokenizer: PromptTokenizer, identity: str = ""):
+    def __init__(self, model_session, tokenizer: PromptTokenizer, identity: str = "", directory: str | None = None):
         self.session = model_session
         self.tokenizer = tokenizer
         self.identity = identity
+        self.directory = directory
 
     @classmethod
     def from_dir(cls, directory: str | Path, file: str | None = None, threads: int | None = None) -> OnnxEncoder:
@@ -50,7 +51,8 @@ class OnnxEncoder(TextEncoderBase):
         name = file or manifest["default_encoder"]
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory / name}: not in this export (have: {sorted(manifest['encoders'])})")
-        return cls(session(directory / name, threads), PromptTokenizer.from_dir(directory), export_identity(manifest))
+        model = session(directory / name, threads)
+        return cls(model, PromptTokenizer.from_dir(directory), export_identity(manifest), str(directory))
 
     def _embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
@@ -98,7 +100,7 @@ def export_identity(manifest: dict) -> str:
     recorded, a digest of the export's own files, which is just as specific."""
     import hashlib
 
-    from llmql.train.identity import PREFIX
+    from llmql.train.core.identity import PREFIX
 
     recorded = manifest["source"].get("identity")
     if recorded:
@@ -122,7 +124,7 @@ def _torch_source(directory: Path, runtime: str, device: str = "cpu") -> str | N
         runtime = "torch"
     if runtime == "onnx":
         return None
-    from llmql.train.cpu import cpu_has_bf16
+    from llmql.train.core.cpu import cpu_has_bf16
 
     manifest = read_manifest(directory)
     source = manifest["source"]["model"]
@@ -147,7 +149,7 @@ def _torch_source(directory: Path, runtime: str, device: str = "cpu") -> str | N
 
 
 def _check_unchanged(directory: Path, manifest: dict, source: str) -> None:
-    from llmql.train.identity import model_identity
+    from llmql.train.core.identity import model_identity
 
     recorded = manifest["source"].get("identity")
     if recorded and model_identity(source) != recorded:
@@ -158,26 +160,22 @@ def load_encoder(
     path: str | Path, file: str | None = None, threads: int | None = None, runtime: str = "auto", device: str = "cpu"
 ) -> TextEncoderBase:
     """An export directory -> OnnxEncoder (or PyTorch on its source, see `_torch_source`); a model directory or
-    name -> the PyTorch Encoder. `device`: auto, cpu, cuda or cuda:N (`llmql.train.device.resolve_device`).
+    name -> the PyTorch Encoder. `device`: auto, cpu, cuda or cuda:N (`llmql.train.core.device.resolve_device`).
     Either way `identity` names the trained model, so indexes match across runtimes and devices."""
-    from llmql.train.identity import model_identity
+    from llmql.train.core.identity import model_identity
 
     device = resolve_device(device)
     path_obj = Path(path)
     if (path_obj / "manifest.json").is_file():
         source = None if file else _torch_source(path_obj, runtime, device)
         if source is None:
-            encoder = OnnxEncoder.from_dir(path_obj, file, threads)
-            encoder.directory = str(path_obj)
-            return encoder
+            return OnnxEncoder.from_dir(path_obj, file, threads)
         identity, path = export_identity(read_manifest(path_obj)), source
     else:
         identity = model_identity(path)
     from llmql.train.encoder import Encoder
 
-    encoder = Encoder.from_pretrained(path, device=device)
-    encoder.identity, encoder.directory = identity, str(path_obj)
-    return encoder
+    return Encoder.from_pretrained(path, device=device, identity=identity, directory=str(path_obj))
 
 
 def load_ql_scorer(path: str | Path, threads: int | None = None, runtime: str = "auto", device: str = "cpu"):
@@ -191,11 +189,9 @@ def load_ql_scorer(path: str | Path, threads: int | None = None, runtime: str = 
             return OnnxQLScorer.from_dir(path_obj, threads)
         identity, path = export_identity(read_manifest(path_obj)), source
     else:
-        from llmql.train.identity import model_identity
+        from llmql.train.core.identity import model_identity
 
         identity = model_identity(path)
     from llmql.train.ql_scorer import QLScorer
 
-    scorer = QLScorer.from_pretrained(path, device=device)
-    scorer.identity = identity
-    return scorer
+    return QLScorer.from_pretrained(path, device=device, identity=identity)

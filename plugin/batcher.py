@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llmql.train.errors import LLMQLError
+from llmql.train.core.end_states import EndStateArrays
+from llmql.train.core.errors import LLMQLError
+from llmql.train.core.ql_base import QueryLikelihoodScorer
+from llmql.train.core.text_encoder import TextEncoder
 
 
 class Overloaded(LLMQLError):
@@ -49,7 +52,9 @@ class BatcherStats:
 
 
 class ModelBatcher:
-    def __init__(self, encoder, max_batch_tokens: int = 16384, max_wait_ms: float = 5.0, max_queue: int = 64):
+    def __init__(
+        self, encoder: TextEncoder, max_batch_tokens: int = 16384, max_wait_ms: float = 5.0, max_queue: int = 64
+    ):
         self.encoder = encoder
         self.max_batch_tokens, self.max_wait, self.max_queue = max_batch_tokens, max_wait_ms / 1000, max_queue
         self.stats = BatcherStats()
@@ -151,12 +156,14 @@ class ModelBatcher:
 
 
 class QueuedEncoder:
-    """An encoder whose calls go through a `ModelBatcher` (what `HybridSearcher` and /embed are given)."""
+    """An encoder whose calls go through a `ModelBatcher` (what `HybridSearcher` and /embed are given); everything
+    else it is asked (identity, directory, dim, tokenizer, config) is the wrapped encoder's own."""
 
-    def __init__(self, encoder, batcher: ModelBatcher):
+    def __init__(self, encoder: TextEncoder, batcher: ModelBatcher):
         self.inner, self.batcher = encoder, batcher
-        self.identity, self.directory, self.dim = encoder.identity, getattr(encoder, "directory", None), encoder.dim
-        self.tokenizer = encoder.tokenizer
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
 
     def encode_queries(self, texts: Sequence[str], **_ignored) -> np.ndarray:
         return self.batcher.encode(texts, "query")
@@ -168,17 +175,20 @@ class QueuedEncoder:
 
 
 class QueuedQLScorer:
-    """A QL scorer whose calls run on the batcher's worker, one at a time with the encoder's."""
+    """A QL scorer whose calls run on the batcher's worker, one at a time with the encoder's; its other
+    attributes (identity, tokenizer) are the wrapped scorer's own."""
 
-    def __init__(self, scorer, batcher: ModelBatcher):
-        self.inner, self.batcher, self.identity = scorer, batcher, scorer.identity
-        self.tokenizer = scorer.tokenizer
+    def __init__(self, scorer: QueryLikelihoodScorer, batcher: ModelBatcher):
+        self.inner, self.batcher = scorer, batcher
 
-    def score_states(self, query, states, **kwargs):
-        return self.batcher.run(lambda: self.inner.score_states(query, states, **kwargs))
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
 
-    def score(self, query, passages, titles=None):
+    def score_states(self, query: str, states: EndStateArrays, batch_size: int | None = None) -> np.ndarray:
+        return self.batcher.run(lambda: self.inner.score_states(query, states, batch_size))
+
+    def score(self, query: str, passages: Sequence[str], titles: Sequence[str] | None = None) -> np.ndarray:
         return self.batcher.run(lambda: self.inner.score(query, passages, titles))
 
-    def end_states(self, passages, titles=None, **kwargs):
+    def end_states(self, passages: Sequence[str], titles: Sequence[str] | None = None, **kwargs) -> EndStateArrays:
         return self.batcher.run(lambda: self.inner.end_states(passages, titles, **kwargs))

@@ -7,8 +7,7 @@ import os
 import click
 
 from llmql.plugin.cli_options import CONTEXT, backend_options
-from llmql.train.cli_types import Finite
-from llmql.train.errors import cli_errors
+from llmql.train.core.cli import Finite, cli_errors
 
 
 @click.command("serve", context_settings=CONTEXT)

@@ -22,7 +22,8 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from llmql.plugin.service import MAX_ITEMS, MAX_TEXT_CHARS, Strict, Text, _Models, _not_blank
+from llmql.plugin.api_schema import MAX_ITEMS, MAX_TEXT_CHARS, Strict, Text, not_blank
+from llmql.plugin.service_state import ServiceState
 
 ModelName = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -50,7 +51,7 @@ class EmbeddingsRequest(Strict):
 class RerankDocument(Strict):
     text: Text
 
-    _blank = field_validator("text")(_not_blank)
+    _blank = field_validator("text")(not_blank)
     title: str = Field("", max_length=MAX_TEXT_CHARS)
     id: str | None = Field(None, min_length=1, max_length=512)
 
@@ -71,10 +72,10 @@ class CompatRerankRequest(Strict):
     return_documents: bool = False
     index: str | None = Field(None, min_length=1, max_length=255)  # llmql: the served index the ids are in
 
-    _blank = field_validator("query")(_not_blank)
+    _blank = field_validator("query")(not_blank)
 
 
-def add_compat_routes(app, models: _Models, model_name: str) -> None:
+def add_compat_routes(app, models: ServiceState, model_name: str) -> None:
     @app.get("/v1/models")
     def list_models() -> dict:
         return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "llmql"}]}
@@ -95,7 +96,7 @@ def _check_model(asked: str | None, served: str) -> None:
         raise HTTPException(404, f"model {asked!r} is not served here; this service serves {served!r}")
 
 
-def _embeddings(models: _Models, model_name: str, body: EmbeddingsRequest) -> dict:
+def _embeddings(models: ServiceState, model_name: str, body: EmbeddingsRequest) -> dict:
     from fastapi import HTTPException
 
     _check_model(body.model, model_name)
@@ -129,7 +130,7 @@ def _encoded(vector: np.ndarray, encoding: str) -> list[float] | str:
     return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
 
 
-def _rerank(models: _Models, model_name: str, body: CompatRerankRequest) -> dict:
+def _rerank(models: ServiceState, model_name: str, body: CompatRerankRequest) -> dict:
     from fastapi import HTTPException
 
     from llmql.plugin.rerank import QLReranker

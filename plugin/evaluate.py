@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from llmql.plugin.fusion import rerank_head
-from llmql.train.device import resolve_device
+from llmql.train.core.device import resolve_device
 
 RUNS = ("bm25", "dense", "hybrid", "hybrid+ql", "ql", "ql-dirichlet", "tuned")
 
@@ -43,7 +43,7 @@ class EvalConfig:
     out_dir: str = "llmql-eval"
     max_queries: int | None = None
     runtime: str = "auto"  # for exports: onnx, torch (on the source model), or auto
-    device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.device.resolve_device)
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.core.device.resolve_device)
     backend_options: dict = field(default_factory=dict)
 
 

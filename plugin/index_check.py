@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import logging
 
-from llmql.connectors.base import Backend, IndexMismatch, check_index_model
+from llmql.connectors.base import IndexMismatch, SearchBackend, check_index_model
+from llmql.train.core.ql_base import QueryLikelihoodScorer
+from llmql.train.core.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 
 
-def check_models(backend: Backend, index: str, encoder=None, ql_scorer=None, ql_path: str = "auto") -> str:
+def check_models(
+    backend: SearchBackend,
+    index: str,
+    encoder: TextEncoder | None = None,
+    ql_scorer: QueryLikelihoodScorer | None = None,
+    ql_path: str = "auto",
+) -> str:
     """Raise IndexMismatch (naming both models) when `encoder` did not make the index's vectors; return the QL
     path to use: cached [E] states only when `ql_scorer` is the model that made them ('auto' falls back to
     re-reading the documents, 'cached' is refused)."""

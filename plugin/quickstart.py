@@ -16,9 +16,9 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from llmql.train.core.device import is_cuda, resolve_device
+from llmql.train.core.errors import LLMQLError
 from llmql.train.data import hold_out_queries
-from llmql.train.device import is_cuda, resolve_device
-from llmql.train.errors import LLMQLError
 
 
 def default_data() -> Path | None:
@@ -37,7 +37,7 @@ def default_workdir(model: str = "smollm2-135m") -> Path:
     import hashlib
     import importlib.metadata
 
-    from llmql.train.model_sources import cache_root
+    from llmql.train.core.model_sources import cache_root
 
     try:
         version = importlib.metadata.version("llmql")
@@ -114,7 +114,7 @@ class QuickstartConfig:
     max_passage_tokens: int = 96
     seed: int = 0
     runtime: str = "auto"
-    device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.device.resolve_device)
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.core.device.resolve_device)
 
 
 def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
@@ -233,7 +233,7 @@ def _tune(cfg: QuickstartConfig, data: Path, export: Path, url: str, held_out: P
 
 
 def _train_stage1(cfg: QuickstartConfig, out: Path, steps: int, held_out: Path) -> None:
-    from llmql.train.config import OptimConfig, QLTrainConfig
+    from llmql.train.core.config import OptimConfig, QLTrainConfig
     from llmql.train.run import train_ql
 
     train_ql(
@@ -252,7 +252,7 @@ def _train_stage1(cfg: QuickstartConfig, out: Path, steps: int, held_out: Path) 
 
 
 def _train_stage2(cfg: QuickstartConfig, stage1: Path, out: Path, steps: int, held_out: Path) -> None:
-    from llmql.train.config import ContrastiveTrainConfig, LoraSettings, OptimConfig
+    from llmql.train.core.config import ContrastiveTrainConfig, LoraSettings, OptimConfig
     from llmql.train.run import train_contrastive
 
     train_contrastive(

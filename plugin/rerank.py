@@ -12,8 +12,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from llmql.connectors.base import Backend
-from llmql.train.chunking import max_per_key, passage_parts
+from llmql.connectors.base import SearchBackend
+from llmql.train.core.chunking import max_per_key, passage_parts
+from llmql.train.core.ql_base import QueryLikelihoodScorer
 
 
 @dataclass
@@ -26,7 +27,13 @@ class RerankResult:
 
 
 class QLReranker:
-    def __init__(self, scorer, backend: Backend | None = None, index: str | None = None, path: str = "auto"):
+    def __init__(
+        self,
+        scorer: QueryLikelihoodScorer,
+        backend: SearchBackend | None = None,
+        index: str | None = None,
+        path: str = "auto",
+    ):
         """scorer: OnnxQLScorer (or torch QLScorer for `full`). path: cached, full, or auto (cached where stored)."""
         if path not in ("auto", "cached", "full"):
             raise ValueError(f"QL path must be auto, cached or full, not {path!r}")

@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
-from llmql.connectors.base import Backend, Filter, Hit
+from llmql.connectors.base import Filter, Hit, SearchBackend
 from llmql.plugin.fusion import fuse, rerank_head
 from llmql.plugin.index_check import check_models
 from llmql.plugin.rerank import QLReranker
+from llmql.plugin.search_settings import SearchConfig, search_config
+from llmql.train.core.ql_base import QueryLikelihoodScorer
+from llmql.train.core.text_encoder import TextEncoder
 
-
-@dataclass(frozen=True)
-class SearchConfig:
-    mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
-    bm25_k: int = 100  # candidates from each first stage
-    knn_k: int = 100
-    fusion: Literal["rrf", "minmax", "zscore"] = "rrf"
-    weights: dict[str, float] = field(default_factory=lambda: {"bm25": 1.0, "dense": 1.0})
-    rrf_k: int = 60
-    rerank_depth: int = 0  # 0: no QL re-ranking; else re-rank the fused top-n
-    ql_weight: float = 0.5  # 1.0: QL score alone; else interpolated with the (min-max) fused score
-    ql_path: Literal["auto", "cached", "full"] = "auto"
+__all__ = ["HybridSearcher", "ResultHit", "SearchConfig", "SearchResult", "default_config"]
 
 
 @dataclass
@@ -47,9 +38,9 @@ class SearchResult:
     ql_path: str | None = None
 
 
-def default_config(encoder=None, ql_scorer=None) -> SearchConfig:
-    from llmql.plugin.search_settings import search_config
-
+def default_config(
+    encoder: TextEncoder | None = None, ql_scorer: QueryLikelihoodScorer | None = None
+) -> SearchConfig:
     config = search_config(getattr(encoder, "directory", None))
     return config if ql_scorer is not None else replace(config, rerank_depth=0)
 
@@ -57,10 +48,10 @@ def default_config(encoder=None, ql_scorer=None) -> SearchConfig:
 class HybridSearcher:
     def __init__(
         self,
-        backend: Backend,
+        backend: SearchBackend,
         index: str,
-        encoder=None,
-        ql_scorer=None,
+        encoder: TextEncoder | None = None,
+        ql_scorer: QueryLikelihoodScorer | None = None,
         config: SearchConfig | None = None,
         verify: bool = True,
     ):

@@ -7,8 +7,7 @@ import json
 import click
 
 from llmql.plugin.cli_options import CONTEXT, backend_options, fusion_option, parse_filter, parse_floats
-from llmql.train.cli_types import Finite
-from llmql.train.errors import cli_errors
+from llmql.train.core.cli import Finite, cli_errors
 
 
 @click.command("search", context_settings=CONTEXT)
@@ -78,7 +77,7 @@ def search_main(
     from llmql.export.runtime import load_encoder, load_ql_scorer
     from llmql.plugin.search import HybridSearcher
     from llmql.plugin.search_settings import search_config
-    from llmql.train.device import resolve_device
+    from llmql.train.core.device import resolve_device
 
     if not query.strip():
         raise click.BadParameter("the query is empty", param_hint="QUERY")

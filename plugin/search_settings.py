@@ -9,14 +9,30 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Literal
 
 from llmql.export.manifest import SEARCH_FILE
-from llmql.plugin.search import SearchConfig
-from llmql.train.errors import DataError
+from llmql.train.core.errors import DataError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How a query is searched: the first stages, their fusion, and the QL re-ranking of the fused head."""
+
+    mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
+    bm25_k: int = 100  # candidates from each first stage
+    knn_k: int = 100
+    fusion: Literal["rrf", "minmax", "zscore"] = "rrf"
+    weights: dict[str, float] = field(default_factory=lambda: {"bm25": 1.0, "dense": 1.0})
+    rrf_k: int = 60
+    rerank_depth: int = 0  # 0: no QL re-ranking; else re-rank the fused top-n
+    ql_weight: float = 0.5  # 1.0: QL score alone; else interpolated with the (min-max) fused score
+    ql_path: Literal["auto", "cached", "full"] = "auto"
+
 
 FORMAT = "llmql-search/1"
 TUNED_FIELDS = ("mode", "fusion", "weights", "rerank_depth", "ql_weight")

@@ -12,121 +12,16 @@ only the indexes the service was started with, each checked against the models a
 that cannot be reached is a 503, an unknown index a 404.
 """
 
+
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Annotated, Any, Literal
+from dataclasses import replace
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from llmql.plugin.api_schema import MAX_BODY_BYTES, EmbedRequest, RerankRequest, SearchRequest, project
+from llmql.plugin.compat_api import add_compat_routes
+from llmql.plugin.service_state import ServiceConfig, ServiceState
 
-MAX_BODY_BYTES = 1 << 20
-MAX_TEXT_CHARS = 20_000
-MAX_ITEMS = 256
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    backend: str = "embedded"
-    url: str = "./llmql-index"
-    index: str = "llmql"
-    model: str | None = None  # export (or model) directory for query encoding
-    ql_model: str | None = None  # export with --ql-scorer (or model directory) for /rerank and rerank=true
-    max_k: int = 100
-    rerank_depth: int = 50
-    runtime: str = "auto"
-    device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.device.resolve_device)
-    indexes: tuple[str, ...] = ()  # other indexes (or aliases) a request may name besides `index`
-    batching: bool = True  # concurrent requests share model calls (llmql.plugin.batcher); off: one call each
-    max_batch_tokens: int = 16384  # a shared encoding call, at most (estimated tokens)
-    max_wait_ms: float = 5.0  # how long the first request of a call waits for others to join it
-    max_queue: int = 32  # requests waiting for the model; one more is answered 503 with Retry-After
-    model_name: str = "llmql"  # the `model` the OpenAI-style /v1 endpoints serve (another name is a 404)
-
-    @property
-    def served(self) -> tuple[str, ...]:
-        return (self.index, *(i for i in self.indexes if i != self.index))
-
-
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
-
-
-class Strict(BaseModel):
-    """Unknown fields are refused, and so is every coercion: "from": true or "5" is not the number 5."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class SearchRequest(Strict):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
-
-    query: Text
-    k: int = Field(10, ge=1, le=1000)
-    size: int | None = Field(None, ge=1, le=1000)  # the same as k, for clients that page with from/size
-    from_: int = Field(0, ge=0, le=10_000, alias="from")
-    fields: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(None, max_length=64)
-    mode: Literal["hybrid", "bm25", "dense"] | None = None  # None: the model's tuned mode (search.json), else hybrid
-    rerank: bool | None = None  # None: as tuned (search.json) when the service has a QL scorer, else off
-    filter: dict[str, Any] | None = None  # llmql.connectors.filters: values, ranges, "not"
-    explain: bool = False
-    index: str | None = Field(None, min_length=1, max_length=255)
-
-    _blank = field_validator("query")(_not_blank)
-
-    @field_validator("filter")
-    @classmethod
-    def _filter(cls, value: dict | None) -> dict | None:
-        from llmql.connectors.base import check_filter
-
-        return None if value is None else check_filter(value)
-
-    @property
-    def page_size(self) -> int:
-        if self.size is not None and "k" in self.model_fields_set and self.size != self.k:
-            raise ValueError(f"give k or size, not both (k={self.k}, size={self.size})")
-        return self.size if self.size is not None else self.k
-
-
-def project(hit, fields: list[str] | None) -> dict:
-    """The stored fields a hit returns: by default the title and every metadata field (not the text, which can
-    be long); with `fields`, only those named ("title", "text", or metadata names)."""
-    if fields is None:
-        return {"title": hit.title, "fields": hit.fields}
-    out = {name: getattr(hit, name) for name in ("title", "text") if name in fields}
-    return {**out, "fields": {k: v for k, v in hit.fields.items() if k in fields}}
-
-
-class Candidate(Strict):
-    id: str = Field(min_length=1, max_length=512)
-    title: str = Field("", max_length=MAX_TEXT_CHARS)
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-
-
-class RerankRequest(Strict):
-    query: Text
-    ids: list[Annotated[str, Field(min_length=1, max_length=512)]] | None = Field(None, max_length=MAX_ITEMS)
-    candidates: list[Candidate] | None = Field(None, max_length=MAX_ITEMS)
-    index: str | None = Field(None, min_length=1, max_length=255)
-
-    _blank = field_validator("query")(_not_blank)
-
-
-class EmbedRequest(Strict):
-    texts: list[Text] = Field(min_length=1, max_length=MAX_ITEMS)
-    kind: Literal["query", "passage"] = "query"
-
-    @field_validator("texts")
-    @classmethod
-    def _no_blank(cls, texts: list[str]) -> list[str]:
-        blank = [i for i, t in enumerate(texts) if not t.strip()]
-        if blank:
-            raise ValueError(f"texts {blank[:5]} are blank")
-        return texts
+__all__ = ["MAX_BODY_BYTES", "ServiceConfig", "create_app"]
 
 
 class BodyLimit:
@@ -172,33 +67,6 @@ class BodyLimit:
         await error_response(scope.get("path", ""), status, detail)(scope, receive, send)
 
 
-@dataclass
-class _Models:
-    """What the routes share: the backend, the models, and per served index the QL path its check allowed."""
-
-    config: ServiceConfig
-    backend: object
-    encoder: object = None
-    ql_scorer: object = None
-    ql_paths: dict[str, str] | None = None
-    tuned: object = None  # SearchConfig: the model's search.json, or the untuned defaults
-    batcher: object = None  # the ModelBatcher the models run through, when batching
-    health_limiter: object = None  # /health's own worker thread (anyio.CapacityLimiter)
-
-    def __post_init__(self) -> None:
-        import anyio
-
-        self.health_limiter = anyio.CapacityLimiter(2)
-
-    def index_of(self, name: str | None) -> str:
-        from fastapi import HTTPException
-
-        index = name or self.config.index
-        if index not in self.ql_paths:
-            raise HTTPException(403, f"index {index!r} is not served here (served: {', '.join(self.ql_paths)})")
-        return index
-
-
 def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None):
     """Build the app; encoder, scorer and backend are loaded from `config` unless given (tests pass them).
 
@@ -211,7 +79,7 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
     from llmql.plugin.http_errors import add_error_handlers
     from llmql.plugin.index_check import check_models
     from llmql.plugin.search import default_config
-    from llmql.train.device import resolve_device
+    from llmql.train.core.device import resolve_device
 
     device = resolve_device(config.device)
     backend = backend or open_backend(config.backend, config.url, create=False)  # before loading models
@@ -224,7 +92,7 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
     batcher = None
     if config.batching and (encoder is not None or ql_scorer is not None):
         batcher, encoder, ql_scorer = _queued(config, encoder, ql_scorer)
-    models = _Models(config, backend, encoder, ql_scorer, paths, tuned, batcher)
+    models = ServiceState(config, backend, encoder, ql_scorer, paths, tuned, batcher)
     app = FastAPI(
         title="llmql",
         version="0.1.0",
@@ -235,13 +103,12 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     add_error_handlers(app)
     _add_routes(app, models)
-    from llmql.plugin.compat_api import add_compat_routes
 
     add_compat_routes(app, models, config.model_name)
     return app
 
 
-def _add_routes(app, models: _Models) -> None:
+def _add_routes(app, models: ServiceState) -> None:
     @app.get("/health")
     async def health():
         # on the event loop with a thread of its own for the engine call: never behind requests that wait for
@@ -297,7 +164,7 @@ def _threads_for(config: ServiceConfig):
     return lifespan
 
 
-def _health(models: _Models):
+def _health(models: ServiceState):
     from fastapi.responses import JSONResponse
 
     from llmql.connectors.base import BackendError
@@ -318,7 +185,7 @@ def _health(models: _Models):
     }
 
 
-def _search(models: _Models, body: SearchRequest) -> dict:
+def _search(models: ServiceState, body: SearchRequest) -> dict:
     from fastapi import HTTPException
 
     from llmql.plugin.search import HybridSearcher
@@ -352,7 +219,7 @@ def _search(models: _Models, body: SearchRequest) -> dict:
     return {"hits": hits, "timings_ms": result.timings_ms, **({"ql_path": result.ql_path} if rerank else {})}
 
 
-def _check_fields(models: _Models, index: str, fields: list[str]) -> None:
+def _check_fields(models: ServiceState, index: str, fields: list[str]) -> None:
     """`fields` a hit can return: title, text, and the metadata the index holds (where it can say which)."""
     from fastapi import HTTPException
 
@@ -369,7 +236,7 @@ def _check_fields(models: _Models, index: str, fields: list[str]) -> None:
         )
 
 
-def _rerank(models: _Models, body: RerankRequest) -> dict:
+def _rerank(models: ServiceState, body: RerankRequest) -> dict:
     from fastapi import HTTPException
 
     from llmql.plugin.rerank import QLReranker
@@ -396,7 +263,7 @@ def _rerank(models: _Models, body: RerankRequest) -> dict:
     return {"results": [{"id": i, "score": s} for i, s in ranked], "path": result.path, "ms": result.seconds * 1000}
 
 
-def _embed(models: _Models, body: EmbedRequest) -> dict:
+def _embed(models: ServiceState, body: EmbedRequest) -> dict:
     from fastapi import HTTPException
 
     encoder = models.encoder

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from llmql.plugin.search_settings import tuned_fields
 from llmql.plugin.tuning import DEPTHS, Fusion, Trial, choose_fusion, choose_rerank, fused_run
-from llmql.train.device import resolve_device
+from llmql.train.core.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class TuneConfig:
     max_queries: int | None = None
     rerank_depths: tuple[int, ...] = DEPTHS  # re-rank depths tried (QL scores the fused top max(depths))
     runtime: str = "auto"
-    device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.device.resolve_device)
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.core.device.resolve_device)
     backend_options: dict = field(default_factory=dict)
 
 
@@ -79,8 +79,8 @@ def tune(cfg: TuneConfig, progress: bool = True) -> dict:
 
 
 def _held_out(cfg: TuneConfig) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    from llmql.train.core.errors import DataError
     from llmql.train.data import load_beir, read_id_file
-    from llmql.train.errors import DataError
 
     data = load_beir(Path(cfg.data), cfg.split)
     keep = read_id_file(cfg.queries_file) if cfg.queries_file else set(data.qrels)

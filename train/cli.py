@@ -6,8 +6,7 @@ import logging
 
 import click
 
-from llmql.train.cli_types import Finite, positive
-from llmql.train.errors import cli_errors
+from llmql.train.core.cli import Finite, cli_errors, positive
 
 _BOOL_AUTO = click.Choice(["auto", "on", "off"])
 
@@ -159,7 +158,7 @@ def parse_warmup(text: str) -> tuple[float, int | None]:
 
 
 def _optim(kw: dict):
-    from llmql.train.config import OptimConfig
+    from llmql.train.core.config import OptimConfig
 
     ratio, steps = parse_warmup(kw.pop("warmup"))
     bf16 = kw.pop("bf16")
@@ -233,7 +232,7 @@ def main(verbose: bool) -> None:
 @cli_errors
 def ql(**kw) -> None:
     """Stage 1: query-likelihood learning with Attention Stop and Input Corruption."""
-    from llmql.train.config import LoraSettings, QLTrainConfig
+    from llmql.train.core.config import LoraSettings, QLTrainConfig
     from llmql.train.run import train_ql
 
     resume = kw.pop("resume")
@@ -269,7 +268,7 @@ def ql(**kw) -> None:
 @cli_errors
 def contrastive(**kw) -> None:
     """Stage 2: contrastive bi-encoder (InfoNCE, last-token pooling, LoRA)."""
-    from llmql.train.config import ContrastiveTrainConfig, LoraSettings
+    from llmql.train.core.config import ContrastiveTrainConfig, LoraSettings
     from llmql.train.run import train_contrastive
 
     resume = kw.pop("resume")

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from llmql.train.batching import pad
+from llmql.train.core.batching import pad
+from llmql.train.core.tokenization import Corruption, PromptTokenizer
 from llmql.train.data import Doc, TrainGroup
-from llmql.train.tokenization import Corruption, PromptTokenizer
 
 
 class EpochDataset(Dataset):

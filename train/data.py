@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmql.train.errors import DataError
+from llmql.train.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -13,34 +13,49 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmql.train.batching import length_batches, pad
-from llmql.train.device import autocast, device_weights, resolve_bf16, to_device, to_host_later
-from llmql.train.end_states import EndStateArrays
+from llmql.train.core.batching import length_batches, pad
+from llmql.train.core.device import autocast, device_weights, resolve_bf16, to_device, to_host_later
+from llmql.train.core.end_states import EndStateArrays
+from llmql.train.core.ql_base import QLScorerBase
+from llmql.train.core.tokenization import PromptTokenizer
 from llmql.train.modeling import EndStates, QLModel, compute_end_states, load_for_inference, query_logprobs_from_states
-from llmql.train.ql_base import QLScorerBase
-from llmql.train.tokenization import PromptTokenizer
 
 
 class QLScorer(QLScorerBase):
-    """The PyTorch QL scorer on any device (see `llmql.train.device`). States leave the device as float16 when
+    """The PyTorch QL scorer on any device (see `llmql.train.core.device`). States leave the device as float16 when
     the model runs in bf16 (the QL cache stores fp16 anyway), else float32; a query's candidates are scored in
     one call on the device, their states copied there in one transfer, only the scores coming back."""
 
-    def __init__(self, lm: torch.nn.Module, tokenizer: PromptTokenizer, bf16: bool = False, device: str = "cpu"):
-        self.device = device
+    def __init__(
+        self,
+        lm: torch.nn.Module,
+        tokenizer: PromptTokenizer,
+        bf16: bool = False,
+        device: str = "cpu",
+        identity: str = "",
+        attention_stop: bool = True,
+    ):
+        self.device, self.identity = device, identity
         self.lm, self.bf16 = device_weights(lm.eval(), bf16, device)
         self.reduced = bf16  # states computed in bf16 leave the device as float16
         self.tokenizer = tokenizer
         # the full path's layout: Attention Stop (the trained model's), or off (a model never trained with it
         # reads the document with ordinary attention: the zero-shot QL baseline)
-        self.attention_stop = True
+        self.attention_stop = attention_stop
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, bf16: bool | str = "auto", device: str = "cpu") -> QLScorer:
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        bf16: bool | str = "auto",
+        device: str = "cpu",
+        identity: str = "",
+        attention_stop: bool = True,
+    ) -> QLScorer:
         """Loads the base (stage-1) weights; a contrastive adapter in the same directory stays off."""
         lm, hf_tokenizer, config = load_for_inference(path, adapter=False)
         tokenizer = PromptTokenizer(hf_tokenizer.backend_tokenizer, config)
-        return cls(lm, tokenizer, resolve_bf16(bf16, device), device)
+        return cls(lm, tokenizer, resolve_bf16(bf16, device), device, identity, attention_stop)
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return to_device(array, self.device)

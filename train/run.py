@@ -11,7 +11,7 @@ import torch
 
 from llmql.train.attention import prepare, set_route
 from llmql.train.collate import ContrastiveExamples, QLExamples, collate_contrastive, collate_ql
-from llmql.train.config import (
+from llmql.train.core.config import (
     CONFIG_NAME,
     ContrastiveTrainConfig,
     LoraSettings,
@@ -21,6 +21,9 @@ from llmql.train.config import (
     load_llmql_config,
     save_llmql_config,
 )
+from llmql.train.core.errors import LLMQLError
+from llmql.train.core.model_sources import resolve_model
+from llmql.train.core.tokenization import Corruption, PromptTokenizer
 from llmql.train.data import (
     BeirData,
     TrainGroup,
@@ -32,14 +35,11 @@ from llmql.train.data import (
     write_training_jsonl,
 )
 from llmql.train.distributed import gather_with_grad, process_state
-from llmql.train.errors import LLMQLError
 from llmql.train.grad_cache import cached_step
 from llmql.train.losses import info_nce, ql_loss
 from llmql.train.memory import ModelShape, available_bytes, plan_step
-from llmql.train.model_sources import resolve_model
 from llmql.train.modeling import BiEncoder, QLModel, build_model_config, load_for_inference
 from llmql.train.negatives import mine_negatives
-from llmql.train.tokenization import Corruption, PromptTokenizer
 from llmql.train.trainer import fit, latest_checkpoint, remove_checkpoints
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def _longest_passage(prompt: PromptTokenizer) -> int:
 
 def _device() -> str:
     """The device this process trains on (accelerate's choice: its LOCAL_RANK GPU, else the CPU)."""
-    from llmql.train.device import resolve_device
+    from llmql.train.core.device import resolve_device
 
     return resolve_device("auto")
 

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from llmql.train.collate import EpochDataset
-from llmql.train.config import OptimConfig
-from llmql.train.device import resolve_bf16
+from llmql.train.core.config import OptimConfig
+from llmql.train.core.device import resolve_bf16
 
 log = logging.getLogger(__name__)
 

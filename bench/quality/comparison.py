@@ -202,15 +202,14 @@ def zeroshot_ql(ctx: Context, zeroshot: Path, index: str, data: Path) -> dict:
     def work() -> dict:
         from llmql.connectors.registry import open_backend
         from llmql.plugin.evaluate import score_run
+        from llmql.train.core.device import resolve_device
         from llmql.train.data import load_beir
-        from llmql.train.device import resolve_device
         from llmql.train.ql_scorer import QLScorer
 
         depth = ctx.protocol.rerank_depth
         beir = load_beir(data, "test")
         backend = open_backend(ctx.backend, str(ctx.indexes))
-        scorer = QLScorer.from_pretrained(zeroshot, device=resolve_device(ctx.device))
-        scorer.attention_stop = False
+        scorer = QLScorer.from_pretrained(zeroshot, device=resolve_device(ctx.device), attention_stop=False)
         run = {}
         for qid in sorted(beir.qrels):
             hits = backend.bm25(index, beir.queries[qid], depth)

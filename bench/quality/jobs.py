@@ -55,7 +55,7 @@ def run_job(ctx: Context, name: str, work: Callable[[], dict], args: dict | None
 def trained(ctx: Context, name: str, train, cfg) -> Path:
     """The model `cfg.out`, trained now if it is not there yet (resuming a checkpoint); the training's wall time
     goes to JOBS/train-NAME.json. A model directory trained with another configuration is trained again."""
-    from llmql.train.config import to_dict
+    from llmql.train.core.config import to_dict
 
     out = Path(cfg.out)
     stamp = out / "bench-config.json"

@@ -18,7 +18,7 @@ def train_stage1(
     attention_stop: bool = True,
     mask_prob: float | None = None,
 ) -> Path:
-    from llmql.train.config import OptimConfig, QLTrainConfig
+    from llmql.train.core.config import OptimConfig, QLTrainConfig
     from llmql.train.run import train_ql
 
     P = ctx.protocol
@@ -45,7 +45,7 @@ def train_stage1(
 
 
 def train_stage2(ctx: Context, name: str, base: str, lr: float, seed: int, epochs: float | None = None) -> Path:
-    from llmql.train.config import ContrastiveTrainConfig, LoraSettings, OptimConfig
+    from llmql.train.core.config import ContrastiveTrainConfig, LoraSettings, OptimConfig
     from llmql.train.run import train_contrastive
 
     P = ctx.protocol
@@ -151,8 +151,8 @@ def validation_ql_nll(ctx: Context, model: Path) -> dict:
     """Mean negative log-likelihood per query token of held-out (claim, cited abstract) pairs, AS layout."""
     import numpy as np
 
+    from llmql.train.core.device import resolve_device
     from llmql.train.data import load_beir
-    from llmql.train.device import resolve_device
     from llmql.train.ql_scorer import QLScorer
 
     data = load_beir(validation_beir(ctx), "validation")
@@ -168,8 +168,8 @@ def validation_ql_nll(ctx: Context, model: Path) -> dict:
 
 def zeroshot_model(ctx: Context) -> Path:
     """The untrained backbone with the protocol's lengths (the same passages as every trained arm)."""
-    from llmql.train.config import save_llmql_config
-    from llmql.train.model_sources import resolve_model
+    from llmql.train.core.config import save_llmql_config
+    from llmql.train.core.model_sources import resolve_model
     from llmql.train.modeling import build_model_config, load_causal_lm, load_tokenizer
 
     P = ctx.protocol

@@ -11,7 +11,7 @@ from llmql.connectors.base import IndexMismatch
 from llmql.connectors.corpus import CorpusFormat
 from llmql.connectors.registry import open_backend
 from llmql.connectors.sync import SyncConfig, sync
-from llmql.train.errors import LLMQLError
+from llmql.train.core.errors import LLMQLError
 
 LONG = " ".join(f"the granite ridge study {i} shows basalt and kelp in lagoon water" for i in range(12))
 DOCS = [
@@ -110,7 +110,7 @@ def test_documents_are_found_by_their_best_passage_and_replaced_whole(chunked, t
 def test_ql_scores_a_chunked_document_by_its_best_passage_on_both_paths(chunked, tiny_export):
     from llmql.export.runtime import load_ql_scorer
     from llmql.plugin.rerank import QLReranker
-    from llmql.train.chunking import passage_parts
+    from llmql.train.core.chunking import passage_parts
 
     backend, index, cfg = chunked
     assert sync(cfg, progress=False).ok

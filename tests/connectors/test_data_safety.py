@@ -7,7 +7,7 @@ import pytest
 
 from llmql.connectors.registry import open_backend
 from llmql.connectors.sync import SyncConfig, state_path, sync
-from llmql.train.errors import DataError
+from llmql.train.core.errors import DataError
 from tests.connectors.conftest import crash_on_upsert
 from tests.toydata import big_corpus
 
@@ -129,7 +129,7 @@ def test_an_alias_that_names_an_index_is_refused_before_any_model_runs(
     """F8: `--alias A` where A is a plain index was refused only at the swap, after encoding the whole corpus,
     leaving a full orphan generation each time."""
     import llmql.export.runtime as runtime
-    from llmql.train.errors import LLMQLError
+    from llmql.train.core.errors import LLMQLError
 
     good = big_corpus(tmp_path / "good.jsonl", 20)
     sync(config(backend_spec, good, tiny_export, index_name), progress=False)

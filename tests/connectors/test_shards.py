@@ -18,7 +18,7 @@ from llmql.connectors.cli import main as sync_cli
 from llmql.connectors.registry import open_backend
 from llmql.connectors.shards import Shard, launcher_shard, parse_shard, shard_group, shard_of
 from llmql.connectors.sync import SyncConfig, state_path, sync
-from llmql.train.errors import LLMQLError
+from llmql.train.core.errors import LLMQLError
 from tests.toydata import big_corpus
 
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")

@@ -15,8 +15,8 @@ import pytest
 from llmql.export.convert import ExportConfig, ParityError, export_model
 from llmql.export.manifest import read_manifest, sha256
 from llmql.export.runtime import OnnxEncoder, OnnxQLScorer
+from llmql.train.core.errors import LLMQLError, ModelError
 from llmql.train.encoder import Encoder
-from llmql.train.errors import LLMQLError, ModelError
 from llmql.train.ql_scorer import QLScorer
 from tests.conftest import INSTALL_CACHE
 
@@ -167,7 +167,7 @@ def test_parity_below_the_bar_refuses_the_export(tiny_llama, tmp_path):
 
 def test_runtime_choice_for_an_export(llama_export):
     from llmql.export.runtime import load_encoder, load_ql_scorer
-    from llmql.train.cpu import cpu_has_bf16
+    from llmql.train.core.cpu import cpu_has_bf16
     from llmql.train.encoder import Encoder
 
     forced = load_encoder(llama_export, runtime="onnx")

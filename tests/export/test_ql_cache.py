@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from llmql.export.ql_cache import bytes_per_document, pack, unpack
-from llmql.train.end_states import EndStateArrays
+from llmql.train.core.end_states import EndStateArrays
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from llmql.export.runtime import OnnxEncoder, OnnxQLScorer
 from llmql.plugin.search import HybridSearcher, SearchConfig
 from llmql.plugin.search_cli import search_main
 from llmql.plugin.service import ServiceConfig, create_app
-from llmql.train.identity import model_identity
+from llmql.train.core.identity import model_identity
 from tests.conftest import build_tiny_model
 
 

@@ -44,7 +44,7 @@ def build(spec: dict):
 def main(spec: dict) -> dict:
     import torch
 
-    from llmql.train.config import LoraSettings
+    from llmql.train.core.config import LoraSettings
     from llmql.train.losses import info_nce, ql_loss
     from llmql.train.memory import ModelShape, StepShape, step_bytes
     from llmql.train.modeling import BiEncoder, QLModel

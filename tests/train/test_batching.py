@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from llmql.train.batching import length_batches, pad
+from llmql.train.core.batching import length_batches, pad
 
 
 def test_batches_by_count_longest_first():
@@ -36,7 +36,7 @@ def test_pad_right_and_left():
 def test_prefetched_prepares_the_next_batch_while_the_caller_works():
     import threading
 
-    from llmql.train.batching import prefetched
+    from llmql.train.core.batching import prefetched
 
     ready = {i: threading.Event() for i in range(4)}
 
@@ -54,7 +54,7 @@ def test_prefetched_prepares_the_next_batch_while_the_caller_works():
 
 
 def test_prefetched_raises_the_preparation_error_in_the_caller():
-    from llmql.train.batching import prefetched
+    from llmql.train.core.batching import prefetched
 
     def prepare(i: int) -> int:
         if i == 2:

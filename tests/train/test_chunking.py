@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from llmql.train.chunking import check_chunking, max_per_key, passage_parts, text_span, token_windows
+from llmql.train.core.chunking import check_chunking, max_per_key, passage_parts, text_span, token_windows
 
 
 def test_windows_cover_every_token_with_exact_overlap():
@@ -57,8 +57,8 @@ def test_maxp_keeps_each_document_s_best_passage():
 
 def test_chunk_spans_follow_the_tokenizer_s_own_tokens(tiny_export):
     from llmql.export.runtime import OnnxEncoder
-    from llmql.train.chunking import Chunking
-    from llmql.train.prompts import passage_body
+    from llmql.train.core.chunking import Chunking
+    from llmql.train.core.prompts import passage_body
 
     tokenizer = OnnxEncoder.from_dir(tiny_export).tokenizer
     title = "Granite"

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from llmql.train.core.text_encoder import encode_documents
 from llmql.train.encoder import Encoder
 from llmql.train.ql_scorer import QLScorer
-from llmql.train.text_encoder import encode_documents
 
 pytestmark = pytest.mark.cuda
 TEXTS = ["kelp lagoon study", "granite ridge models improve results " * 8, "amber", "basalt and cobalt near the fjord"]

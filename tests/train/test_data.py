@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from llmql.train.core.errors import DataError
 from llmql.train.data import groups_from_qrels, load_beir, load_corpus, load_training_jsonl, write_training_jsonl
-from llmql.train.errors import DataError
 from tests.toydata import write_toy_beir
 
 

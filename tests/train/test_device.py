@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from llmql.train.device import DeviceError, quiet_accelerator_libraries, resolve_device
+from llmql.train.core.device import DeviceError, quiet_accelerator_libraries, resolve_device
 
 
 @pytest.mark.parametrize(
@@ -80,8 +80,8 @@ def test_sync_and_search_refuse_a_missing_gpu_before_any_work(tiny_export, toy_b
 def test_training_defaults_to_bf16_only_where_the_hardware_has_it(monkeypatch):
     """A forced bf16 default made every training step 16x slower on a CPU without native bf16 (emulated
     matmuls in torch's single-threaded fallback GEMM): the default must follow the hardware."""
-    import llmql.train.device as device
-    from llmql.train.config import OptimConfig
+    import llmql.train.core.device as device
+    from llmql.train.core.config import OptimConfig
 
     monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
     assert device.resolve_bf16(OptimConfig().bf16, "cpu") is False

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from llmql.export.runtime import OnnxEncoder, OnnxQLScorer
+from llmql.train.core.text_encoder import encode_documents
 from llmql.train.encoder import Encoder
 from llmql.train.ql_scorer import QLScorer
-from llmql.train.text_encoder import encode_documents
 
 TITLES = ["amber", "", "kelp notes", "granite"]
 TEXTS = ["kelp kelp lagoon study", "granite ridge models " * 30, "amber", "the field data shows new results"]

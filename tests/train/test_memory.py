@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from llmql.train.config import ContrastiveTrainConfig, LoraSettings, OptimConfig, PromptConfig, QLTrainConfig
-from llmql.train.errors import LLMQLError
+from llmql.train.core.config import ContrastiveTrainConfig, LoraSettings, OptimConfig, PromptConfig, QLTrainConfig
+from llmql.train.core.errors import LLMQLError
 from llmql.train.grad_cache import cached_step
 from llmql.train.losses import info_nce
 from llmql.train.memory import GIB, HEADROOM, ModelShape, StepShape, plan_step, step_bytes

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from llmql.train.batching import pad
-from llmql.train.errors import ModelError
+from llmql.train.core.batching import pad
+from llmql.train.core.errors import ModelError
+from llmql.train.core.tokenization import PromptTokenizer
 from llmql.train.masks import attention_stop_mask, position_ids_from_mask
 from llmql.train.modeling import (
     BiEncoder,
@@ -14,7 +15,6 @@ from llmql.train.modeling import (
     load_tokenizer,
 )
 from llmql.train.ql_scorer import QLScorer
-from llmql.train.tokenization import PromptTokenizer
 
 PASSAGES = ["the study shows amber amber data", "kelp", "granite ridge models improve results in many cases"]
 TITLES = ["amber report", "", "ridge"]

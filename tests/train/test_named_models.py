@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from llmql.train.model_sources import resolve_model
+from llmql.train.core.model_sources import resolve_model
 from llmql.train.modeling import build_model_config, load_causal_lm, load_tokenizer
 
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from llmql.train.config import ModelConfig, PromptConfig, from_dict, to_dict
+from llmql.train.core.config import ModelConfig, PromptConfig, from_dict, to_dict
+from llmql.train.core.prompts import MASK_WORD, corrupt_words, split_template
+from llmql.train.core.tokenization import Corruption, PromptTokenizer
 from llmql.train.modeling import build_model_config, load_causal_lm, load_tokenizer
-from llmql.train.prompts import MASK_WORD, corrupt_words, split_template
-from llmql.train.tokenization import Corruption, PromptTokenizer
 
 
 @pytest.fixture(scope="module")

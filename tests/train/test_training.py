@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmql.train.config import (
+from llmql.train.core.config import (
     CONFIG_NAME,
     ContrastiveTrainConfig,
     LoraSettings,
@@ -14,9 +14,9 @@ from llmql.train.config import (
     PromptConfig,
     QLTrainConfig,
 )
+from llmql.train.core.errors import LLMQLError
 from llmql.train.data import load_beir
 from llmql.train.encoder import Encoder
-from llmql.train.errors import LLMQLError
 from llmql.train.ql_scorer import QLScorer
 from llmql.train.run import train_contrastive, train_ql
 

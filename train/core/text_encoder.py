@@ -7,14 +7,33 @@ say how one padded batch becomes embeddings.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from llmql.train.batching import length_batches, pad, prefetched, run_batches
-from llmql.train.config import ModelConfig
-from llmql.train.end_states import EndStateArrays
-from llmql.train.ql_base import QLScorerBase
-from llmql.train.tokenization import PromptTokenizer
+from llmql.train.core.batching import length_batches, pad, prefetched, run_batches
+from llmql.train.core.config import ModelConfig
+from llmql.train.core.end_states import EndStateArrays
+from llmql.train.core.ql_base import QLScorerBase
+from llmql.train.core.tokenization import PromptTokenizer
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """What search, the model queue and the service need of an encoder, whatever runs it (PyTorch, ONNX Runtime,
+    or a queue in front of either)."""
+
+    identity: str  # the trained model the vectors come from (indexes record it)
+    directory: str | None  # where it was loaded from (its search.json applies)
+    tokenizer: PromptTokenizer
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_passages(self, texts: Sequence[str], titles: Sequence[str] | None = None) -> np.ndarray: ...
+
 
 PASSAGE_BLOCK = 1024  # passages tokenised at a time by encode_passages (length-sorted within a block)
 

@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmql.train.errors import ModelError
+from llmql.train.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 

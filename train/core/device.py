@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from llmql.train.cpu import cpu_has_bf16
-from llmql.train.errors import LLMQLError
+from llmql.train.core.cpu import cpu_has_bf16
+from llmql.train.core.errors import LLMQLError
 
 if TYPE_CHECKING:
     import numpy as np

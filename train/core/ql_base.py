@@ -7,13 +7,30 @@ say how one padded batch of passages becomes [E] states, and how one query score
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from llmql.train.batching import length_batches, pad, run_batches
-from llmql.train.config import ModelConfig
-from llmql.train.end_states import EndStateArrays
-from llmql.train.tokenization import PromptTokenizer
+from llmql.train.core.batching import length_batches, pad, run_batches
+from llmql.train.core.config import ModelConfig
+from llmql.train.core.end_states import EndStateArrays
+from llmql.train.core.tokenization import PromptTokenizer
+
+
+@runtime_checkable
+class QueryLikelihoodScorer(Protocol):
+    """What search, re-ranking, the model queue and the service need of a QL scorer, whatever runs it."""
+
+    identity: str  # the model the scores come from (an index's cached [E] states must match it)
+    tokenizer: PromptTokenizer
+
+    def score_states(self, query: str, states: EndStateArrays, batch_size: int | None = None) -> np.ndarray: ...
+
+    def score(self, query: str, passages: Sequence[str], titles: Sequence[str] | None = None) -> np.ndarray: ...
+
+    def end_states(
+        self, passages: Sequence[str], titles: Sequence[str] | None = None, batch_size: int = 16
+    ) -> EndStateArrays: ...
 
 
 class QLScorerBase:

@@ -53,7 +53,7 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
 
 def model_identity(spec: str | Path) -> str:
     """The identity of a model directory, GGUF file or named model (resolved to its directory first)."""
-    from llmql.train.model_sources import resolve_model
+    from llmql.train.core.model_sources import resolve_model
 
     path = Path(spec).expanduser()
     if path.is_file():

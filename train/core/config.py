@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from llmql.train.prompts import PASSAGE_TEMPLATE, QUERY_TEMPLATE
+from llmql.train.core.prompts import PASSAGE_TEMPLATE, QUERY_TEMPLATE
 
 CONFIG_NAME = "llmql.json"
 FORMAT_VERSION = 1

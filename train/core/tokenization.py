@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from llmql.train.chunking import Chunking, text_span, token_windows
-from llmql.train.config import ModelConfig, load_llmql_config
-from llmql.train.prompts import corrupt_words, passage_body, split_template
+from llmql.train.core.chunking import Chunking, text_span, token_windows
+from llmql.train.core.config import ModelConfig, load_llmql_config
+from llmql.train.core.prompts import corrupt_words, passage_body, split_template
 
 TOKENIZER_FILE = "tokenizer.json"
 CHARS_PER_TOKEN = 6  # a first prefix this many characters a token: English BPE averages about 4-5

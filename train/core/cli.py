@@ -1,4 +1,5 @@
-"""Option types every llmql command shares: numbers that must be finite and in range.
+"""What every llmql command shares: user errors shown without a traceback, and option types for numbers that
+must be finite and in range.
 
 click's FloatRange lets NaN through (every comparison with NaN is false), and a NaN weight, rate or wait then
 poisons results or hangs a service silently. These refuse it, and infinities, at parse time: exit status 2,
@@ -10,6 +11,9 @@ from __future__ import annotations
 import math
 
 import click
+
+from llmql.train.core.device import quiet_accelerator_libraries
+from llmql.train.core.errors import LLMQLError
 
 
 class Finite(click.FloatRange):
@@ -27,3 +31,20 @@ class Finite(click.FloatRange):
 def positive(integer_max: int | None = None) -> click.IntRange:
     """An integer of at least 1 (and at most `integer_max`)."""
     return click.IntRange(1, integer_max)
+
+
+def cli_errors(func):
+    """Decorator for click commands: user errors become a one-line message and exit status 1, no traceback.
+    Every command runs through it, so it also sets the process environment ML libraries read at import
+    (`llmql.train.core.device.quiet_accelerator_libraries`) before the command imports them."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        quiet_accelerator_libraries()
+        try:
+            return func(*args, **kwargs)
+        except (LLMQLError, FileNotFoundError, PermissionError) as err:
+            raise click.ClickException(str(err)) from None
+
+    return wrapper
