@@ -1,4 +1,7 @@
-"""`llmql-sync`: embed a corpus and write it into a search index (embedded, OpenSearch or Elasticsearch)."""
+"""`llmql-sync`: embed a corpus and write it into a search index (embedded, memory, OpenSearch, Elasticsearch).
+
+Each command imports the library it calls inside its body: `--help` and option errors answer at once, and
+torch, transformers or an engine's client load only for the command that needs them."""
 
 from __future__ import annotations
 

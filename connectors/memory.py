@@ -38,6 +38,7 @@ from llmql.connectors.base import (
 )
 from llmql.connectors.filters import check_fields, matches, parse_filter
 from llmql.connectors.memory_log import META, SegmentLog, decode_records, encode_records
+from llmql.train.core.device import resolve_device
 
 ALIASES = "aliases.json"
 IN_MEMORY = ":memory:"
@@ -75,7 +76,6 @@ class MemoryBackend:
     name = "memory"
 
     def __init__(self, location: str | Path = IN_MEMORY, device: str = "auto"):
-        from llmql.train.core.device import resolve_device
 
         self.location = str(location)
         self.root = None if self.location == IN_MEMORY else Path(location)

@@ -27,6 +27,8 @@ from llmql.connectors.records import DocumentEncoder
 from llmql.connectors.registry import DIRECTORY_ENGINES, open_backend
 from llmql.connectors.shards import Shard, ShardGroup, shard_group
 from llmql.connectors.sync_state import FailureLog, SyncProgress, state_path
+from llmql.export.runtime import load_encoder, load_ql_scorer
+from llmql.train.core.batching import prefetched
 from llmql.train.core.chunking import Chunking, check_chunking
 from llmql.train.core.device import BatchSizes, batch_sizes, resolve_device
 from llmql.train.core.errors import DataError, LLMQLError
@@ -103,7 +105,6 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
 def sync(cfg: SyncConfig, progress: bool = True, *, encoder=None, ql_scorer=None) -> SyncReport:
     """Encode and write `cfg.corpus` into the index; see the module docstring for the guarantees. `encoder` and
     `ql_scorer`: models already loaded (a notebook's, a benchmark's), used instead of loading `cfg.model`."""
-    from llmql.export.runtime import load_encoder
 
     start = time.perf_counter()
     source = corpus_file(cfg.corpus)
@@ -227,8 +228,6 @@ def _pipeline(source, cfg, writer, backend, state, report, existing, failures, f
     and so the committed progress, in corpus order). Returns the ids seen."""
     from tqdm.auto import tqdm
 
-    from llmql.train.core.batching import prefetched
-
     seen: set[str] = set()
     after = state.committed
     bar = tqdm(total=lines, initial=min(after, lines), unit="doc", desc=f"sync {report.index}", disable=not progress)
@@ -334,7 +333,6 @@ def _finish(cfg: SyncConfig, backend, index: str, report: SyncReport, gone: list
 def _ql_scorer(cfg: SyncConfig, device: str):
     if cfg.ql_cache == "none":
         return None
-    from llmql.export.runtime import load_ql_scorer
 
     try:
         return load_ql_scorer(cfg.model, runtime=cfg.runtime, device=device)

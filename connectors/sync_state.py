@@ -23,13 +23,13 @@ from typing import Any
 from llmql.connectors.corpus import corpus_file
 from llmql.connectors.shards import WHOLE, Shard
 from llmql.train.core.errors import LLMQLError
+from llmql.train.core.model_sources import cache_root
 
 log = logging.getLogger(__name__)
 
 
 def state_path(cfg: Any, shard: Shard = WHOLE) -> Path:
     """Where progress of this (backend, location, index or alias, corpus, shard) is kept (`cfg`: a SyncConfig)."""
-    from llmql.train.core.model_sources import cache_root
 
     key = [cfg.backend, cfg.url, cfg.alias or cfg.index, str(corpus_file(cfg.corpus).resolve())]
     key = json.dumps(key + ([str(shard)] if shard.count > 1 else []))

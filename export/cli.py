@@ -1,4 +1,7 @@
-"""`llmql-export`: a trained retriever -> ONNX graphs, checked for parity before anything is kept."""
+"""`llmql-export`: a trained retriever -> ONNX graphs, checked for parity before anything is kept.
+
+Each command imports the library it calls inside its body: `--help` and option errors answer at once, and
+torch, transformers or an engine's client load only for the command that needs them."""
 
 from __future__ import annotations
 

@@ -16,17 +16,24 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from llmql.export.graphs import EmbeddingGraph, QLDocumentGraph, QLQueryGraph
 from llmql.export.manifest import MANIFEST, SEARCH_FILE, onnx_versions, read_manifest, write_manifest
 from llmql.export.onnx_config import ENCODER, QL_DOCUMENT, QL_QUERY, onnx_config_for
+from llmql.export.runtime import OnnxEncoder, OnnxQLScorer, session
+from llmql.export.validate import EDGE_CASES, EDGE_QUERIES, encoder_parity, ndcg_at_10, real_passages
 from llmql.train.core.config import save_llmql_config
+from llmql.train.core.cpu import cpu_flags
 from llmql.train.core.errors import LLMQLError, ModelError
 from llmql.train.core.identity import model_identity
 from llmql.train.core.model_sources import model_location
-from llmql.train.core.tokenization import TOKENIZER_FILE
+from llmql.train.core.tokenization import TOKENIZER_FILE, PromptTokenizer
+from llmql.train.data import load_beir
+from llmql.train.encoder import Encoder
+from llmql.train.modeling import BiEncoder, load_for_inference
+from llmql.train.ql_scorer import QLScorer
 
 if TYPE_CHECKING:
     from llmql.train.core.tokenization import PromptTokenizer
-    from llmql.train.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +127,6 @@ def _replace(tmp: Path, out: Path) -> None:
 
 
 def _export_into(cfg: ExportConfig, tmp: Path) -> dict:
-    from llmql.export.validate import EDGE_CASES, real_passages
-    from llmql.train.core.tokenization import PromptTokenizer
-    from llmql.train.encoder import Encoder
-    from llmql.train.modeling import BiEncoder, load_for_inference
 
     lm, hf_tokenizer, model_config = load_for_inference(cfg.model, adapter=True)
     export_config = replace(model_config, adapter=None)
@@ -172,8 +175,6 @@ def _validate_encoders(
     The int8 copy is written here (it is made from the checked fp32 graph) and, with validation data, its nDCG@10
     delta on a slice is recorded beside its cosines. Raises when a graph falls below its floor.
     """
-    from llmql.export.runtime import OnnxEncoder, session
-    from llmql.export.validate import EDGE_QUERIES, encoder_parity
 
     rows = prompt.passages([t for t, _ in passages], [x for _, x in passages]) + prompt.queries(EDGE_QUERIES)
     rows.append(rows[-1][:1] + rows[-1][-1:])  # a two-token row: one token and [E]
@@ -204,8 +205,6 @@ def _export_graph(lm, graph: str, pad_token_id: int, opset: int, path: Path) -> 
     import warnings
 
     from optimum.exporters.onnx.convert import export_pytorch
-
-    from llmql.export.graphs import EmbeddingGraph, QLDocumentGraph, QLQueryGraph
 
     module = {ENCODER: EmbeddingGraph, QL_DOCUMENT: QLDocumentGraph, QL_QUERY: QLQueryGraph}[graph](lm)
     config = onnx_config_for(lm, graph, pad_token_id)
@@ -256,8 +255,6 @@ def _quantize_int8(source: Path, target: Path) -> None:
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
-    from llmql.train.core.cpu import cpu_flags
-
     flags = cpu_flags()
     options = {"is_static": False, "per_channel": True, "nodes_to_exclude": int8_exclusions(source)}
     if "avx512_vnni" in flags or "avx512vnni" in flags:
@@ -281,8 +278,6 @@ def _quantize_int8(source: Path, target: Path) -> None:
 def _int8_ndcg_delta(data_dir: str, fp32, int8, queries: int = 50, extra_docs: int = 300) -> dict[str, float]:
     """nDCG@10 of fp32 and int8 on a small slice: `queries` judged queries over their relevant documents plus
     the first `extra_docs` documents of the corpus."""
-    from llmql.export.validate import ndcg_at_10
-    from llmql.train.data import load_beir
 
     root = Path(data_dir)
     split = "test" if (root / "qrels" / "test.tsv").is_file() else "train"
@@ -303,9 +298,6 @@ def _int8_ndcg_delta(data_dir: str, fp32, int8, queries: int = 50, extra_docs: i
 
 def _export_ql(lm, prompt, cfg: ExportConfig, tmp: Path, passages: list[tuple[str, str]]) -> dict:
     """The QL scorer as two graphs, checked against the PyTorch full forward pass under Attention Stop."""
-    from llmql.export.runtime import OnnxQLScorer, session
-    from llmql.export.validate import EDGE_QUERIES
-    from llmql.train.ql_scorer import QLScorer
 
     _export_graph(lm, QL_DOCUMENT, prompt.config.pad_token_id, cfg.opset, tmp / QL_DOCUMENT_FILE)
     _export_graph(lm, QL_QUERY, prompt.config.pad_token_id, cfg.opset, tmp / QL_QUERY_FILE)

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from llmql.export.manifest import onnx_versions, sha256
+from llmql.export.validate import EDGE_QUERIES
 from llmql.train.core.config import ModelConfig
 from llmql.train.core.prompts import split_template
 from llmql.train.core.tokenization import TOKENIZER_FILE
@@ -131,8 +132,6 @@ def _tokenizer_parity(spec: dict, side: str, reference) -> dict:
     """Cosine between embeddings of ml-commons-style token ids and llmql's own, on a few texts."""
     import numpy as np
     from tokenizers import Tokenizer
-
-    from llmql.export.validate import EDGE_QUERIES
 
     texts = [
         *EDGE_QUERIES,

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from llmql.export.manifest import read_manifest
-from llmql.train.core.cpu import cpu_threads
+from llmql.train.core.cpu import cpu_has_bf16, cpu_threads
 from llmql.train.core.device import DeviceError, resolve_device
 from llmql.train.core.end_states import EndStateArrays
 from llmql.train.core.errors import ModelError
+from llmql.train.core.identity import PREFIX, model_identity
 from llmql.train.core.ql_base import QLScorerBase
 from llmql.train.core.text_encoder import TextEncoderBase
 from llmql.train.core.tokenization import PromptTokenizer
@@ -100,8 +101,6 @@ def export_identity(manifest: dict) -> str:
     recorded, a digest of the export's own files, which is just as specific."""
     import hashlib
 
-    from llmql.train.core.identity import PREFIX
-
     recorded = manifest["source"].get("identity")
     if recorded:
         return recorded
@@ -124,7 +123,6 @@ def _torch_source(directory: Path, runtime: str, device: str = "cpu") -> str | N
         runtime = "torch"
     if runtime == "onnx":
         return None
-    from llmql.train.core.cpu import cpu_has_bf16
 
     manifest = read_manifest(directory)
     source = manifest["source"]["model"]
@@ -149,7 +147,6 @@ def _torch_source(directory: Path, runtime: str, device: str = "cpu") -> str | N
 
 
 def _check_unchanged(directory: Path, manifest: dict, source: str) -> None:
-    from llmql.train.core.identity import model_identity
 
     recorded = manifest["source"].get("identity")
     if recorded and model_identity(source) != recorded:
@@ -162,7 +159,6 @@ def load_encoder(
     """An export directory -> OnnxEncoder (or PyTorch on its source, see `_torch_source`); a model directory or
     name -> the PyTorch Encoder. `device`: auto, cpu, cuda or cuda:N (`llmql.train.core.device.resolve_device`).
     Either way `identity` names the trained model, so indexes match across runtimes and devices."""
-    from llmql.train.core.identity import model_identity
 
     device = resolve_device(device)
     path_obj = Path(path)
@@ -173,7 +169,7 @@ def load_encoder(
         identity, path = export_identity(read_manifest(path_obj)), source
     else:
         identity = model_identity(path)
-    from llmql.train.encoder import Encoder
+    from llmql.train.encoder import Encoder  # torch, only when this runs: the ONNX path stays torch-free
 
     return Encoder.from_pretrained(path, device=device, identity=identity, directory=str(path_obj))
 
@@ -192,6 +188,6 @@ def load_ql_scorer(path: str | Path, threads: int | None = None, runtime: str = 
         from llmql.train.core.identity import model_identity
 
         identity = model_identity(path)
-    from llmql.train.ql_scorer import QLScorer
+    from llmql.train.ql_scorer import QLScorer  # torch, only when this runs: the ONNX path stays torch-free
 
     return QLScorer.from_pretrained(path, device=device, identity=identity)

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llmql.connectors.base import check_filter
+
 MAX_BODY_BYTES = 1 << 20
 MAX_TEXT_CHARS = 20_000
 MAX_ITEMS = 256
@@ -49,7 +51,6 @@ class SearchRequest(Strict):
     @field_validator("filter")
     @classmethod
     def _filter(cls, value: dict | None) -> dict | None:
-        from llmql.connectors.base import check_filter
 
         return None if value is None else check_filter(value)
 
@@ -95,5 +96,3 @@ class EmbedRequest(Strict):
         if blank:
             raise ValueError(f"texts {blank[:5]} are blank")
         return texts
-
-

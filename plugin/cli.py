@@ -1,4 +1,7 @@
-"""`llmql`, the umbrella command: quickstart, serve, tune, and every other command under one name."""
+"""`llmql`, the umbrella command: quickstart, serve, tune, and every other command under one name.
+
+Each command imports the library it calls inside its body: `--help` and option errors answer at once, and
+torch, transformers or an engine's client load only for the command that needs them."""
 
 from __future__ import annotations
 

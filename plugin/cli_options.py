@@ -7,6 +7,7 @@ import math
 
 import click
 
+from llmql.connectors.base import check_filter
 from llmql.connectors.cli_options import CONTEXT, backend_options, device_option
 
 __all__ = ["CONTEXT", "backend_options", "device_option", "fusion_option", "parse_filter", "parse_floats"]
@@ -23,7 +24,6 @@ def fusion_option(applies_to: str = ""):
 
 
 def parse_filter(text: str | None):
-    from llmql.connectors.base import check_filter
 
     if not text:
         return None

@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from llmql.plugin.api_schema import MAX_ITEMS, MAX_TEXT_CHARS, Strict, Text, not_blank
+from llmql.plugin.rerank import QLReranker
 from llmql.plugin.service_state import ServiceState
 
 ModelName = Annotated[str, Field(min_length=1, max_length=256)]
@@ -67,6 +68,7 @@ class CompatRerankRequest(Strict):
         if blank:
             raise ValueError(f"documents {blank[:5]} are blank")
         return documents
+
     model: ModelName | None = None
     top_n: int | None = Field(None, ge=1)
     return_documents: bool = False
@@ -132,8 +134,6 @@ def _encoded(vector: np.ndarray, encoding: str) -> list[float] | str:
 
 def _rerank(models: ServiceState, model_name: str, body: CompatRerankRequest) -> dict:
     from fastapi import HTTPException
-
-    from llmql.plugin.rerank import QLReranker
 
     _check_model(body.model, model_name)
     if models.ql_scorer is None:

@@ -17,8 +17,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from llmql.connectors.registry import open_backend
+from llmql.export.runtime import load_encoder, load_ql_scorer
 from llmql.plugin.fusion import rerank_head
+from llmql.plugin.search import HybridSearcher, SearchConfig, default_config
+from llmql.plugin.search_settings import read_search_settings
+from llmql.plugin.significance import versus
+from llmql.plugin.word_ql import DirichletQL
 from llmql.train.core.device import resolve_device
+from llmql.train.data import load_beir
 
 RUNS = ("bm25", "dense", "hybrid", "hybrid+ql", "ql", "ql-dirichlet", "tuned")
 
@@ -85,11 +92,6 @@ def write_trec(path: Path, run: dict[str, dict[str, float]], name: str) -> None:
 
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Every run in `cfg.runs` over the split's judged queries; writes NAME.run files and summary.json."""
-    from llmql.connectors.registry import open_backend
-    from llmql.export.runtime import load_encoder, load_ql_scorer
-    from llmql.plugin.search import HybridSearcher
-    from llmql.plugin.word_ql import DirichletQL
-    from llmql.train.data import load_beir
 
     _check(cfg)
     device = resolve_device(cfg.device)
@@ -162,7 +164,6 @@ class RunSettings:
 
 
 def _settings(cfg: EvalConfig) -> RunSettings:
-    from llmql.plugin.search_settings import read_search_settings
 
     tuned = (read_search_settings(cfg.model) or {}).get("search", {})
     depth = cfg.rerank_depth or tuned.get("rerank_depth") or 100
@@ -173,7 +174,6 @@ def _settings(cfg: EvalConfig) -> RunSettings:
 
 
 def _run_configs(cfg: EvalConfig, settings: RunSettings, encoder, scorer) -> dict:
-    from llmql.plugin.search import SearchConfig, default_config
 
     base = SearchConfig(bm25_k=cfg.depth, knn_k=cfg.depth, ql_path=cfg.ql_path)
     hybrid = replace(
@@ -192,7 +192,6 @@ def _run_configs(cfg: EvalConfig, settings: RunSettings, encoder, scorer) -> dic
 
 def _compare_with_bm25(runs: dict) -> None:
     """Each run's paired nDCG@10 difference from BM25 over the queries, with a 95% bootstrap interval."""
-    from llmql.plugin.significance import versus
 
     if "bm25" not in runs:
         return

@@ -11,6 +11,9 @@ an unreachable engine or a full model queue 503 with Retry-After, an unknown ind
 
 from __future__ import annotations
 
+from llmql.connectors.base import BackendError, BackendUnavailable, UnknownIndex
+from llmql.plugin.batcher import Overloaded
+
 OPENAI_ROUTES = ("/v1/embeddings", "/v1/models")
 COHERE_ROUTES = ("/v1/rerank",)
 
@@ -35,9 +38,6 @@ def add_error_handlers(app) -> None:
     """Every failure a route can meet becomes an answer in its family's shape."""
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException  # FastAPI's and Starlette's own (a body that is not UTF-8)
-
-    from llmql.connectors.base import BackendError, BackendUnavailable, UnknownIndex
-    from llmql.plugin.batcher import Overloaded
 
     async def http_error(request, err: HTTPException):
         return error_response(request.url.path, err.status_code, str(err.detail), getattr(err, "headers", None))

@@ -16,8 +16,15 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from llmql.connectors.sync import SyncConfig, sync
+from llmql.plugin.evaluate import EvalConfig, evaluate, format_table
+from llmql.plugin.search import SearchConfig
+from llmql.plugin.search_settings import describe, read_search_settings, search_config
+from llmql.plugin.tune import TuneConfig, tune
+from llmql.train.core.config import ContrastiveTrainConfig, LoraSettings, OptimConfig, QLTrainConfig
 from llmql.train.core.device import is_cuda, resolve_device
 from llmql.train.core.errors import LLMQLError
+from llmql.train.core.model_sources import cache_root
 from llmql.train.data import hold_out_queries
 
 
@@ -36,8 +43,6 @@ def default_workdir(model: str = "smollm2-135m") -> Path:
     and model, so that another clone or version never reuses this one's models without saying so."""
     import hashlib
     import importlib.metadata
-
-    from llmql.train.core.model_sources import cache_root
 
     try:
         version = importlib.metadata.version("llmql")
@@ -119,8 +124,7 @@ class QuickstartConfig:
 
 def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
     """The six steps in order; each is skipped when its output already exists."""
-    from llmql.export.convert import ExportConfig, export_model
-    from llmql.plugin.evaluate import format_table
+    from llmql.export.convert import ExportConfig, export_model  # torch and the trainers, only when this step runs
 
     if is_cuda(resolve_device(cfg.device)):  # a GPU that is not here is refused before any work
         cfg = replace(cfg, budget=cfg.budget * GPU_BUDGET)
@@ -175,8 +179,6 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
 
 def _row_settings(export: Path) -> list[str]:
     """What each row of the table ran, in words."""
-    from llmql.plugin.search import SearchConfig
-    from llmql.plugin.search_settings import describe, search_config
 
     tuned = search_config(export)
     hybrid = SearchConfig(mode="hybrid", fusion=tuned.fusion, weights=tuned.weights)
@@ -204,8 +206,6 @@ def _next_commands(cfg: QuickstartConfig, data: Path, export: Path, url: str) ->
 
 def _tune(cfg: QuickstartConfig, data: Path, export: Path, url: str, held_out: Path) -> list[str]:
     """Tune once (search.json beside the export); a rerun reads the earlier choice."""
-    from llmql.plugin.search_settings import read_search_settings
-    from llmql.plugin.tune import TuneConfig, tune
 
     settings = read_search_settings(export)
     if settings is None:
@@ -233,8 +233,7 @@ def _tune(cfg: QuickstartConfig, data: Path, export: Path, url: str, held_out: P
 
 
 def _train_stage1(cfg: QuickstartConfig, out: Path, steps: int, held_out: Path) -> None:
-    from llmql.train.core.config import OptimConfig, QLTrainConfig
-    from llmql.train.run import train_ql
+    from llmql.train.run import train_ql  # torch and the trainers, only when this step runs
 
     train_ql(
         QLTrainConfig(
@@ -252,8 +251,7 @@ def _train_stage1(cfg: QuickstartConfig, out: Path, steps: int, held_out: Path) 
 
 
 def _train_stage2(cfg: QuickstartConfig, stage1: Path, out: Path, steps: int, held_out: Path) -> None:
-    from llmql.train.core.config import ContrastiveTrainConfig, LoraSettings, OptimConfig
-    from llmql.train.run import train_contrastive
+    from llmql.train.run import train_contrastive  # torch and the trainers, only when this step runs
 
     train_contrastive(
         ContrastiveTrainConfig(
@@ -280,7 +278,6 @@ def _train_stage2(cfg: QuickstartConfig, stage1: Path, out: Path, steps: int, he
 
 
 def _sync(cfg: QuickstartConfig, corpus: Path, export: Path, url: str, work: Path):
-    from llmql.connectors.sync import SyncConfig, sync
 
     report = sync(
         SyncConfig(
@@ -303,8 +300,6 @@ def _sync(cfg: QuickstartConfig, corpus: Path, export: Path, url: str, work: Pat
 
 
 def _evaluate(cfg: QuickstartConfig, data: Path, export: Path, url: str, work: Path) -> dict:
-    from llmql.plugin.evaluate import EvalConfig, evaluate
-    from llmql.plugin.search_settings import read_search_settings
 
     tuned_depth = read_search_settings(export)["search"]["rerank_depth"]
 

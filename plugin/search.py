@@ -38,9 +38,7 @@ class SearchResult:
     ql_path: str | None = None
 
 
-def default_config(
-    encoder: TextEncoder | None = None, ql_scorer: QueryLikelihoodScorer | None = None
-) -> SearchConfig:
+def default_config(encoder: TextEncoder | None = None, ql_scorer: QueryLikelihoodScorer | None = None) -> SearchConfig:
     config = search_config(getattr(encoder, "directory", None))
     return config if ql_scorer is not None else replace(config, rerank_depth=0)
 

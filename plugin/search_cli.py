@@ -1,4 +1,7 @@
-"""`llmql-search`, `llmql-eval` and `llmql tune`: searching an index, measuring it, and tuning how to search it."""
+"""`llmql-search`, `llmql-eval` and `llmql tune`: searching an index, measuring it, and tuning how to search it.
+
+Each command imports the library it calls inside its body: `--help` and option errors answer at once, and
+torch, transformers or an engine's client load only for the command that needs them."""
 
 from __future__ import annotations
 

@@ -12,14 +12,22 @@ only the indexes the service was started with, each checked against the models a
 that cannot be reached is a 503, an unknown index a 404.
 """
 
-
 from __future__ import annotations
 
 from dataclasses import replace
 
+from llmql.connectors.base import BackendError
+from llmql.connectors.registry import open_backend
+from llmql.export.runtime import load_encoder, load_ql_scorer
 from llmql.plugin.api_schema import MAX_BODY_BYTES, EmbedRequest, RerankRequest, SearchRequest, project
+from llmql.plugin.batcher import ModelBatcher, QueuedEncoder, QueuedQLScorer
 from llmql.plugin.compat_api import add_compat_routes
+from llmql.plugin.http_errors import add_error_handlers, error_response
+from llmql.plugin.index_check import check_models
+from llmql.plugin.rerank import QLReranker
+from llmql.plugin.search import HybridSearcher, default_config
 from llmql.plugin.service_state import ServiceConfig, ServiceState
+from llmql.train.core.device import resolve_device
 
 __all__ = ["MAX_BODY_BYTES", "ServiceConfig", "create_app"]
 
@@ -62,7 +70,6 @@ class BodyLimit:
 
     @staticmethod
     async def _refuse(scope, receive, send, status: int, detail: str) -> None:
-        from llmql.plugin.http_errors import error_response
 
         await error_response(scope.get("path", ""), status, detail)(scope, receive, send)
 
@@ -73,13 +80,6 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
     Every served index is checked against the models before the app exists: a model the index was not synced
     with is refused here (IndexMismatch), not answered with meaningless hits or 500s later."""
     from fastapi import FastAPI
-
-    from llmql.connectors.registry import open_backend
-    from llmql.export.runtime import load_encoder, load_ql_scorer
-    from llmql.plugin.http_errors import add_error_handlers
-    from llmql.plugin.index_check import check_models
-    from llmql.plugin.search import default_config
-    from llmql.train.core.device import resolve_device
 
     device = resolve_device(config.device)
     backend = backend or open_backend(config.backend, config.url, create=False)  # before loading models
@@ -138,7 +138,6 @@ def _add_routes(app, models: ServiceState) -> None:
 
 
 def _queued(config: ServiceConfig, encoder, ql_scorer):
-    from llmql.plugin.batcher import ModelBatcher, QueuedEncoder, QueuedQLScorer
 
     batcher = ModelBatcher(encoder, config.max_batch_tokens, config.max_wait_ms, config.max_queue)
     return (
@@ -167,8 +166,6 @@ def _threads_for(config: ServiceConfig):
 def _health(models: ServiceState):
     from fastapi.responses import JSONResponse
 
-    from llmql.connectors.base import BackendError
-
     try:
         count = models.backend.count(models.config.index)
     except BackendError as err:
@@ -187,8 +184,6 @@ def _health(models: ServiceState):
 
 def _search(models: ServiceState, body: SearchRequest) -> dict:
     from fastapi import HTTPException
-
-    from llmql.plugin.search import HybridSearcher
 
     index, config, tuned = models.index_of(body.index), models.config, models.tuned
     if body.fields:
@@ -238,8 +233,6 @@ def _check_fields(models: ServiceState, index: str, fields: list[str]) -> None:
 
 def _rerank(models: ServiceState, body: RerankRequest) -> dict:
     from fastapi import HTTPException
-
-    from llmql.plugin.rerank import QLReranker
 
     if models.ql_scorer is None:
         raise HTTPException(400, "the service was started without a QL scorer (--ql-model)")

@@ -60,5 +60,3 @@ class ServiceState:
         if index not in self.ql_paths:
             raise HTTPException(403, f"index {index!r} is not served here (served: {', '.join(self.ql_paths)})")
         return index
-
-

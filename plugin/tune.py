@@ -12,9 +12,17 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from llmql.plugin.search_settings import tuned_fields
+from llmql.connectors.registry import open_backend
+from llmql.export.runtime import load_encoder, load_ql_scorer
+from llmql.plugin.evaluate import score_run
+from llmql.plugin.index_check import check_models
+from llmql.plugin.rerank import QLReranker
+from llmql.plugin.search import SearchConfig
+from llmql.plugin.search_settings import save_search_settings, tuned_fields
 from llmql.plugin.tuning import DEPTHS, Fusion, Trial, choose_fusion, choose_rerank, fused_run
 from llmql.train.core.device import resolve_device
+from llmql.train.core.errors import DataError
+from llmql.train.data import load_beir, read_id_file
 
 
 @dataclass(frozen=True)
@@ -38,12 +46,6 @@ class TuneConfig:
 
 def tune(cfg: TuneConfig, progress: bool = True) -> dict:
     """Tune, write search.json, and return what was written."""
-    from llmql.connectors.registry import open_backend
-    from llmql.export.runtime import load_encoder, load_ql_scorer
-    from llmql.plugin.index_check import check_models
-    from llmql.plugin.rerank import QLReranker
-    from llmql.plugin.search import SearchConfig
-    from llmql.plugin.search_settings import save_search_settings
 
     device = resolve_device(cfg.device)
     queries, qrels = _held_out(cfg)
@@ -79,8 +81,6 @@ def tune(cfg: TuneConfig, progress: bool = True) -> dict:
 
 
 def _held_out(cfg: TuneConfig) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    from llmql.train.core.errors import DataError
-    from llmql.train.data import load_beir, read_id_file
 
     data = load_beir(Path(cfg.data), cfg.split)
     keep = read_id_file(cfg.queries_file) if cfg.queries_file else set(data.qrels)
@@ -112,7 +112,6 @@ def _top_ids(scores: dict[str, float], n: int) -> list[str]:
 
 
 def _ndcg10(qrels: dict, run: dict) -> float:
-    from llmql.plugin.evaluate import score_run
 
     top = {q: {d: scores[d] for d in _top_ids(scores, 100)} for q, scores in run.items()}
     return score_run(qrels, top, 100)["metrics"]["nDCG@10"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmql.train.modeling import _inner
+from llmql.train.modeling import _inner, decoder_of
 
 ROUTES = ("auto", "dense", "flex", "two-pass")
 # The route `auto` takes: bench.train_speed on an H200 (BENCHMARKS.md, "Training on a GPU", 2026-12-04; stage 1,
@@ -52,7 +52,6 @@ PACK_TOKENS = 4096  # tokens a packed row holds (an example longer than that is 
 def prepare(lm: nn.Module, asked: str, pack: bool | None, compile: bool, device: str) -> tuple[str, int | None]:
     """Set the model up for training on `device`: its attention route (returned, with the packed row length or
     None), TF32 on a GPU, and torch.compile of the decoder when asked."""
-    from llmql.train.modeling import decoder_of
 
     route = attention_route(asked, device)
     set_route(lm, route)

@@ -1,4 +1,7 @@
-"""`llmql-train`: stage 1 (query likelihood), stage 2 (contrastive), and BM25 negative mining."""
+"""`llmql-train`: stage 1 (query likelihood), stage 2 (contrastive), and BM25 negative mining.
+
+Each command imports the library it calls inside its body: `--help` and option errors answer at once, and
+torch, transformers or an engine's client load only for the command that needs them."""
 
 from __future__ import annotations
 
@@ -38,107 +41,118 @@ def _io_options(model_help: str):
 
 
 def _optim_options(lr: float, warmup: str, batch_size: int):
-    """Options shared by both stages, with each stage's own defaults."""
+    """Options shared by both stages, with each stage's own defaults: the schedule, then how it runs."""
 
     def decorate(func):
-        options = [
-            click.option(
-                "--max-steps", type=positive(), default=None, help="Stop after N optimizer steps (overrides --epochs)."
-            ),
-            click.option(
-                "--epochs",
-                type=Finite(0, None, min_open=True),
-                default=1.0,
-                show_default=True,
-                help="Passes over the training data.",
-            ),
-            click.option(
-                "--lr",
-                type=Finite(0, 1, min_open=True),
-                default=lr,
-                show_default=True,
-                help="Peak learning rate (AdamW).",
-            ),
-            click.option(
-                "--warmup",
-                default=warmup,
-                show_default=True,
-                help="Linear warm-up: a fraction of the steps (0.1) or a step count (100).",
-            ),
-            click.option(
-                "--batch-size",
-                type=positive(),
-                default=batch_size,
-                show_default=True,
-                help="Examples (stage 1) or queries (stage 2) per process per micro-batch.",
-            ),
-            click.option(
-                "--grad-accum",
-                type=positive(),
-                default=1,
-                show_default=True,
-                help="Micro-batches per optimizer step (adds no in-batch negatives).",
-            ),
-            click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, show_default=True),
-            click.option(
-                "--bf16",
-                type=_BOOL_AUTO,
-                default="auto",
-                show_default=True,
-                help="bf16 autocast; auto = where the CPU/GPU supports it.",
-            ),
-            click.option(
-                "--gradient-checkpointing",
-                is_flag=True,
-                help="Trade compute for activation memory (turned on by itself when a step would not fit otherwise).",
-            ),
-            click.option(
-                "--save-every",
-                type=positive(),
-                default=50,
-                show_default=True,
-                help="Steps between resumable checkpoints.",
-            ),
-            click.option(
-                "--num-workers",
-                type=click.IntRange(0, 64),
-                default=None,
-                help="DataLoader processes preparing batches (tokenisation, Input Corruption) while the model trains "
-                "[default: 4 on a GPU, 0 on a CPU, whose cores the model needs].",
-            ),
-            click.option("--max-passage-tokens", type=positive(32_768), default=200, show_default=True),
-            click.option("--max-query-tokens", type=positive(32_768), default=200, show_default=True),
-            click.option(
-                "--attention",
-                type=click.Choice(["auto", "dense", "flex", "two-pass"]),
-                default="auto",
-                show_default=True,
-                help="How attention runs (llmql.train.attention): the dense mask, FlexAttention (GPU), or Attention "
-                "Stop's two passes; auto: the one measured fastest on this device (dense on a CPU and on an H200).",
-            ),
-            click.option(
-                "--pack/--no-pack",
-                default=None,
-                help="Several examples a row, each under its own mask [default: with --attention flex].",
-            ),
-            click.option(
-                "--compile",
-                is_flag=True,
-                help="torch.compile the decoder (slower start; measure before relying on it).",
-            ),
-            click.option(
-                "--exclude-queries",
-                type=click.Path(exists=True, dir_okay=False),
-                default=None,
-                help="File of query ids to leave out (a validation split).",
-            ),
-            click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint."),
-        ]
-        for option in reversed(options):
+        for option in reversed(_schedule_options(lr, warmup, batch_size) + _run_options()):
             func = option(func)
         return func
 
     return decorate
+
+
+def _schedule_options(lr: float, warmup: str, batch_size: int) -> list:
+    """Steps, epochs, learning rate and warm-up, batch and accumulation, seed."""
+    return [
+        click.option(
+            "--max-steps", type=positive(), default=None, help="Stop after N optimizer steps (overrides --epochs)."
+        ),
+        click.option(
+            "--epochs",
+            type=Finite(0, None, min_open=True),
+            default=1.0,
+            show_default=True,
+            help="Passes over the training data.",
+        ),
+        click.option(
+            "--lr",
+            type=Finite(0, 1, min_open=True),
+            default=lr,
+            show_default=True,
+            help="Peak learning rate (AdamW).",
+        ),
+        click.option(
+            "--warmup",
+            default=warmup,
+            show_default=True,
+            help="Linear warm-up: a fraction of the steps (0.1) or a step count (100).",
+        ),
+        click.option(
+            "--batch-size",
+            type=positive(),
+            default=batch_size,
+            show_default=True,
+            help="Examples (stage 1) or queries (stage 2) per process per micro-batch.",
+        ),
+        click.option(
+            "--grad-accum",
+            type=positive(),
+            default=1,
+            show_default=True,
+            help="Micro-batches per optimizer step (adds no in-batch negatives).",
+        ),
+        click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, show_default=True),
+    ]
+
+
+def _run_options() -> list:
+    """Precision, memory, checkpoints, data workers, lengths, attention route, packing, compile, held-out queries,
+    resume."""
+    return [
+        click.option(
+            "--bf16",
+            type=_BOOL_AUTO,
+            default="auto",
+            show_default=True,
+            help="bf16 autocast; auto = where the CPU/GPU supports it.",
+        ),
+        click.option(
+            "--gradient-checkpointing",
+            is_flag=True,
+            help="Trade compute for activation memory (turned on by itself when a step would not fit otherwise).",
+        ),
+        click.option(
+            "--save-every",
+            type=positive(),
+            default=50,
+            show_default=True,
+            help="Steps between resumable checkpoints.",
+        ),
+        click.option(
+            "--num-workers",
+            type=click.IntRange(0, 64),
+            default=None,
+            help="DataLoader processes preparing batches (tokenisation, Input Corruption) while the model trains "
+            "[default: 4 on a GPU, 0 on a CPU, whose cores the model needs].",
+        ),
+        click.option("--max-passage-tokens", type=positive(32_768), default=200, show_default=True),
+        click.option("--max-query-tokens", type=positive(32_768), default=200, show_default=True),
+        click.option(
+            "--attention",
+            type=click.Choice(["auto", "dense", "flex", "two-pass"]),
+            default="auto",
+            show_default=True,
+            help="How attention runs (llmql.train.attention): the dense mask, FlexAttention (GPU), or Attention "
+            "Stop's two passes; auto: the one measured fastest on this device (dense on a CPU and on an H200).",
+        ),
+        click.option(
+            "--pack/--no-pack",
+            default=None,
+            help="Several examples a row, each under its own mask [default: with --attention flex].",
+        ),
+        click.option(
+            "--compile",
+            is_flag=True,
+            help="torch.compile the decoder (slower start; measure before relying on it).",
+        ),
+        click.option(
+            "--exclude-queries",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="File of query ids to leave out (a validation split).",
+        ),
+        click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint."),
+    ]
 
 
 def parse_warmup(text: str) -> tuple[float, int | None]:

@@ -23,6 +23,7 @@ from torch import nn
 
 from llmql.train.core.config import CONFIG_NAME, ModelConfig, PromptConfig, load_llmql_config
 from llmql.train.core.errors import ModelError
+from llmql.train.core.model_sources import resolve_model
 from llmql.train.losses import target_logprobs
 from llmql.train.masks import (
     attention_stop_mod,
@@ -359,7 +360,6 @@ def load_for_inference(spec: str | Path, adapter: bool = True):
 
     adapter=True merges the contrastive LoRA (the retriever); adapter=False leaves the stage-1 base (the QL scorer).
     """
-    from llmql.train.core.model_sources import resolve_model
 
     path = resolve_model(spec)
     tokenizer = load_tokenizer(path)

@@ -21,6 +21,7 @@ from llmql.train.core.config import (
     load_llmql_config,
     save_llmql_config,
 )
+from llmql.train.core.device import resolve_device
 from llmql.train.core.errors import LLMQLError
 from llmql.train.core.model_sources import resolve_model
 from llmql.train.core.tokenization import Corruption, PromptTokenizer
@@ -173,7 +174,6 @@ def _longest_passage(prompt: PromptTokenizer) -> int:
 
 def _device() -> str:
     """The device this process trains on (accelerate's choice: its LOCAL_RANK GPU, else the CPU)."""
-    from llmql.train.core.device import resolve_device
 
     return resolve_device("auto")
 

@@ -11,6 +11,8 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+from llmql.train.core.model_sources import resolve_model
+
 PREFIX = "sha256:"
 # Files that decide the outputs: weights, configs (llmql.json holds prompts and pooling), tokenizer.
 _SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".gguf")
@@ -53,7 +55,6 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
 
 def model_identity(spec: str | Path) -> str:
     """The identity of a model directory, GGUF file or named model (resolved to its directory first)."""
-    from llmql.train.core.model_sources import resolve_model
 
     path = Path(spec).expanduser()
     if path.is_file():
