@@ -131,3 +131,29 @@ def model_view(source: Path, out: Path, **changes) -> Path:
         config, history = load_llmql_config(source)
         save_llmql_config(out, replace(config, **changes), history=history)
     return out
+
+
+def start_service(arguments: list[str], seconds: float = 300) -> tuple[subprocess.Popen, str]:
+    """`llmql serve ARGUMENTS` (through this Python, so it works where the console scripts are not installed) on a
+    free port, once its /health answers; (process, URL). The caller terminates it."""
+    import socket
+    import sys
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "llmql.plugin.cli", "serve", *arguments, "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.time() + seconds
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.time() > deadline:
+            process.kill()
+            raise RuntimeError(f"llmql serve did not come up: {process.stderr.read()[-2000:]}")
+        time.sleep(0.5)

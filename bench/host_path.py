@@ -85,10 +85,10 @@ def encoding(encoder, titles: list[str], texts: list[str], plan: Plan, tokens: i
     """encode_passages (tokenising included) at each batch size, and the model alone on pre-tokenised rows."""
     out = {}
     for size in plan.batches:
-        seconds = median(timed(lambda s=size: encoder.encode_passages(texts, titles, s, max_tokens=tokens), 2))
+        seconds = median(timed(lambda s=size: encoder.encode_passages(texts, titles, s, max_padded_tokens=tokens), 2))
         out[f"encode_passages_b{size}_per_s"] = round(len(texts) / seconds, 1)
     rows = encoder.tokenizer.passages(titles, texts)
-    seconds = median(timed(lambda: encoder.encode_ids(rows, max(plan.batches), max_tokens=tokens), 2))
+    seconds = median(timed(lambda: encoder.encode_ids(rows, max(plan.batches), max_padded_tokens=tokens), 2))
     out["model_alone_per_s"] = round(len(texts) / seconds, 1)
     return out
 
@@ -114,7 +114,7 @@ def syncs(corpus: Path, encoder, scorer, device: str) -> dict:
     runs += (("stub_model", StubEncoder(encoder.tokenizer), None, "none"),)
     for name, model, ql, cache in runs:
         cfg = SyncConfig(
-            corpus=str(corpus), model="-", backend="memory", url=":memory:", index=f"bench-{name}", ql_cache=cache
+            corpus=str(corpus), model="-", backend="memory", url=":memory:", index=f"bench-{name}", end_states=cache
         )
         start = time.perf_counter()
         report = sync(cfg, progress=False, encoder=model, ql_scorer=ql)
@@ -128,7 +128,7 @@ def syncs(corpus: Path, encoder, scorer, device: str) -> dict:
 def ql_rerank(scorer, index: str, queries: list[str], depths: tuple[int, ...]) -> dict:
     """Cached-[E] re-ranking p50 (fetch, unpack, score) per depth, and the scoring alone on unpacked states."""
     from llmql.connectors.registry import open_backend
-    from llmql.export.ql_cache import unpack
+    from llmql.connectors.state_blobs import unpack
     from llmql.plugin.rerank import QLReranker
 
     backend = open_backend("memory", ":memory:")
@@ -140,7 +140,7 @@ def ql_rerank(scorer, index: str, queries: list[str], depths: tuple[int, ...]) -
         for n, query in enumerate(queries):
             found = [h.id for h in backend.bm25(index, query, depth)]
             top = list(dict.fromkeys(found + ids))[:depth]
-            states = unpack([r.ql_state for r in backend.fetch(index, top, with_state=True).values()])
+            states = unpack([r.end_states for r in backend.fetch(index, top, with_state=True).values()])
             elapsed = reranker.rerank(query, top).seconds
             start = time.perf_counter()
             scorer.score_states(query, states)
@@ -186,7 +186,7 @@ def main() -> None:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / path.name).write_text(path.read_text())
 
-    tokens = batch_sizes(device, encoder.dim).tokens
+    tokens = batch_sizes(device, encoder.dim).padded_tokens
     n = plan.docs
     m = plan.tokenized
     step("tokenization", lambda: tokenization(encoder.tokenizer, titles[:m], texts[:m]))

@@ -5,9 +5,6 @@ the server's interpreter)."""
 from __future__ import annotations
 
 import multiprocessing
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -124,8 +121,7 @@ def load(url: str, clients: int, seconds: float, path: str = "/embed") -> dict:
 def http_rates(model: str, device: str, work: Path, corpus: Path, clients: tuple[int, ...], seconds: float) -> dict:
     """A real `llmql serve` process over a small memory index (on disk, so the server opens it): /embed at the
     fewest and the most clients."""
-    import httpx
-
+    from bench.common import start_service
     from llmql.connectors.sync import SyncConfig, sync
 
     small = work / "serve-corpus.jsonl"
@@ -133,24 +129,9 @@ def http_rates(model: str, device: str, work: Path, corpus: Path, clients: tuple
     index_dir = work / "serve-index"
     cfg = SyncConfig(corpus=str(small), model=model, backend="memory", url=str(index_dir), index="docs", device=device)
     sync(cfg, progress=False)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "llmql.plugin.cli", "serve", "--backend", "memory", "--url", str(index_dir)]
-    command += ["--index", "docs", "--model", model, "--device", device, "--port", str(port), "--max-queue", "256"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    arguments = ["--backend", "memory", "--url", str(index_dir), "--index", "docs", "--model", model]
+    server, url = start_service([*arguments, "--device", device, "--max-queue", "256"])
     try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"llmql serve did not come up: {server.stderr.read()[-2000:]}")
-            time.sleep(0.5)
         load(url, 1, 1.0)  # warm-up
         return {f"embed_clients_{n}": load(url, n, seconds) for n in (clients[0], clients[-1])}
     finally:

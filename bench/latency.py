@@ -51,7 +51,7 @@ def main() -> None:
 
     results = {
         "storage_bytes_per_document": {
-            "ql_state_fp16": len(records[0].ql_state),
+            "ql_state_fp16": len(records[0].end_states),
             "vector_float32": int(records[0].vector.shape[0] * 4),
         },
         "engines": {},
@@ -69,7 +69,7 @@ def encoded_records(data, ids: list[str], corpus: Path, encoder, scorer, identit
     """The documents `ids` as records with their vectors and fp16 [E] states, encoded once for every engine."""
     from llmql.connectors.base import Record
     from llmql.connectors.corpus import content_hash, read_corpus
-    from llmql.export.ql_cache import pack
+    from llmql.connectors.state_blobs import pack
 
     corpus.write_text(
         "".join(json.dumps({"_id": i, "title": data.corpus[i].title, "text": data.corpus[i].text}) + "\n" for i in ids)

@@ -15,13 +15,12 @@ import json
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from bench.common import SHARED_DATA, write_results
+from bench.common import SHARED_DATA, start_service, write_results
 
 QUERIES = [
     "aspirin lowers the risk of stroke",
@@ -38,24 +37,9 @@ def free_port() -> int:
 
 
 def serve(args, index_dir: Path, batching: bool) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = [str(Path(sys.executable).parent / "llmql"), "serve", "--url", str(index_dir), "--index", "docs"]
-    command += ["--model", args.model, "--runtime", args.runtime, "--device", args.device, "--port", str(port)]
-    command += [] if batching else ["--no-batching"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            raise RuntimeError(f"llmql serve exited with {process.returncode}")
-        time.sleep(0.5)
-    raise RuntimeError("llmql serve did not come up")
+    arguments = ["--url", str(index_dir), "--index", "docs", "--model", args.model, "--runtime", args.runtime]
+    arguments += ["--device", args.device] + ([] if batching else ["--no-batching"])
+    return start_service(arguments)
 
 
 def load(url: str, path: str, body_of, concurrency: int, seconds: float) -> dict:

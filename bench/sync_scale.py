@@ -66,7 +66,7 @@ def one_engine(engine: str, location: str, corpus: Path, model: Path, args) -> d
         index=index,
         batch_size=args.batch_size,
         encode_batch_size=args.encode_batch_size,
-        max_batch_tokens=args.max_batch_tokens,
+        max_padded_tokens=args.max_padded_tokens,
         runtime=args.runtime,
         device=args.device,
         failures_file=str(corpus.parent / f"failures-{engine}.jsonl"),
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--engines", default="embedded,opensearch")
     parser.add_argument("--batch-size", type=int, default=2000, help="documents per bulk write")
     parser.add_argument("--encode-batch-size", type=int, default=256)
-    parser.add_argument("--max-batch-tokens", type=int, default=32768)
+    parser.add_argument("--max-padded-tokens", type=int, default=32768)
     parser.add_argument("--runtime", default="onnx", choices=["onnx", "torch", "auto"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--child", nargs=4, metavar=("ENGINE", "LOCATION", "CORPUS", "MODEL"), help=argparse.SUPPRESS)
@@ -128,7 +128,9 @@ def main() -> None:
         out = subprocess.run([*child, str(model)], check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    settings = {k: getattr(args, k) for k in ("docs", "batch_size", "encode_batch_size", "max_batch_tokens", "runtime")}
+    settings = {
+        k: getattr(args, k) for k in ("docs", "batch_size", "encode_batch_size", "max_padded_tokens", "runtime")
+    }
     write_results("sync_scale", {"settings": settings, "model": "tiny random Llama (2 layers, 32 wide)", "rows": rows})
 
 

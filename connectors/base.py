@@ -80,7 +80,7 @@ class Passage:
     start: int
     end: int
     vector: np.ndarray | None = None
-    ql_state: bytes | None = None
+    end_states: bytes | None = None  # packed [E] states (llmql.connectors.state_blobs)
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Record:
     text: str
     vector: np.ndarray | None = None  # float32 [dim], L2-normalised; None in a chunked index
     content_hash: str = ""
-    ql_state: bytes | None = None  # packed [E] states (see llmql.export.ql_cache)
+    end_states: bytes | None = None  # packed [E] states (llmql.connectors.state_blobs)
     fields: dict[str, FieldValue] = field(default_factory=dict)
     passages: tuple[Passage, ...] = ()  # a chunked index's passages, in text order
 

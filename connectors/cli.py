@@ -12,7 +12,7 @@ import sys
 import click
 
 from llmql.connectors.cli_options import CONTEXT, backend_options
-from llmql.train.core.cli import cli_errors
+from llmql.train.core.cli import cli_errors, renamed_option, with_renamed
 
 
 def _shard(value: str | None) -> str | None:
@@ -49,7 +49,7 @@ def _shard(value: str | None) -> str | None:
     help="Passages per model call, at most  [default: 32 on a CPU, 1,024 on a GPU]",
 )
 @click.option(
-    "--max-batch-tokens",
+    "--max-padded-tokens",
     type=click.IntRange(1, None),
     default=None,
     help="Padded tokens per model call, at most: short passages go in large batches, long ones in small  "
@@ -75,11 +75,13 @@ def _shard(value: str | None) -> str | None:
     help="Bad corpus lines (bad JSON, missing/duplicate id, empty text): stop, or skip and report.",
 )
 @click.option(
-    "--ql-cache",
+    "--end-states",
     type=click.Choice(["none", "fp16", "int8"]),
-    default="none",
-    help="Store each document's [E] states for fast QL re-ranking (needs an export with --ql-scorer).",
+    default=None,
+    help="Store each document's [E] states for fast QL re-ranking (needs an export with --ql-scorer)  [default: none]",
 )
+@renamed_option("--ql-cache", "--end-states", type=click.Choice(["none", "fp16", "int8"]))
+@renamed_option("--max-batch-tokens", "--max-padded-tokens", type=click.IntRange(1, None))
 @click.option(
     "--chunk",
     is_flag=True,
@@ -156,6 +158,8 @@ def main(
         logging.getLogger(noisy).setLevel(logging.ERROR)  # their retries log tracebacks; our errors say it all
     if options["insecure"]:
         click.echo("warning: TLS certificate verification is off (--insecure)", err=True)
+    options = with_renamed(options)
+    options["end_states"] = options["end_states"] or "none"
     cfg = SyncConfig(
         corpus=corpus,
         failures_file=failures,

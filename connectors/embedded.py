@@ -187,7 +187,7 @@ class EmbeddedBackend:
                 r["text"],
                 vector=np.asarray(r["vector"], dtype=np.float32) if with_vector else None,
                 content_hash=r["content_hash"],
-                ql_state=r.get("ql_state"),
+                end_states=r.get("ql_state"),
                 fields=json.loads(r["fields"] or "{}"),
             )
             for r in rows

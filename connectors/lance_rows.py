@@ -53,7 +53,7 @@ def rows_of(r: Record, declared: list[str], chunked: bool) -> list[dict]:
     }
     whole = {"title": r.title, "text": r.text, "search_text": f"{r.title} {r.text}".strip()}
     if not chunked:
-        return [{**common, **whole, "vector": _vector(r.vector), "ql_state": r.ql_state}]
+        return [{**common, **whole, "vector": _vector(r.vector), "ql_state": r.end_states}]
     empty = {"title": "", "text": "", "search_text": ""}
     return [
         {
@@ -63,7 +63,7 @@ def rows_of(r: Record, declared: list[str], chunked: bool) -> list[dict]:
             "start": p.start,
             "end": p.end,
             "vector": _vector(p.vector),
-            "ql_state": p.ql_state,
+            "ql_state": p.end_states,
         }
         for i, p in enumerate(r.passages)
     ]

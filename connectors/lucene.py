@@ -55,11 +55,11 @@ def source_of(r: Record) -> dict:
     }
     if r.passages:
         source[PASSAGES] = [
-            {"start": p.start, "end": p.end, "vector": _vector_json(p.vector), "ql_state": _state_json(p.ql_state)}
+            {"start": p.start, "end": p.end, "vector": _vector_json(p.vector), "ql_state": _state_json(p.end_states)}
             for p in r.passages
         ]
     else:
-        source.update(vector=_vector_json(r.vector), ql_state=_state_json(r.ql_state))
+        source.update(vector=_vector_json(r.vector), ql_state=_state_json(r.end_states))
     return source
 
 
@@ -82,7 +82,7 @@ def record_of(doc_id: str, src: dict) -> Record:
         src.get("text", ""),
         vector=_array(src.get("vector")),
         content_hash=src.get("content_hash", ""),
-        ql_state=_bytes(src.get("ql_state")),
+        end_states=_bytes(src.get("ql_state")),
         fields=src.get("fields") or {},
         passages=passages,
     )

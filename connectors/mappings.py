@@ -8,7 +8,7 @@ from llmql.connectors.filters import Filter, lucene_filter, parse_filter
 
 META_KEY = "llmql"
 SOURCE_EXCLUDES = ["vector", "ql_state", "search_text", "passages"]
-PASSAGES = "passages"  # a chunked index's nested passages: vector, start, end, ql_state
+PASSAGES = "passages"  # a chunked index's nested passages: vector, start, end, ql_state (its end states)
 
 
 def _common_properties() -> dict[str, Any]:

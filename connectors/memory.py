@@ -290,13 +290,13 @@ def _check_records(location: str, target: _Index, records: Sequence[Record]) -> 
 def _view(record: Record, with_state: bool, with_vector: bool) -> Record:
     """A stored record as `fetch` returns it: states and vectors only when asked for."""
     passages = tuple(
-        replace(p, vector=p.vector if with_vector else None, ql_state=p.ql_state if with_state else None)
+        replace(p, vector=p.vector if with_vector else None, end_states=p.end_states if with_state else None)
         for p in record.passages
     )
     return replace(
         record,
         vector=record.vector if with_vector else None,
-        ql_state=record.ql_state if with_state else None,
+        end_states=record.end_states if with_state else None,
         passages=passages,
     )
 

@@ -76,10 +76,10 @@ def encode_records(records: Sequence[Record], dim: int) -> dict[str, np.ndarray]
         arrays["p.doc"] = np.array([i for i, _ in passages], dtype=np.int64)
         arrays["p.span"] = np.array([(p.start, p.end) for _, p in passages], dtype=np.int64).reshape(-1, 2)
         arrays["p.vectors"] = _vectors([p.vector for _, p in passages], dim)
-        arrays |= {f"p.state.{k}": v for k, v in _blobs([p.ql_state for _, p in passages]).items()}
+        arrays |= {f"p.state.{k}": v for k, v in _blobs([p.end_states for _, p in passages]).items()}
     else:
         arrays["vectors"] = _vectors([r.vector for r in records], dim)
-        arrays |= {f"state.{k}": v for k, v in _blobs([r.ql_state for r in records]).items()}
+        arrays |= {f"state.{k}": v for k, v in _blobs([r.end_states for r in records]).items()}
     return arrays
 
 

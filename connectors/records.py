@@ -77,10 +77,10 @@ class DocumentEncoder:
         """Records with their vectors (and packed [E] states with a QL cache)."""
         if not work.docs:
             return []
-        vectors, states = encode_documents(self.encoder, self.ql, work.rows, self.sizes.rows, self.sizes.tokens)
+        vectors, states = encode_documents(self.encoder, self.ql, work.rows, self.sizes.rows, self.sizes.padded_tokens)
         blobs = None
         if states is not None:
-            from llmql.export.ql_cache import pack
+            from llmql.connectors.state_blobs import pack
 
             blobs = pack(states, self.ql_format)
         if work.spans is None:

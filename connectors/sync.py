@@ -49,13 +49,13 @@ class SyncConfig:
     # None: the device's defaults (llmql.train.core.device.batch_sizes: 64 / 32 / 8,192 on a CPU, more on a GPU)
     batch_size: int | None = None  # documents a bulk write (and a committed step of progress)
     encode_batch_size: int | None = None  # rows a model call, at most
-    max_batch_tokens: int | None = None  # padded tokens a model call, at most
+    max_padded_tokens: int | None = None  # padded tokens a model call, at most
     recreate: bool = False
     incremental: bool = False
     delete_missing: bool = False
     resume: bool = False
     on_error: Literal["skip", "fail"] = "fail"
-    ql_cache: Literal["none", "fp16", "int8"] = "none"
+    end_states: Literal["none", "fp16", "int8"] = "none"
     corpus_format: CorpusFormat = field(default_factory=CorpusFormat)
     failures_file: str | None = None  # default: llmql-sync-failures.jsonl in the working directory
     insecure: bool = False
@@ -116,10 +116,10 @@ def sync(cfg: SyncConfig, progress: bool = True, *, encoder=None, ql_scorer=None
     scan = _validate(source, cfg)  # before anything is written: a bad corpus changes no index
     backend = _backend(cfg)  # an unreachable engine or a wrong --alias is refused before a model is loaded
     encoder = encoder or load_encoder(cfg.model, runtime=cfg.runtime, device=device)
-    ql = ql_scorer if ql_scorer is not None and cfg.ql_cache != "none" else _ql_scorer(cfg, device)
+    ql = ql_scorer if ql_scorer is not None and cfg.end_states != "none" else _ql_scorer(cfg, device)
     chunking = _chunking(cfg, encoder, ql)
     sizes = _batch_sizes(cfg, device, encoder.dim)
-    writer = DocumentEncoder(encoder, ql, sizes, chunking, cfg.incremental, cfg.ql_cache)
+    writer = DocumentEncoder(encoder, ql, sizes, chunking, cfg.incremental, cfg.end_states)
     shard = group.shard
     state = SyncProgress(state_path(cfg, shard), cfg, encoder.identity, shard)
     label = None if chunking is None else str(chunking)  # how the index records it
@@ -267,7 +267,7 @@ def _batch_sizes(cfg: SyncConfig, device: str, hidden: int) -> BatchSizes:
     return BatchSizes(
         cfg.batch_size or default.documents,
         cfg.encode_batch_size or default.rows,
-        cfg.max_batch_tokens or default.tokens,
+        cfg.max_padded_tokens or default.padded_tokens,
     )
 
 
@@ -331,10 +331,12 @@ def _finish(cfg: SyncConfig, backend, index: str, report: SyncReport, gone: list
 
 
 def _ql_scorer(cfg: SyncConfig, device: str):
-    if cfg.ql_cache == "none":
+    if cfg.end_states == "none":
         return None
 
     try:
         return load_ql_scorer(cfg.model, runtime=cfg.runtime, device=device)
     except FileNotFoundError as err:
-        raise LLMQLError(f"--ql-cache needs an export made with `llmql-export --ql-scorer` or a model: {err}") from None
+        raise LLMQLError(
+            f"--end-states needs an export made with `llmql-export --ql-scorer` or a model: {err}"
+        ) from None

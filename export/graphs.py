@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmql.train.modeling import BiEncoder, EndStates, compute_end_states, query_logprobs_from_states
+from llmql.train.modeling import BiEncoder, EndStateTensors, compute_end_states, query_logprobs_from_states
 
 
 class EmbeddingGraph(nn.Module):
@@ -58,5 +58,5 @@ class QLQueryGraph(nn.Module):
         end_hidden: torch.Tensor,
         end_position: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        states = EndStates(end_keys, end_values, end_hidden, end_position)
+        states = EndStateTensors(end_keys, end_values, end_hidden, end_position)
         return {"token_logprobs": query_logprobs_from_states(self.lm, input_ids, states)}

@@ -15,7 +15,7 @@ import numpy as np
 from llmql.export.manifest import read_manifest
 from llmql.train.core.cpu import cpu_has_bf16, cpu_threads
 from llmql.train.core.device import DeviceError, resolve_device
-from llmql.train.core.end_states import EndStateArrays
+from llmql.train.core.end_states import EndStates
 from llmql.train.core.errors import ModelError
 from llmql.train.core.identity import PREFIX, model_identity
 from llmql.train.core.ql_base import QLScorerBase
@@ -82,10 +82,10 @@ class OnnxQLScorer(QLScorerBase):
             export_identity(manifest),
         )
 
-    def _document_states(self, ids: np.ndarray, mask: np.ndarray) -> EndStateArrays:
-        return EndStateArrays(*self.document.run(None, {"input_ids": ids, "attention_mask": mask}))
+    def _document_states(self, ids: np.ndarray, mask: np.ndarray) -> EndStates:
+        return EndStates(*self.document.run(None, {"input_ids": ids, "attention_mask": mask}))
 
-    def _query_logprobs(self, query: np.ndarray, states: EndStateArrays) -> np.ndarray:
+    def _query_logprobs(self, query: np.ndarray, states: EndStates) -> np.ndarray:
         feeds = {
             "input_ids": query,
             "end_keys": states.keys.astype(np.float32),

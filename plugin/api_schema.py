@@ -10,11 +10,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmql.connectors.base import check_filter
+from llmql.plugin.search_settings import MAX_K
 
 MAX_BODY_BYTES = 1 << 20
 MAX_TEXT_CHARS = 20_000
 MAX_ITEMS = 256
-MAX_K = 1000  # results a request may ask for, and the ceiling of `llmql serve --max-k`
 
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]

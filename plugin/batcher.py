@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llmql.train.core.end_states import EndStateArrays
+from llmql.train.core.end_states import EndStates
 from llmql.train.core.errors import LLMQLError
 from llmql.train.core.ql_base import QueryLikelihoodScorer
 from llmql.train.core.text_encoder import TextEncoder
@@ -53,10 +53,10 @@ class BatcherStats:
 
 class ModelBatcher:
     def __init__(
-        self, encoder: TextEncoder, max_batch_tokens: int = 16384, max_wait_ms: float = 5.0, max_queue: int = 64
+        self, encoder: TextEncoder, max_queued_tokens: int = 16384, max_wait_ms: float = 5.0, max_queue: int = 64
     ):
         self.encoder = encoder
-        self.max_batch_tokens, self.max_wait, self.max_queue = max_batch_tokens, max_wait_ms / 1000, max_queue
+        self.max_queued_tokens, self.max_wait, self.max_queue = max_queued_tokens, max_wait_ms / 1000, max_queue
         self.stats = BatcherStats()
         self._jobs: deque[_Job] = deque()
         self._ready = threading.Condition()
@@ -125,11 +125,11 @@ class ModelBatcher:
                 return [first]
             batch, deadline = [first], time.monotonic() + self.max_wait
             while True:
-                budget = self.max_batch_tokens - sum(j.tokens for j in batch)
+                budget = self.max_queued_tokens - sum(j.tokens for j in batch)
                 batch += self._take_same_kind(first.kind, budget)
                 left = deadline - time.monotonic()
                 alone = len(batch) == 1 and not self._jobs  # nobody else is asking: no window to pay
-                if alone or left <= 0 or sum(j.tokens for j in batch) >= self.max_batch_tokens:
+                if alone or left <= 0 or sum(j.tokens for j in batch) >= self.max_queued_tokens:
                     return batch
                 self._ready.wait(timeout=left)
 
@@ -184,11 +184,11 @@ class QueuedQLScorer:
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
-    def score_states(self, query: str, states: EndStateArrays, batch_size: int | None = None) -> np.ndarray:
+    def score_states(self, query: str, states: EndStates, batch_size: int | None = None) -> np.ndarray:
         return self.batcher.run(lambda: self.inner.score_states(query, states, batch_size))
 
     def score(self, query: str, passages: Sequence[str], titles: Sequence[str] | None = None) -> np.ndarray:
         return self.batcher.run(lambda: self.inner.score(query, passages, titles))
 
-    def end_states(self, passages: Sequence[str], titles: Sequence[str] | None = None, **kwargs) -> EndStateArrays:
+    def end_states(self, passages: Sequence[str], titles: Sequence[str] | None = None, **kwargs) -> EndStates:
         return self.batcher.run(lambda: self.inner.end_states(passages, titles, **kwargs))

@@ -10,7 +10,8 @@ import os
 import click
 
 from llmql.plugin.cli_options import CONTEXT, backend_options
-from llmql.train.core.cli import Finite, cli_errors
+from llmql.plugin.search_settings import MAX_K
+from llmql.train.core.cli import Finite, cli_errors, renamed_option, with_renamed
 
 
 @click.command("serve", context_settings=CONTEXT)
@@ -20,7 +21,15 @@ from llmql.train.core.cli import Finite, cli_errors
 @click.option("--model-name", default="llmql", help="The model name the OpenAI-style /v1 endpoints answer to.")
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", type=click.IntRange(1, 65_535), default=8080)
-@click.option("--max-k", type=click.IntRange(1, 10_000), default=100, help="Largest k a request may ask for.")
+@click.option(
+    "--max-k", type=click.IntRange(1, MAX_K), default=100, help="Largest k (or from + size) a request may ask for."
+)
+@click.option(
+    "--rerank-depth",
+    type=click.IntRange(1, MAX_K),
+    default=50,
+    help="Candidates QL re-ranks when a request asks for it and search.json sets no depth.",
+)
 @click.option(
     "--allow-index",
     "allowed",
@@ -32,7 +41,13 @@ from llmql.train.core.cli import Finite, cli_errors
     default=True,
     help="Concurrent requests share model calls (one call per device at a time).",
 )
-@click.option("--max-batch-tokens", type=click.IntRange(64, None), default=16384, help="A shared call, at most.")
+@click.option(
+    "--max-queued-tokens",
+    type=click.IntRange(64, None),
+    default=None,
+    help="Tokens of queued requests one shared model call takes, at most (estimated, before padding)  [default: 16384]",
+)
+@renamed_option("--max-batch-tokens", "--max-queued-tokens", type=click.IntRange(64, None))
 @click.option("--max-wait-ms", type=Finite(0, 1000), default=5.0, help="How long a call waits for others to join.")
 @click.option(
     "--max-queue",
@@ -42,7 +57,20 @@ from llmql.train.core.cli import Finite, cli_errors
 )
 @cli_errors
 def serve(
-    backend, url, index, runtime, device, model, ql_model, model_name, host, port, max_k, allowed, **batching
+    backend,
+    url,
+    index,
+    runtime,
+    device,
+    model,
+    ql_model,
+    model_name,
+    host,
+    port,
+    max_k,
+    rerank_depth,
+    allowed,
+    **batching,
 ) -> None:
     """HTTP service: /search, /rerank, /embed, /health, and /v1/embeddings (OpenAI's shape) and /v1/rerank
     (Cohere's); OpenAPI at /openapi.json.
@@ -53,6 +81,9 @@ def serve(
 
     from llmql.plugin.service import ServiceConfig, create_app
 
+    batching = with_renamed(batching)
+    batching["max_queued_tokens"] = batching["max_queued_tokens"] or 16384
+
     app = create_app(
         ServiceConfig(
             backend=backend,
@@ -61,6 +92,7 @@ def serve(
             model=model,
             ql_model=ql_model,
             max_k=max_k,
+            rerank_depth=rerank_depth,
             runtime=runtime,
             device=device,
             indexes=tuple(allowed),

@@ -288,7 +288,7 @@ def _sync(cfg: QuickstartConfig, corpus: Path, export: Path, url: str, work: Pat
             index=cfg.index,
             incremental=True,
             delete_missing=True,
-            ql_cache="fp16",
+            end_states="fp16",
             runtime=cfg.runtime,
             device=cfg.device,
             failures_file=str(work / "sync-failures.jsonl"),

@@ -1,6 +1,6 @@
 """QL re-ranking: log P(query | document) from the stage-1 model, by the fast or the full path.
 
-Fast path: the candidates' [E] states were stored at sync time (`llmql-sync --ql-cache`); only the query tokens
+Fast path: the candidates' [E] states were stored at sync time (`llmql-sync --end-states`); only the query tokens
 run, once per candidate, against one cached position. Full path: each candidate's text is run through the
 model again. Both give the same scores (checked in tests); the fast one skips the documents entirely. A chunked
 document scores as its best passage (MaxP), by either path.
@@ -58,9 +58,9 @@ class QLReranker:
         cached_ids = [i for i in ids if records.get(i) is not None and _has_states(records[i])]
         if self.path == "cached" and len(cached_ids) < len(ids):
             missing = sorted(set(ids) - set(cached_ids))[:5]
-            raise ValueError(f"no cached QL states for {missing}...; sync with --ql-cache or use path=full")
+            raise ValueError(f"no cached QL states for {missing}...; sync with --end-states or use path=full")
         if self.path != "full" and cached_ids and hasattr(self.scorer, "score_states"):
-            from llmql.export.ql_cache import unpack
+            from llmql.connectors.state_blobs import unpack
 
             units = [u for i in cached_ids for u in _units(records[i])]
             states = unpack([state for _, _, _, state in units])
@@ -88,16 +88,16 @@ class QLReranker:
 
 
 def _has_states(record) -> bool:
-    return bool(record.ql_state) or (bool(record.passages) and all(p.ql_state for p in record.passages))
+    return bool(record.end_states) or (bool(record.passages) and all(p.end_states for p in record.passages))
 
 
 def _units(record, texts: bool = False) -> list[tuple[str, int, tuple[int, int] | None, object]]:
     """What QL scores for a document: (id, passage, span, packed states, or (title, text) with texts=True) for
     each passage of a chunked document, else the one whole document."""
     if not record.passages:
-        return [(record.id, 0, None, (record.title, record.text) if texts else record.ql_state)]
+        return [(record.id, 0, None, (record.title, record.text) if texts else record.end_states)]
     spans = [(p.start, p.end) for p in record.passages]
-    parts = passage_parts(record.title, record.text, spans) if texts else [p.ql_state for p in record.passages]
+    parts = passage_parts(record.title, record.text, spans) if texts else [p.end_states for p in record.passages]
     return [(record.id, n, span, part) for n, (span, part) in enumerate(zip(spans, parts, strict=True))]
 
 

@@ -193,7 +193,7 @@ def _runs(text: str) -> tuple[str, ...]:
     "--ql-path",
     type=click.Choice(["auto", "cached", "full"]),
     default="auto",
-    help="QL from cached [E] states (sync --ql-cache) or by re-reading the documents.",
+    help="QL from the [E] states stored at sync (--end-states) or by re-reading the documents.",
 )
 @click.option("--mu", type=Finite(0, None, min_open=True), default=1000.0, help="Dirichlet prior for ql-dirichlet.")
 @click.option("--out", default="llmql-eval", help="Folder for TREC run files and summary.json.")

@@ -34,6 +34,7 @@ class SearchConfig:
     ql_path: Literal["auto", "cached", "full"] = "auto"
 
 
+MAX_K = 1000  # the most results one search returns: a request's k, and the ceiling of `llmql serve --max-k`
 FORMAT = "llmql-search/1"
 TUNED_FIELDS = ("mode", "fusion", "weights", "rerank_depth", "ql_weight")
 

@@ -139,7 +139,7 @@ def _add_routes(app, models: ServiceState) -> None:
 
 def _queued(config: ServiceConfig, encoder, ql_scorer):
 
-    batcher = ModelBatcher(encoder, config.max_batch_tokens, config.max_wait_ms, config.max_queue)
+    batcher = ModelBatcher(encoder, config.max_queued_tokens, config.max_wait_ms, config.max_queue)
     return (
         batcher,
         QueuedEncoder(encoder, batcher) if encoder is not None else None,

@@ -29,7 +29,7 @@ class ServiceConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.core.device.resolve_device)
     indexes: tuple[str, ...] = ()  # other indexes (or aliases) a request may name besides `index`
     batching: bool = True  # concurrent requests share model calls (llmql.plugin.batcher); off: one call each
-    max_batch_tokens: int = 16384  # a shared encoding call, at most (estimated tokens)
+    max_queued_tokens: int = 16384  # a shared encoding call, at most (estimated tokens)
     max_wait_ms: float = 5.0  # how long the first request of a call waits for others to join it
     max_queue: int = 32  # requests waiting for the model; one more is answered 503 with Retry-After
     model_name: str = "llmql"  # the `model` the OpenAI-style /v1 endpoints serve (another name is a 404)

@@ -231,7 +231,7 @@ class QLModel(nn.Module):
 
 
 @dataclass
-class EndStates:
+class EndStateTensors:
     """What a query needs of a document under Attention Stop: [E]'s key/value in every layer, its final hidden
     state (which predicts the first query token) and its position (query positions continue from it)."""
 
@@ -241,16 +241,16 @@ class EndStates:
     positions: torch.Tensor  # [B] int64
 
 
-def end_states_at(out, index: torch.Tensor, positions: torch.Tensor) -> EndStates:
+def end_states_at(out, index: torch.Tensor, positions: torch.Tensor) -> EndStateTensors:
     """[E]'s states at `index` [B] of a decoder output run with a DynamicCache, its RoPE position `positions`."""
     rows = torch.arange(index.shape[0], device=index.device)
     layers = out.past_key_values.layers
     keys = torch.stack([layer.keys[rows, :, index] for layer in layers], dim=1)
     values = torch.stack([layer.values[rows, :, index] for layer in layers], dim=1)
-    return EndStates(keys, values, out.last_hidden_state[rows, index], positions)
+    return EndStateTensors(keys, values, out.last_hidden_state[rows, index], positions)
 
 
-def compute_end_states(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EndStates:
+def compute_end_states(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EndStateTensors:
     """Run the passage prompt (ending in [E]) once and keep only [E]'s states."""
     from transformers import DynamicCache
 
@@ -267,7 +267,7 @@ def compute_end_states(lm: nn.Module, input_ids: torch.Tensor, attention_mask: t
     return end_states_at(out, index, positions[torch.arange(input_ids.shape[0], device=index.device), index])
 
 
-def query_hidden_from_states(lm: nn.Module, fed_ids: torch.Tensor, states: EndStates) -> torch.Tensor:
+def query_hidden_from_states(lm: nn.Module, fed_ids: torch.Tensor, states: EndStateTensors) -> torch.Tensor:
     """Final states [B, T, H] of query tokens fed_ids [B, T] run at positions e+1, e+2, ... against [E] alone
     (the one cached position is the past; each token also sees the query tokens before it).
 
@@ -292,7 +292,7 @@ def query_hidden_from_states(lm: nn.Module, fed_ids: torch.Tensor, states: EndSt
     ).last_hidden_state
 
 
-def query_logprobs_from_states(lm: nn.Module, query_ids: torch.Tensor, states: EndStates) -> torch.Tensor:
+def query_logprobs_from_states(lm: nn.Module, query_ids: torch.Tensor, states: EndStateTensors) -> torch.Tensor:
     """log P(q_t | [E], q_<t) for query_ids [B, T] (query tokens then EOS), from cached [E] states -> [B, T]."""
     batch, length = query_ids.shape
     predictors = [states.hidden.unsqueeze(1)]

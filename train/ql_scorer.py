@@ -15,10 +15,16 @@ import torch
 
 from llmql.train.core.batching import length_batches, pad
 from llmql.train.core.device import autocast, device_weights, resolve_bf16, to_device, to_host_later
-from llmql.train.core.end_states import EndStateArrays
+from llmql.train.core.end_states import EndStates
 from llmql.train.core.ql_base import QLScorerBase
 from llmql.train.core.tokenization import PromptTokenizer
-from llmql.train.modeling import EndStates, QLModel, compute_end_states, load_for_inference, query_logprobs_from_states
+from llmql.train.modeling import (
+    EndStateTensors,
+    QLModel,
+    compute_end_states,
+    load_for_inference,
+    query_logprobs_from_states,
+)
 
 
 class QLScorer(QLScorerBase):
@@ -86,20 +92,20 @@ class QLScorer(QLScorerBase):
         return out
 
     @torch.inference_mode()
-    def _launch_states(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], EndStateArrays]:
+    def _launch_states(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], EndStates]:
         with autocast(self.bf16, self.device):
             s = compute_end_states(self.lm, *inputs)
         dtype = torch.float16 if self.reduced else torch.float32
         parts = [to_host_later(t.to(dtype)) for t in (s.keys, s.values, s.hidden)] + [to_host_later(s.positions)]
-        return lambda: EndStateArrays(*(collect() for collect in parts))
+        return lambda: EndStates(*(collect() for collect in parts))
 
-    def _document_states(self, ids: np.ndarray, mask: np.ndarray) -> EndStateArrays:
+    def _document_states(self, ids: np.ndarray, mask: np.ndarray) -> EndStates:
         return self._launch_states(self._inputs(ids, mask))()
 
     @torch.inference_mode()
-    def _score_query(self, q: np.ndarray, states: EndStateArrays, batch_size: int | None) -> np.ndarray:
+    def _score_query(self, q: np.ndarray, states: EndStates, batch_size: int | None) -> np.ndarray:
         dtype = next(self.lm.parameters()).dtype
-        on_device = EndStates(
+        on_device = EndStateTensors(
             *(self._tensor(a).to(dtype) for a in (states.keys, states.values, states.hidden)),
             self._tensor(states.positions),
         )
@@ -107,15 +113,17 @@ class QLScorer(QLScorerBase):
         total = []
         step = batch_size or len(states)
         for start in range(0, len(states), step):
-            part = EndStates(*(t[start : start + step] for t in vars(on_device).values()))
+            part = EndStateTensors(*(t[start : start + step] for t in vars(on_device).values()))
             with autocast(self.bf16, self.device):
                 logprobs = query_logprobs_from_states(self.lm, query.expand(len(part.positions), -1), part)
             total.append(logprobs.double().sum(dim=1))
         return torch.cat(total).cpu().numpy()
 
     @torch.inference_mode()
-    def _query_logprobs(self, query: np.ndarray, states: EndStateArrays) -> np.ndarray:
-        tensors = EndStates(*(self._tensor(a) for a in (states.keys, states.values, states.hidden, states.positions)))
+    def _query_logprobs(self, query: np.ndarray, states: EndStates) -> np.ndarray:
+        tensors = EndStateTensors(
+            *(self._tensor(a) for a in (states.keys, states.values, states.hidden, states.positions))
+        )
         with autocast(self.bf16, self.device):
             logprobs = query_logprobs_from_states(self.lm, self._tensor(query), tensors)
         return logprobs.double().cpu().numpy()

@@ -150,7 +150,7 @@ def evaluate_rows(ctx: Context, data: Path, stage1: Path, chosen: dict, zeroshot
     if tune_on_validation:
         tune_search_settings(ctx, llmql)
     weight = json.loads((llmql / "search.json").read_text())["search"]
-    index = build_index(ctx, str(llmql), f"test-{tag}-llmql", data, ql_cache=True)
+    index = build_index(ctx, str(llmql), f"test-{tag}-llmql", data, end_states=True)
     runs = ("bm25", "dense", "hybrid", "hybrid+ql", "ql", "ql-dirichlet")
     ql_weight = weight["ql_weight"] if weight.get("rerank_depth") else 0.0
     summary = run_eval(ctx, f"test-{tag}-llmql", index, data, "test", runs, str(llmql), str(llmql), (ql_weight,))
@@ -177,7 +177,7 @@ def tune_search_settings(ctx: Context, model: Path) -> None:
     from llmql.plugin.tune import TuneConfig, tune
 
     corpus = validation_corpus(ctx)
-    index = build_index(ctx, str(model), f"val-tune-{model.name}", corpus, ql_cache=True)
+    index = build_index(ctx, str(model), f"val-tune-{model.name}", corpus, end_states=True)
     tune(
         TuneConfig(
             data=str(corpus),

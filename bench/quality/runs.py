@@ -105,7 +105,7 @@ def arm_result(ctx: Context, run: int, seed: int, ql_seed: int = 0) -> dict:
 
     def work():
         model = stage2_model(ctx, variant, setting, seed, ql_seed)
-        index = build_index(ctx, str(model), name, ctx.data, ql_cache=first)  # runs 7-8 reuse it
+        index = build_index(ctx, str(model), name, ctx.data, end_states=first)  # runs 7-8 reuse it
         summary = run_eval(ctx, name, index, ctx.data, "test", ("dense",), model=str(model))
         return {
             "run": run,
@@ -128,7 +128,7 @@ def tune_ql_weight(ctx: Context, retriever: Path) -> float:
 
     def work():
         corpus = validation_corpus(ctx)
-        index = build_index(ctx, str(retriever), "val-hybrid-ql", corpus, ql_cache=True)
+        index = build_index(ctx, str(retriever), "val-hybrid-ql", corpus, end_states=True)
         runs = ("hybrid+ql",)
         summary = run_eval(
             ctx, "val-hybrid-ql", index, corpus, "validation", runs, str(retriever), str(retriever), grid
@@ -145,7 +145,7 @@ def rerank_runs(ctx: Context) -> dict:
     grid = ctx.protocol.ql_weight_grid
     retriever = stage2_model(ctx, "asic", tune_cl(ctx)["asic"], ctx.protocol.seeds[0])
     weight = tune_ql_weight(ctx, retriever)
-    index = build_index(ctx, str(retriever), f"run4-seed{ctx.protocol.seeds[0]}", ctx.data, ql_cache=True)
+    index = build_index(ctx, str(retriever), f"run4-seed{ctx.protocol.seeds[0]}", ctx.data, end_states=True)
     # every weight from one QL pass: the validation-chosen one is reported, the others kept for information only
     runs = ("bm25", "dense", "hybrid", "hybrid+ql", "ql", "ql-dirichlet")
     summary = run_eval(ctx, "run7-8", index, ctx.data, "test", runs, str(retriever), str(retriever), grid)
@@ -166,7 +166,7 @@ def ql_passage_length(ctx: Context) -> dict:
     retriever = stage2_model(ctx, "asic", tune_cl(ctx)["asic"], P.seeds[0])
     name = f"{retriever.name}-passages{P.ql_max_passage_tokens}"
     out = model_view(retriever, ctx.work / "models" / name, max_passage_tokens=P.ql_max_passage_tokens)
-    index = build_index(ctx, str(out), out.name, ctx.data, ql_cache=True)
+    index = build_index(ctx, str(out), out.name, ctx.data, end_states=True)
     runs = ("bm25", "dense", "ql", "ql-dirichlet")
     summary = run_eval(ctx, longer_run8_name(ctx), index, ctx.data, "test", runs, model=str(out), ql_model=str(out))
     return {"max_passage_tokens": P.ql_max_passage_tokens, "runs": {r: metrics(summary, r) for r in runs}}

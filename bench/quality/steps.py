@@ -74,7 +74,7 @@ def train_stage2(ctx: Context, name: str, base: str, lr: float, seed: int, epoch
     return trained(ctx, name, train_contrastive, cfg)
 
 
-def build_index(ctx: Context, model: str, name: str, corpus: Path, ql_cache: bool = False) -> str:
+def build_index(ctx: Context, model: str, name: str, corpus: Path, end_states: bool = False) -> str:
     """Sync `corpus` into an index of the context's engine under WORK (PyTorch on the context's device)."""
     from llmql.connectors.sync import SyncConfig, sync
 
@@ -86,7 +86,7 @@ def build_index(ctx: Context, model: str, name: str, corpus: Path, ql_cache: boo
             url=str(ctx.indexes),
             index=name,
             incremental=True,
-            ql_cache="fp16" if ql_cache else "none",
+            end_states="fp16" if end_states else "none",
             runtime=ctx.runtime,
             device=ctx.device,
             failures_file=str(ctx.work / "logs" / f"{name}-failures.jsonl"),

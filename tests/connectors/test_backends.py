@@ -49,7 +49,7 @@ def test_write_search_fetch_delete(backend):
     np.testing.assert_allclose(fetched["a"].vector, unit(1, 0, 0, 0), atol=1e-6)
     assert backend.fetch(index, ["a"])["a"].vector is None
     assert set(fetched) == {"a", "b"}
-    assert fetched["a"].ql_state == b"\x01\x02" and fetched["b"].ql_state is None
+    assert fetched["a"].end_states == b"\x01\x02" and fetched["b"].end_states is None
     assert fetched["a"].fields["year"] == 2020 and fetched["a"].content_hash == "h-a"
     assert dict(backend.content_hashes(index)) == {"a": "h-a", "b": "h-b", "c": "h-c"}
 

@@ -51,7 +51,7 @@ def chunked(backend_spec, tiny_export, tmp_path):
         runtime="onnx",
         chunk_tokens=16,
         chunk_overlap=4,
-        ql_cache="fp16",
+        end_states="fp16",
         corpus_format=CorpusFormat(keep_fields=("lang",)),
     )
     yield backend, index, cfg
@@ -69,7 +69,7 @@ def test_documents_are_found_by_their_best_passage_and_replaced_whole(chunked, t
     long = records["long"]
     assert len(long.passages) == report.passages - 2 > 3 and stored_passages(backend, index) == report.passages
     assert long.passages[0].start == 0 and long.passages[-1].end == len(LONG)
-    assert all(p.ql_state and p.vector is not None for p in long.passages)
+    assert all(p.end_states and p.vector is not None for p in long.passages)
     assert len(records["kelp"].passages) == 1
 
     query = OnnxEncoder.from_dir(tiny_export).encode_queries(["granite ridge basalt"])[0]
@@ -139,7 +139,7 @@ def test_bad_chunk_settings_and_a_layout_change_are_refused_before_any_write(chu
             sync(SyncConfig(**{**cfg.__dict__, **bad}), progress=False)
         assert backend.resolve(index) is None  # nothing was created
     assert sync(
-        SyncConfig(**{**cfg.__dict__, "chunk_tokens": None, "chunk_overlap": 0, "ql_cache": "none"}), progress=False
+        SyncConfig(**{**cfg.__dict__, "chunk_tokens": None, "chunk_overlap": 0, "end_states": "none"}), progress=False
     ).ok  # an unchunked index
     before = backend.count(index)
     with pytest.raises(IndexMismatch, match="holds whole documents, not chunks of 16/4"):

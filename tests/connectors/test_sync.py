@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from llmql.connectors.base import IndexMismatch
 from llmql.connectors.cli import main as sync_cli
 from llmql.connectors.registry import open_backend
+from llmql.connectors.state_blobs import unpack
 from llmql.connectors.sync import SyncConfig, state_path, sync
-from llmql.export.ql_cache import unpack
 from llmql.export.runtime import OnnxEncoder, OnnxQLScorer
 
 
@@ -40,19 +40,19 @@ def index_name(backend_spec):
 
 
 def test_sync_twice_leaves_the_same_index(backend_spec, toy_beir, tiny_export, index_name, tmp_path):
-    first = sync(config(backend_spec, toy_beir, tiny_export, index_name, ql_cache="fp16"), progress=False)
+    first = sync(config(backend_spec, toy_beir, tiny_export, index_name, end_states="fp16"), progress=False)
     assert first.ok and first.indexed == 24
     backend = open_backend(*backend_spec)
     query = OnnxEncoder.from_dir(tiny_export).encode_queries(["kelp lagoon"])[0]
     before = [(h.id, round(h.score, 5)) for h in backend.knn(index_name, query, 24)]
-    again = sync(config(backend_spec, toy_beir, tiny_export, index_name, ql_cache="fp16"), progress=False)
+    again = sync(config(backend_spec, toy_beir, tiny_export, index_name, end_states="fp16"), progress=False)
     assert again.ok and again.indexed == 24
     assert backend.count(index_name) == 24
     assert [(h.id, round(h.score, 5)) for h in backend.knn(index_name, query, 24)] == before
     # the cached [E] states are the QL scorer's own states
     record = backend.fetch(index_name, ["d3"], with_state=True)["d3"]
     expected = OnnxQLScorer.from_dir(tiny_export).end_states([record.text], [record.title])
-    np.testing.assert_allclose(unpack([record.ql_state]).keys, expected.keys, atol=2e-3)
+    np.testing.assert_allclose(unpack([record.end_states]).keys, expected.keys, atol=2e-3)
     assert not state_path(config(backend_spec, toy_beir, tiny_export, index_name)).exists()
 
 

@@ -31,7 +31,7 @@ def synced(backend_spec, toy_beir, ql_export):
             backend=name,
             url=location,
             index=index,
-            ql_cache="fp16",
+            end_states="fp16",
             runtime="onnx",
         ),
         progress=False,
@@ -46,7 +46,7 @@ def synced(backend_spec, toy_beir, ql_export):
 def synced_embedded(tmp_path, toy_beir, ql_export):
     """(backend, index): the toy corpus with cached [E] states in a fresh embedded engine."""
     location = str(tmp_path / "db")
-    cfg = SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=location, index="docs", ql_cache="fp16")
+    cfg = SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=location, index="docs", end_states="fp16")
     assert sync(cfg, progress=False).ok
     return open_backend("embedded", location), "docs"
 
@@ -57,7 +57,7 @@ def service(ql_export, toy_beir, tmp_path_factory):
     import uvicorn
 
     root = tmp_path_factory.mktemp("compat")
-    sync(SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=str(root), index="docs", ql_cache="fp16"), False)
+    sync(SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=str(root), index="docs", end_states="fp16"), False)
     app = create_app(
         ServiceConfig(url=str(root), index="docs"),
         OnnxEncoder.from_dir(ql_export),

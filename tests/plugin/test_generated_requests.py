@@ -17,7 +17,7 @@ from llmql.plugin.service import ServiceConfig, create_app
 @pytest.fixture(scope="module")
 def app(ql_export, toy_beir, tmp_path_factory):
     root = tmp_path_factory.mktemp("schemathesis")
-    sync(SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=str(root), index="docs", ql_cache="fp16"), False)
+    sync(SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=str(root), index="docs", end_states="fp16"), False)
     return create_app(
         ServiceConfig(url=str(root), index="docs", max_k=20),
         OnnxEncoder.from_dir(ql_export),

@@ -75,7 +75,7 @@ def _commands(root: Path) -> dict:
         (export_cli, "m", str(root / "export"), "--int8-min-cosine"): _float_in(-1, 1),
         (export_cli, "m", str(root / "export"), "--opset"): _int_in(14, 21),
         (sync_cli, data, "--model", "m", "--url", str(root / "index"), "--batch-size"): _int_in(1, 100_000),
-        (sync_cli, data, "--model", "m", "--url", str(root / "index"), "--max-batch-tokens"): _int_in(1),
+        (sync_cli, data, "--model", "m", "--url", str(root / "index"), "--max-padded-tokens"): _int_in(1),
         (sync_cli, data, "--model", "m", "--url", str(root / "index"), "--chunk-tokens"): _int_in(1),
         (sync_cli, data, "--model", "m", "--url", str(root / "index"), "--chunk-overlap"): _int_in(0),
         (search_main, *search, "--k"): _int_in(1, 10_000),
@@ -89,7 +89,8 @@ def _commands(root: Path) -> dict:
         (llmql_cli, "serve", "--url", str(root / "index"), "--port"): _int_in(1, 65_535),
         (llmql_cli, "serve", "--url", str(root / "index"), "--max-wait-ms"): _float_in(0, 1000),
         (llmql_cli, "serve", "--url", str(root / "index"), "--max-queue"): _int_in(1, 10_000),
-        (llmql_cli, "serve", "--url", str(root / "index"), "--max-k"): _int_in(1, 10_000),
+        (llmql_cli, "serve", "--url", str(root / "index"), "--max-k"): _int_in(1, 1000),
+        (llmql_cli, "serve", "--url", str(root / "index"), "--rerank-depth"): _int_in(1, 1000),
         (llmql_cli, "quickstart", "--data", data, "--budget"): _float_in(0, 1000, low_open=True),
     }
 
@@ -187,3 +188,37 @@ def test_the_probes_findings_are_usage_errors(root, command, args, option):
     assert result.exit_code == 2, result.output
     assert option in result.output and "Traceback" not in result.output
     assert _tree(root) == before
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "old", "new"),
+    [
+        (sync_cli, ["{data}", "--model", "m", "--url", "{index}", "--ql-cache", "fp16"], "--ql-cache", "--end-states"),
+        (
+            sync_cli,
+            ["{data}", "--model", "m", "--url", "{index}", "--max-batch-tokens", "512"],
+            "--max-batch-tokens",
+            "--max-padded-tokens",
+        ),
+        (
+            llmql_cli,
+            ["serve", "--url", "{index}", "--max-batch-tokens", "512"],
+            "--max-batch-tokens",
+            "--max-queued-tokens",
+        ),
+    ],
+)
+def test_renamed_options_are_still_accepted_for_a_release(root, command, args, old, new, monkeypatch):
+    """The old names parse, warn, and hand their value to the new option (the commands then fail later, on the
+    model or the index that are not there, not on the option)."""
+    import llmql.connectors.sync as sync_module
+    import llmql.plugin.service as service_module
+
+    seen = {}
+    monkeypatch.setattr(sync_module, "sync", lambda cfg, progress: seen.setdefault("cfg", cfg) and 1 / 0)
+    monkeypatch.setattr(service_module, "create_app", lambda cfg: seen.setdefault("cfg", cfg) and 1 / 0)
+    args = [a.replace("{data}", str(root / "data")).replace("{index}", str(root / "index")) for a in args]
+    result = CliRunner().invoke(command, args)
+    assert f"warning: {old} is deprecated and will be removed; use {new}" in result.output
+    value = {"--end-states": "fp16", "--max-padded-tokens": 512, "--max-queued-tokens": 512}[new]
+    assert getattr(seen["cfg"], new.lstrip("-").replace("-", "_")) == value

@@ -21,7 +21,7 @@ from tests.conftest import build_tiny_model
 def embedded_index(ql_export, toy_beir, tmp_path_factory):
     root = tmp_path_factory.mktemp("checks")
     sync(
-        SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=str(root), index="docs", ql_cache="fp16"),
+        SyncConfig(corpus=str(toy_beir), model=str(ql_export), url=str(root), index="docs", end_states="fp16"),
         progress=False,
     )
     return str(root)

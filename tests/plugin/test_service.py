@@ -14,7 +14,7 @@ def client(ql_export, toy_beir, tmp_path_factory):
     root = tmp_path_factory.mktemp("service")
     sync(
         SyncConfig(
-            corpus=str(toy_beir), model=str(ql_export), url=str(root), index="docs", ql_cache="fp16", runtime="onnx"
+            corpus=str(toy_beir), model=str(ql_export), url=str(root), index="docs", end_states="fp16", runtime="onnx"
         ),
         progress=False,
     )
@@ -149,7 +149,7 @@ def test_a_chunked_index_answers_documents_with_the_passage_that_matched(ql_expo
         model=str(ql_export),
         url=root,
         index="docs",
-        ql_cache="fp16",
+        end_states="fp16",
         runtime="onnx",
         chunk_tokens=16,
         chunk_overlap=2,

@@ -7,7 +7,7 @@ import pytest
 
 from llmql.plugin.fusion import fuse
 from llmql.plugin.significance import paired_bootstrap
-from llmql.plugin.tuning import DENSE_WEIGHTS, Fusion, choose_fusion, choose_rerank, fused_run
+from llmql.plugin.tune import DENSE_WEIGHTS, Fusion, choose_fusion, choose_rerank, fused_run
 
 QRELS = {"q1": "r1", "q2": "r2"}
 

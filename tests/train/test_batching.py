@@ -13,14 +13,14 @@ def test_batches_by_count_longest_first():
 def test_a_token_budget_puts_short_rows_in_large_batches_and_long_ones_in_small():
     lengths = [100, 10, 10, 100, 10, 10, 10, 40]
     # sorted: 0 (100), 3 (100), 7 (40), 1, 2, 4, 5, 6 (10 each); budget 200 padded tokens
-    assert list(length_batches(lengths, batch_size=64, max_tokens=200)) == [[0, 3], [7, 1, 2, 4, 5], [6]]
+    assert list(length_batches(lengths, batch_size=64, max_padded_tokens=200)) == [[0, 3], [7, 1, 2, 4, 5], [6]]
     for batch in length_batches(lengths, 64, 200):
         assert len(batch) * max(lengths[i] for i in batch) <= 200
 
 
 def test_a_row_over_the_budget_is_a_batch_of_its_own_and_every_row_appears_once():
     lengths = [500, 3, 4, 600]
-    batches = list(length_batches(lengths, batch_size=8, max_tokens=100))
+    batches = list(length_batches(lengths, batch_size=8, max_padded_tokens=100))
     assert batches[:2] == [[3], [0]] and sorted(i for b in batches for i in b) == [0, 1, 2, 3]
     with pytest.raises(ValueError):
         list(length_batches(lengths, 0))

@@ -25,7 +25,7 @@ def test_bf16_weights_one_batch_and_one_scoring_call_match_the_cpu(tiny_llama):
     )
     assert next(gpu.model.parameters()).dtype == torch.bfloat16 and gpu.bf16 is False  # bf16 weights, no autocast
     rows = cpu.tokenizer.passages([""] * len(TEXTS), TEXTS)
-    vectors, states = encode_documents(gpu, gpu_ql, rows, batch_size=3, max_tokens=4096)
+    vectors, states = encode_documents(gpu, gpu_ql, rows, batch_size=3, max_padded_tokens=4096)
     assert cosine(vectors, cpu.encode_ids(rows)).min() > 0.99
     reference = cpu_ql.end_states(TEXTS)
     np.testing.assert_allclose(states.hidden, reference.hidden, atol=0.1, rtol=0.05)

@@ -23,7 +23,7 @@ def test_vectors_and_states_from_one_batch_equal_each_alone(tiny_export, tiny_ll
             QLScorer.from_pretrained(tiny_llama, bf16=False),
         )
     rows = encoder.tokenizer.passages(TITLES, TEXTS)
-    vectors, states = encode_documents(encoder, scorer, rows, batch_size=3, max_tokens=64)
+    vectors, states = encode_documents(encoder, scorer, rows, batch_size=3, max_padded_tokens=64)
     np.testing.assert_allclose(vectors, encoder.encode_passages(TEXTS, TITLES, batch_size=1), atol=1e-5)
     alone = scorer.end_states(TEXTS, TITLES, batch_size=1)
     for name in ("keys", "values", "hidden"):

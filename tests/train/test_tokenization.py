@@ -119,9 +119,11 @@ def test_cutting_a_prefix_gives_the_whole_texts_cut(tok, seed):
     the same character as when the whole text is tokenised, though only a prefix is."""
     rng = np.random.default_rng(seed)
     vocabulary = ["kelp", "fjord", "dune", "amber", "naïve café", "日本", "x" * 90, "\n", "  ", "ü-ü", "the"]
-    bodies = [
-        " ".join(rng.choice(vocabulary, size=int(rng.integers(1, 400))))
-        for _ in range(40)
-    ] + ["", "kelp", "x" * 5000, "日本" * 3000]
+    bodies = [" ".join(rng.choice(vocabulary, size=int(rng.integers(1, 400)))) for _ in range(40)] + [
+        "",
+        "kelp",
+        "x" * 5000,
+        "日本" * 3000,
+    ]
     for max_tokens in (1, 5, 12, 64):
         assert tok._truncate(bodies, max_tokens) == [_whole_text_cut(tok, b, max_tokens) for b in bodies]

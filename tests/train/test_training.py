@@ -213,4 +213,3 @@ def test_training_on_every_route_follows_the_dense_mask(tiny_llama, toy_beir, tm
             torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4, msg=key)
         moved += sum(1 for key in a if not torch.equal(a[key], load_file(tiny_llama / "model.safetensors")[key]))
         assert moved > 0  # training changed the weights, so equality is not the untouched model's
-

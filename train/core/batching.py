@@ -66,20 +66,24 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> tupl
     return ids, mask
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> Iterator[list[int]]:
+def length_batches(
+    lengths: Sequence[int], batch_size: int, max_padded_tokens: int | None = None
+) -> Iterator[list[int]]:
     """Indices grouped into batches of similar length (longest first), so little compute goes to padding.
 
-    A batch holds at most `batch_size` rows and, with `max_tokens`, at most that many padded tokens (rows x its
+    A batch holds at most `batch_size` rows and, with `max_padded_tokens`, at most that many padded tokens (rows x its
     longest row): short texts then go in large batches and long ones in small, bounding memory whatever the mix.
-    A single row longer than `max_tokens` is a batch of its own.
+    A single row longer than `max_padded_tokens` is a batch of its own.
     """
-    if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
-        raise ValueError(f"batch_size and max_tokens must be positive, got {batch_size} and {max_tokens}")
+    if batch_size < 1 or (max_padded_tokens is not None and max_padded_tokens < 1):
+        raise ValueError(f"batch_size and max_padded_tokens must be positive, got {batch_size} and {max_padded_tokens}")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batch: list[int] = []
     for i in order:
         longest = lengths[batch[0]] if batch else lengths[i]  # sorted: the first row is the longest
-        if batch and (len(batch) == batch_size or (max_tokens and (len(batch) + 1) * longest > max_tokens)):
+        if batch and (
+            len(batch) == batch_size or (max_padded_tokens and (len(batch) + 1) * longest > max_padded_tokens)
+        ):
             yield batch
             batch = []
         batch.append(i)

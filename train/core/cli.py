@@ -48,3 +48,26 @@ def cli_errors(func):
             raise click.ClickException(str(err)) from None
 
     return wrapper
+
+
+_RENAMED = "llmql.renamed"
+
+
+def renamed_option(old: str, new: str, **kwargs):
+    """`old`, renamed `new`, still accepted for one release: hidden from --help, it warns and its value goes to
+    `new` (see `with_renamed`); `new` wins where both are given."""
+    dest = new.lstrip("-").replace("-", "_")
+
+    def remember(ctx, _param, value):
+        if value is not None:
+            click.echo(f"warning: {old} is deprecated and will be removed; use {new}", err=True)
+            ctx.meta.setdefault(_RENAMED, {})[dest] = value
+        return value
+
+    return click.option(old, hidden=True, expose_value=False, default=None, callback=remember, **kwargs)
+
+
+def with_renamed(options: dict) -> dict:
+    """The command's options with the values given under their old names filled in."""
+    renamed = click.get_current_context().meta.get(_RENAMED, {})
+    return {**options, **{k: v for k, v in renamed.items() if options.get(k) is None}}

@@ -102,7 +102,7 @@ class BatchSizes:
 
     documents: int  # documents a write (and a committed step of progress)
     rows: int  # rows a model call, at most
-    tokens: int  # padded tokens a model call, at most
+    padded_tokens: int  # padded tokens a model call, at most (rows x the longest row)
 
 
 CPU_BATCHES = BatchSizes(64, 32, 8192)
@@ -118,7 +118,7 @@ def batch_sizes(device: str, hidden: int) -> BatchSizes:
 
     free, _ = torch.cuda.mem_get_info(torch.device(device))
     tokens = int(min(131_072, max(8192, free // (hidden * 1024))))
-    return BatchSizes(documents=2048, rows=1024, tokens=tokens)
+    return BatchSizes(documents=2048, rows=1024, padded_tokens=tokens)
 
 
 def device_weights(model, bf16: bool, device: str):

@@ -12,7 +12,7 @@ import numpy as np
 
 
 @dataclass
-class EndStateArrays:
+class EndStates:
     keys: np.ndarray  # [N, layers, kv_heads, head_dim] float32, RoPE applied at the [E] position
     values: np.ndarray  # [N, layers, kv_heads, head_dim]
     hidden: np.ndarray  # [N, H] final hidden state of [E] (predicts the first query token)
@@ -21,10 +21,10 @@ class EndStateArrays:
     def __len__(self) -> int:
         return len(self.positions)
 
-    def take(self, index) -> EndStateArrays:
-        return EndStateArrays(self.keys[index], self.values[index], self.hidden[index], self.positions[index])
+    def take(self, index) -> EndStates:
+        return EndStates(self.keys[index], self.values[index], self.hidden[index], self.positions[index])
 
     @staticmethod
-    def concat(parts: Sequence[EndStateArrays]) -> EndStateArrays:
+    def concat(parts: Sequence[EndStates]) -> EndStates:
         fields = ("keys", "values", "hidden", "positions")
-        return EndStateArrays(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+        return EndStates(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))

@@ -13,7 +13,7 @@ import numpy as np
 
 from llmql.train.core.batching import length_batches, pad, run_batches
 from llmql.train.core.config import ModelConfig
-from llmql.train.core.end_states import EndStateArrays
+from llmql.train.core.end_states import EndStates
 from llmql.train.core.tokenization import PromptTokenizer
 
 
@@ -24,24 +24,24 @@ class QueryLikelihoodScorer(Protocol):
     identity: str  # the model the scores come from (an index's cached [E] states must match it)
     tokenizer: PromptTokenizer
 
-    def score_states(self, query: str, states: EndStateArrays, batch_size: int | None = None) -> np.ndarray: ...
+    def score_states(self, query: str, states: EndStates, batch_size: int | None = None) -> np.ndarray: ...
 
     def score(self, query: str, passages: Sequence[str], titles: Sequence[str] | None = None) -> np.ndarray: ...
 
     def end_states(
         self, passages: Sequence[str], titles: Sequence[str] | None = None, batch_size: int = 16
-    ) -> EndStateArrays: ...
+    ) -> EndStates: ...
 
 
 class QLScorerBase:
     tokenizer: PromptTokenizer
     identity: str = ""  # the model the scores come from (an index's cached [E] states must match it)
 
-    def _document_states(self, ids: np.ndarray, mask: np.ndarray) -> EndStateArrays:
+    def _document_states(self, ids: np.ndarray, mask: np.ndarray) -> EndStates:
         """input_ids, attention_mask [B, L] int64 (right-padded, each row ending in [E]) -> B documents' states."""
         raise NotImplementedError
 
-    def _query_logprobs(self, query: np.ndarray, states: EndStateArrays) -> np.ndarray:
+    def _query_logprobs(self, query: np.ndarray, states: EndStates) -> np.ndarray:
         """query [B, Lq] int64 (the same row B times), states of B documents -> [B, Lq] token log-probabilities."""
         raise NotImplementedError
 
@@ -49,7 +49,7 @@ class QLScorerBase:
         """Padded numpy batch -> what `_launch_states` takes; runs on the prefetch thread."""
         return ids, mask
 
-    def _launch_states(self, inputs) -> Callable[[], EndStateArrays]:
+    def _launch_states(self, inputs) -> Callable[[], EndStates]:
         """Start `_document_states` on one prepared batch; the call returned gives its states (see
         `TextEncoderBase._launch`)."""
         result = self._document_states(*inputs)
@@ -64,20 +64,20 @@ class QLScorerBase:
         passages: Sequence[str],
         titles: Sequence[str] | None = None,
         batch_size: int = 16,
-        max_tokens: int | None = None,
-    ) -> EndStateArrays:
+        max_padded_tokens: int | None = None,
+    ) -> EndStates:
         """Per-passage [E] states (numpy, input order): what the QL cache stores. Batches as the encoders'."""
         titles = titles if titles is not None else [""] * len(passages)
-        return self.states_of_rows(self.tokenizer.passages(titles, passages), batch_size, max_tokens)
+        return self.states_of_rows(self.tokenizer.passages(titles, passages), batch_size, max_padded_tokens)
 
     def states_of_rows(
-        self, rows: list[list[int]], batch_size: int = 16, max_tokens: int | None = None
-    ) -> EndStateArrays:
+        self, rows: list[list[int]], batch_size: int = 16, max_padded_tokens: int | None = None
+    ) -> EndStates:
         """`end_states` of passages already tokenised (`PromptTokenizer.passages`)."""
         if not rows:
             raise ValueError("no passages")
         parts, order = [], []
-        batches = length_batches([len(r) for r in rows], batch_size, max_tokens)
+        batches = length_batches([len(r) for r in rows], batch_size, max_padded_tokens)
 
         def prepare(index: list[int]):
             return self._inputs(*pad([rows[i] for i in index], self.config.pad_token_id))
@@ -85,9 +85,9 @@ class QLScorerBase:
         for index, states in run_batches(batches, prepare, self._launch_states):
             parts.append(states)
             order.extend(index)
-        return EndStateArrays.concat(parts).take(np.argsort(np.asarray(order)))
+        return EndStates.concat(parts).take(np.argsort(np.asarray(order)))
 
-    def score_states(self, query: str, states: EndStateArrays, batch_size: int | None = None) -> np.ndarray:
+    def score_states(self, query: str, states: EndStates, batch_size: int | None = None) -> np.ndarray:
         """[N] log P(q | d) for the documents whose [E] states are given; only the query tokens are run, over
         `batch_size` documents a call (None: the runtime's choice; the PyTorch scorer takes all it can at once)."""
         if not query.strip():
@@ -95,7 +95,7 @@ class QLScorerBase:
         q = np.asarray(self.tokenizer.ql_queries([query])[0], dtype=np.int64)
         return self._score_query(q, states, batch_size)
 
-    def _score_query(self, q: np.ndarray, states: EndStateArrays, batch_size: int | None) -> np.ndarray:
+    def _score_query(self, q: np.ndarray, states: EndStates, batch_size: int | None) -> np.ndarray:
         """The query's token ids `q` [Lq] against every document's states -> [N] float64 summed log-probabilities."""
         batch_size = batch_size or 64
         out = np.zeros(len(states), dtype=np.float64)

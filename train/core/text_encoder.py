@@ -13,7 +13,7 @@ import numpy as np
 
 from llmql.train.core.batching import length_batches, pad, prefetched, run_batches
 from llmql.train.core.config import ModelConfig
-from llmql.train.core.end_states import EndStateArrays
+from llmql.train.core.end_states import EndStates
 from llmql.train.core.ql_base import QLScorerBase
 from llmql.train.core.tokenization import PromptTokenizer
 
@@ -74,7 +74,7 @@ class TextEncoderBase:
         titles: Sequence[str] | None = None,
         batch_size: int = 16,
         progress: bool = False,
-        max_tokens: int | None = None,
+        max_padded_tokens: int | None = None,
     ) -> np.ndarray:
         """[N, H] embeddings of passages (`titles` optional), in input order. Tokenised a block at a time, each
         block on a background thread while the model encodes the one before."""
@@ -89,7 +89,7 @@ class TextEncoderBase:
 
         work = prefetched(blocks, tokenize) if len(blocks) > 1 else ((b, tokenize(b)) for b in blocks)
         for block, rows in tqdm(work, total=len(blocks), desc="encode", unit="block", disable=not progress):
-            out[block.start : block.stop] = self.encode_ids(rows, batch_size, max_tokens=max_tokens)
+            out[block.start : block.stop] = self.encode_ids(rows, batch_size, max_padded_tokens=max_padded_tokens)
         return out
 
     def encode_ids(
@@ -98,14 +98,14 @@ class TextEncoderBase:
         batch_size: int = 16,
         progress: bool = False,
         side: str = "right",
-        max_tokens: int | None = None,
+        max_padded_tokens: int | None = None,
     ) -> np.ndarray:
         """Token rows (each ending in [E]) -> [N, H] float32 in input order, batched by length to limit padding
-        (at most `batch_size` rows and, with `max_tokens`, that many padded tokens a batch)."""
+        (at most `batch_size` rows and, with `max_padded_tokens`, that many padded tokens a batch)."""
         from tqdm.auto import tqdm
 
         out = np.zeros((len(rows), self.dim), dtype=np.float32)
-        batches = list(length_batches([len(r) for r in rows], batch_size, max_tokens))
+        batches = list(length_batches([len(r) for r in rows], batch_size, max_padded_tokens))
 
         def prepare(index: list[int]):
             return self._inputs(*pad([rows[i] for i in index], self.config.pad_token_id, side))
@@ -123,13 +123,13 @@ def encode_documents(
     ql: QLScorerBase | None,
     rows: list[list[int]],
     batch_size: int = 16,
-    max_tokens: int | None = None,
-) -> tuple[np.ndarray, EndStateArrays | None]:
+    max_padded_tokens: int | None = None,
+) -> tuple[np.ndarray, EndStates | None]:
     """Vectors and, with a QL scorer, [E] states of passages tokenised once (`PromptTokenizer.passages`): each
     length batch is padded once and both models run on it (the retriever, then the stage-1 base), so a sync
     with a QL cache tokenises and pads nothing twice. Input order."""
     if ql is None:
-        return encoder.encode_ids(rows, batch_size, max_tokens=max_tokens), None
+        return encoder.encode_ids(rows, batch_size, max_padded_tokens=max_padded_tokens), None
     if (ql.config.prompts, ql.config.pad_token_id) != (encoder.config.prompts, encoder.config.pad_token_id):
         raise ValueError("the QL scorer and the encoder read passages differently (prompts or padding)")
     vectors = np.zeros((len(rows), encoder.dim), dtype=np.float32)
@@ -141,13 +141,13 @@ def encode_documents(
         ids, mask = pad([rows[i] for i in index], encoder.config.pad_token_id)
         return encoder._inputs(ids, mask), ql._inputs(ids, mask)
 
-    def launch(inputs) -> Callable[[], tuple[np.ndarray, EndStateArrays]]:
+    def launch(inputs) -> Callable[[], tuple[np.ndarray, EndStates]]:
         vector, states = encoder._launch(inputs[0]), ql._launch_states(inputs[1])
         return lambda: (vector(), states())
 
-    batches = length_batches([len(r) for r in rows], batch_size, max_tokens)
+    batches = length_batches([len(r) for r in rows], batch_size, max_padded_tokens)
     for index, (batch_vectors, states) in run_batches(batches, prepare, launch):
         vectors[index] = batch_vectors
         parts.append(states)
         order.extend(index)
-    return vectors, EndStateArrays.concat(parts).take(np.argsort(np.asarray(order)))
+    return vectors, EndStates.concat(parts).take(np.argsort(np.asarray(order)))

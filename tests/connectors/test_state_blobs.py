@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from llmql.export.ql_cache import bytes_per_document, pack, unpack
-from llmql.train.core.end_states import EndStateArrays
+from llmql.connectors.state_blobs import bytes_per_document, pack, unpack
+from llmql.train.core.end_states import EndStates
 
 
 @pytest.fixture
 def states():
     rng = np.random.default_rng(0)
-    return EndStateArrays(
+    return EndStates(
         rng.normal(size=(3, 4, 2, 8)).astype(np.float32),
         rng.normal(size=(3, 4, 2, 8)).astype(np.float32),
         rng.normal(size=(3, 16)).astype(np.float32),
@@ -31,15 +31,15 @@ def test_round_trip(states, fmt, tolerance):
 def test_foreign_or_mixed_blobs_are_refused(states):
     with pytest.raises(ValueError, match="not an llmql"):
         unpack([b"\x00" * 64])
-    other = EndStateArrays(states.keys[:, :2], states.values[:, :2], states.hidden, states.positions)
+    other = EndStates(states.keys[:, :2], states.values[:, :2], states.hidden, states.positions)
     with pytest.raises(ValueError, match="different shapes"):
         unpack(pack(states)[:1] + pack(other)[:1])
 
 
-def test_int8_cache_keeps_the_ranking(llama_export):
+def test_int8_cache_keeps_the_ranking(tiny_export):
     from llmql.export.runtime import OnnxQLScorer
 
-    scorer = OnnxQLScorer.from_dir(llama_export)
+    scorer = OnnxQLScorer.from_dir(tiny_export)
     texts = ["kelp kelp lagoon study", "granite ridge models", "amber", "the field data shows new results"]
     exact = scorer.end_states(texts)
     full = scorer.score_states("kelp lagoon", exact)

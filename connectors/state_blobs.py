@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from llmql.train.core.end_states import EndStateArrays
+from llmql.train.core.end_states import EndStates
 
 MAGIC = b"LQ"
 FORMATS = {"fp16": 1, "int8": 2}
@@ -37,7 +37,7 @@ def _as_bytes(array: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(array).view(np.uint8).reshape(n, -1)
 
 
-def pack(states: EndStateArrays, fmt: str = "fp16") -> list[bytes]:
+def pack(states: EndStates, fmt: str = "fp16") -> list[bytes]:
     """One blob per document."""
     code = FORMATS[fmt]
     n, layers, kv_heads, head_dim = states.keys.shape
@@ -60,7 +60,7 @@ def pack(states: EndStateArrays, fmt: str = "fp16") -> list[bytes]:
     return [row.tobytes() for row in np.concatenate(columns, axis=1)]
 
 
-def unpack(blobs: Sequence[bytes]) -> EndStateArrays:
+def unpack(blobs: Sequence[bytes]) -> EndStates:
     """Blobs (all from the same model) -> arrays ready for `score_states`: float16 from an fp16 cache (the
     scorers cast to their own precision), float32 from an int8 one (dequantised)."""
     if not blobs:
@@ -75,7 +75,7 @@ def unpack(blobs: Sequence[bytes]) -> EndStateArrays:
     if len(shapes) > 1:
         raise ValueError(f"QL-cache blobs of different shapes: {sorted(shapes)}")
     first = groups[0][1]
-    out = EndStateArrays(
+    out = EndStates(
         *(np.zeros((len(blobs), *getattr(first, f).shape[1:]), np.float32) for f in ("keys", "values", "hidden")),
         np.zeros(len(blobs), np.int64),
     )
@@ -85,7 +85,7 @@ def unpack(blobs: Sequence[bytes]) -> EndStateArrays:
     return out
 
 
-def _unpack_alike(blobs: Sequence[bytes]) -> EndStateArrays:
+def _unpack_alike(blobs: Sequence[bytes]) -> EndStates:
     """Blobs of one length (one format and shape, unless the headers say otherwise) in one buffer."""
     n = len(blobs)
     buffer = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(n, -1)
@@ -113,7 +113,7 @@ def _unpack_alike(blobs: Sequence[bytes]) -> EndStateArrays:
         offset += width
     if offset != body.shape[1]:
         raise ValueError("QL-cache blob of the wrong length for its header")
-    return EndStateArrays(
+    return EndStates(
         arrays[0].reshape(n, layers, kv_heads, head_dim),
         arrays[1].reshape(n, layers, kv_heads, head_dim),
         arrays[2].reshape(n, hidden),
