@@ -34,7 +34,7 @@ from llmql.connectors.base import (
     check_reopened,
     unknown_index,
 )
-from llmql.connectors.filters import check_fields, parse_filter, sql_filter
+from llmql.connectors.filters import Kinds, check_fields, check_range_kinds, parse_filter, sql_filter
 from llmql.connectors.lance_rows import field_columns, ids_in, records_of_passage_rows, rows_of, table_schema
 from llmql.train.core.chunking import max_per_key
 
@@ -102,7 +102,20 @@ class EmbeddedBackend:
             raise ValueError(
                 f"{self.location} index {index!r} was synced before range filters; sync it again with --recreate"
             )
-        return sql_filter(clauses, field_columns(declared or []))
+        columns = field_columns(declared or [])
+        check_range_kinds(clauses, self._range_kinds(table, clauses, columns), f"{self.location} index {index!r}")
+        return sql_filter(clauses, columns)
+
+    @staticmethod
+    def _range_kinds(table, clauses: list, columns: dict[str, tuple[str, str]]) -> Kinds:
+        """The kinds of value each ranged field holds: whether any row has its number or its string column set
+        (a one-row read each, which stops at the first match)."""
+        kinds: Kinds = {}
+        for field in {c.field for c in clauses if c.bounds}:
+            for kind, column in zip(("number", "string"), columns[field], strict=True):
+                if table.search().where(f"{column} IS NOT NULL").select(["id"]).limit(1).to_list():
+                    kinds.setdefault(field, set()).add(kind)
+        return kinds
 
     # -- protocol -------------------------------------------------------------------------------------------
     def index_info(self, index: str) -> IndexInfo:

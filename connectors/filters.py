@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,7 +107,48 @@ def check_fields(clauses: list[Clause], indexed: set[str] | None, where: str) ->
         raise ValueError(f"{where}: filter on {missing} which the index does not hold (its fields: {held})")
 
 
+Kinds = dict[str, set[str]]  # field -> the kinds of value it holds that a range compares: "number", "string"
+
+
+def value_kind(value: object) -> str | None:
+    """What a range compares a field value as: numbers as numbers, strings (ISO dates) as strings; booleans
+    and lists not at all."""
+    if isinstance(value, bool):
+        return None
+    return "number" if isinstance(value, int | float) else "string" if isinstance(value, str) else None
+
+
+def field_kinds(documents_fields: Iterable[dict[str, Any]]) -> Kinds:
+    kinds: Kinds = {}
+    for fields in documents_fields:
+        for name, value in fields.items():
+            if (kind := value_kind(value)) is not None:
+                kinds.setdefault(name, set()).add(kind)
+    return kinds
+
+
+def check_range_kinds(clauses: list[Clause], kinds: Kinds, where: str) -> None:
+    """Refuse a range that cannot compare with any value its field holds (numbers over a field of strings, dates
+    over a field of numbers): it would match nothing, silently. A field holding nothing comparable yet passes."""
+    for clause in clauses:
+        held = kinds.get(clause.field, set())
+        if not clause.bounds or not held:
+            continue
+        wanted = "string" if isinstance(clause.bounds[0][1], str) else "number"
+        if wanted not in held:
+            ranged = "an ISO date" if wanted == "string" else "a number"
+            raise ValueError(
+                f"{where}: filter field {clause.field!r} holds {' and '.join(sorted(held))} values; a range of "
+                f"{ranged} matches none of them"
+            )
+
+
 # -- Lucene (OpenSearch, Elasticsearch) ---------------------------------------------------------------------
+LUCENE_KINDS = {"keyword": "string", "text": "string", "date": "string", "date_nanos": "string"} | {
+    t: "number" for t in ("long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float")
+}
+
+
 def lucene_filter(clauses: list[Clause]) -> list[dict[str, Any]]:
     """Clauses -> non-scoring bool clauses: `terms` and `range` on fields.NAME; a "not" group as must_not."""
     positive = [_lucene_clause(c) for c in clauses if not c.negate]

@@ -30,7 +30,7 @@ from llmql.connectors.base import (
     unknown_index,
 )
 from llmql.connectors.bulk import collect
-from llmql.connectors.filters import check_fields, fields_of, parse_filter
+from llmql.connectors.filters import LUCENE_KINDS, Kinds, check_fields, check_range_kinds, fields_of, parse_filter
 from llmql.connectors.mappings import META_KEY, PASSAGES, SOURCE_EXCLUDES, bm25_query, passage_span
 
 log = logging.getLogger(__name__)
@@ -263,27 +263,33 @@ class LuceneBackend:
         body = {**body, "_source": {"excludes": SOURCE_EXCLUDES}}
         return self._request("POST", f"/{index}/_search", body=body, index=index)["hits"]["hits"]
 
-    def _layout(self, index: str, fields: frozenset[str] = frozenset(), fresh: bool = False) -> tuple[set, bool]:
-        """(metadata fields, chunked) of the index behind a name, from its mapping; cached per name, read again
-        when asked about a field it has not seen or after a failed search (an alias may have moved)."""
-        cache = vars(self).setdefault("_layouts", {})  # per backend object: name -> (fields, chunked)
+    def _layout(self, index: str, fields: frozenset[str] = frozenset(), fresh: bool = False) -> tuple[Kinds, bool]:
+        """(metadata fields with the kinds of value their mapping compares, chunked) of the index behind a name;
+        cached per name, read again when asked about a field it has not seen or after a failed search (an alias
+        may have moved)."""
+        cache = vars(self).setdefault("_layouts", {})  # per backend object: name -> (kinds, chunked)
         known = cache.get(index)
-        if fresh or known is None or not fields <= known[0]:
+        if fresh or known is None or not fields <= set(known[0]):
             mapping = self._request("GET", f"/{index}/_mapping", index=index)
-            names, chunked = set(), False
+            kinds: Kinds = {}
+            chunked = False
             for body in mapping.values():
                 properties = body["mappings"].get("properties", {})
-                names |= set(properties.get("fields", {}).get("properties", {}))
+                for name, prop in properties.get("fields", {}).get("properties", {}).items():
+                    kind = LUCENE_KINDS.get(prop.get("type", ""))
+                    kinds.setdefault(name, set()).update([kind] if kind else [])
                 chunked = chunked or PASSAGES in properties
-            known = cache[index] = (names, chunked)
+            known = cache[index] = (kinds, chunked)
         return known
 
     def _check_filter(self, index: str, filter: Filter | None) -> None:
-        """A filter naming a field no document of the index has is refused (a mapping read, cached per index)."""
+        """A filter naming a field no document of the index has, or a range its field's values cannot compare
+        with, is refused (a mapping read, cached per index)."""
         clauses = parse_filter(filter)
         if clauses:
-            known, _ = self._layout(index, frozenset(fields_of(clauses)))
-            check_fields(clauses, known, f"{self.location} index {index!r}")
+            kinds, _ = self._layout(index, frozenset(fields_of(clauses)))
+            check_fields(clauses, set(kinds), f"{self.location} index {index!r}")
+            check_range_kinds(clauses, kinds, f"{self.location} index {index!r}")
 
     def bm25(self, index: str, query: str, k: int, filter: Filter | None = None) -> list[Hit]:
         self._check_filter(index, filter)

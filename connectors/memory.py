@@ -36,7 +36,7 @@ from llmql.connectors.base import (
     check_reopened,
     unknown_index,
 )
-from llmql.connectors.filters import check_fields, matches, parse_filter
+from llmql.connectors.filters import check_fields, check_range_kinds, field_kinds, matches, parse_filter
 from llmql.connectors.memory_log import META, SegmentLog, decode_records, encode_records
 from llmql.train.core.device import resolve_device
 
@@ -263,7 +263,9 @@ class MemoryBackend:
         if not clauses:
             return None
         check_fields(clauses, set(target.fields), f"{self.location} index {target.name!r}")
-        docs = self._searcher(target).docs
+        searcher = self._searcher(target)
+        check_range_kinds(clauses, searcher.kinds, f"{self.location} index {target.name!r}")
+        docs = searcher.docs
         return np.fromiter((matches(clauses, r.fields) for r in docs), dtype=bool, count=len(docs))
 
 
@@ -310,6 +312,7 @@ class _Search:
         import torch
 
         self.docs = list(target.docs.values())
+        self.kinds = field_kinds(r.fields for r in self.docs)
         rows = [(d, p) for d, r in enumerate(self.docs) for p in (r.passages or (None,))]
         self.row_doc = torch.tensor([d for d, _ in rows], dtype=torch.long, device=device)
         self.spans = [None if p is None else (p.start, p.end) for _, p in rows]

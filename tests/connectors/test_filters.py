@@ -7,7 +7,14 @@ import uuid
 import numpy as np
 import pytest
 
-from llmql.connectors.filters import Clause, lucene_filter, parse_filter, sql_filter
+from llmql.connectors.filters import (
+    Clause,
+    check_range_kinds,
+    field_kinds,
+    lucene_filter,
+    parse_filter,
+    sql_filter,
+)
 from llmql.connectors.registry import open_backend
 from llmql.connectors.sync import SyncConfig, sync
 
@@ -133,5 +140,23 @@ def test_the_same_filter_gives_the_same_documents_on_every_backend(backend_spec,
             assert {h.id for h in backend.bm25(index, "kelp lagoon", 50, flt)} == expected, flt
         with pytest.raises(ValueError, match="does not hold"):
             backend.knn(index, np.asarray(vector), 5, {"author": "x"})
+        for flt in ({"lang": {"gte": 5}}, {"year": {"gte": "2019-01-01"}}, {"not": {"lang": {"lt": 1}}}):
+            # a range its field's values cannot compare with matched nothing silently (issue 25)
+            with pytest.raises(ValueError, match="matches none of them"):
+                backend.knn(index, np.asarray(vector), 5, flt)
+            with pytest.raises(ValueError, match="matches none of them"):
+                backend.bm25(index, "kelp lagoon", 5, flt)
     finally:
         backend.drop_index(index)
+
+
+def test_a_range_its_field_cannot_compare_with_is_refused():
+    kinds = field_kinds([{"year": 2020, "lang": "en", "flag": True}, {"year": 2021.5, "lang": "de", "d": "2020-01-01"}])
+    assert kinds == {"year": {"number"}, "lang": {"string"}, "d": {"string"}}  # booleans compare as nothing
+    check_range_kinds(parse_filter({"year": {"gte": 2020}, "d": {"lt": "2021-01-01"}, "flag": {"gte": 1}}), kinds, "i")
+    with pytest.raises(ValueError, match="'lang' holds string values; a range of a number"):
+        check_range_kinds(parse_filter({"lang": {"gte": 1}}), kinds, "i")
+    with pytest.raises(ValueError, match="'year' holds number values; a range of an ISO date"):
+        check_range_kinds(parse_filter({"not": {"year": {"lt": "2020-01-01"}}}), kinds, "i")
+    mixed = field_kinds([{"v": 1}, {"v": "2020-01-01"}])
+    check_range_kinds(parse_filter({"v": {"gte": 0}}), mixed, "i")  # some values compare: no refusal
