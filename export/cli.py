@@ -49,7 +49,7 @@ from llmql.train.core.cli import Finite, cli_errors
 def main(
     model, out_dir, quantize, ql_scorer, opensearch_bundle, validation_data, opset, int8_min_cosine, overwrite
 ) -> None:
-    """Export MODEL (an llmql-train output, a causal-LM directory, or a named model such as smollm2-135m) to
+    """Export MODEL (an llmql-train output, a causal-LM directory, or a named model: smollm2-135m, gemma-3-270m) to
     OUT_DIR: encoder.onnx (input_ids, attention_mask -> L2-normalised last-token embedding), tokenizer.json,
     llmql.json and manifest.json with the parity measured against PyTorch. Refuses below cosine 0.9999 (fp32)
     or 0.99 (int8)."""

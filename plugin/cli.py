@@ -110,7 +110,9 @@ def serve(
     default=None,
     help="BEIR collection (default: ../shared/data/scifact or $LLMQL_DATA).",
 )
-@click.option("--model", default="smollm2-135m", help="Base model: name, directory or .gguf.")
+@click.option(
+    "--model", default="smollm2-135m", help="Base model: a name (smollm2-135m, gemma-3-270m), directory or .gguf."
+)
 @click.option(
     "--workdir",
     default=None,

@@ -200,8 +200,9 @@ def _optim(kw: dict):
 def main(verbose: bool) -> None:
     """Train an LLM-QL retriever: `ql` (stage 1), then `contrastive` (stage 2).
 
-    MODEL is a named offline model (smollm2-135m), a Hugging Face causal-LM directory, a .gguf file, or the
-    output of an earlier stage. Every output directory carries llmql.json and loads with no other arguments.
+    MODEL is a named offline model (smollm2-135m, gemma-3-270m), a Hugging Face causal-LM directory, a .gguf
+    file, or the output of an earlier stage. Every output directory carries llmql.json and loads with no other
+    arguments.
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
 

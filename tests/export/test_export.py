@@ -1,4 +1,4 @@
-"""Export of tiny random Llama- and Qwen2-style models: parity, int8, manifest, QL graphs, ml-commons bundle."""
+"""Export of tiny random Llama-, Qwen2- and Gemma3-style models: parity, int8, manifest, QL graphs, bundles."""
 
 import errno
 import json
@@ -29,10 +29,14 @@ def test_encoder_graph_takes_two_inputs_and_returns_the_embedding(llama_export):
     assert [o.name for o in graph.graph.output] == ["embedding"]
 
 
-def test_qwen2_export_matches_pytorch(tiny_qwen2, tmp_path):
-    out = export_model(ExportConfig(model=str(tiny_qwen2), out=str(tmp_path / "qwen2")))
+@pytest.mark.parametrize("arch", ["qwen2", "gemma3_text"])  # the second backbone's family exports too
+def test_other_architectures_export_matching_pytorch(arch, tmp_path):
+    from tests.conftest import build_tiny_model
+
+    model = build_tiny_model(tmp_path / arch, arch)
+    out = export_model(ExportConfig(model=str(model), out=str(tmp_path / "export")))
     onnx_vectors = OnnxEncoder.from_dir(out).encode_passages(TEXTS)
-    torch_vectors = Encoder.from_pretrained(tiny_qwen2, bf16=False).encode_passages(TEXTS)
+    torch_vectors = Encoder.from_pretrained(model, bf16=False).encode_passages(TEXTS)
     cosine = (onnx_vectors * torch_vectors).sum(axis=1)
     assert cosine.min() >= 0.9999
     assert read_manifest(out)["parity"]["encoder.onnx"]["left"]["worst_cosine"] >= 0.9999

