@@ -133,9 +133,12 @@ def model_view(source: Path, out: Path, **changes) -> Path:
     return out
 
 
-def start_service(arguments: list[str], seconds: float = 300) -> tuple[subprocess.Popen, str]:
+def start_service(
+    arguments: list[str], seconds: float = 300, cpus: set[int] | None = None
+) -> tuple[subprocess.Popen, str]:
     """`llmql serve ARGUMENTS` (through this Python, so it works where the console scripts are not installed) on a
-    free port, once its /health answers; (process, URL). The caller terminates it."""
+    free port, once its /health answers; (process, URL). `cpus` confines the server, every thread of it, to those
+    cores. The caller terminates it."""
     import socket
     import sys
 
@@ -145,7 +148,10 @@ def start_service(arguments: list[str], seconds: float = 300) -> tuple[subproces
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "llmql.plugin.cli", "serve", *arguments, "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    confine = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))  # before any thread starts
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=confine
+    )
     url, deadline = f"http://127.0.0.1:{port}", time.time() + seconds
     while True:
         try:

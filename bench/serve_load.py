@@ -4,6 +4,7 @@ processes on loopback.
 
     .venv/bin/python -m bench.serve_load [--model smollm2-135m] [--seconds 15] [--device auto]
     .venv/bin/python -m bench.serve_load --soak 500 --seconds 60   # load that does not end (serve_soak.json)
+    .venv/bin/python -m bench.serve_load --soak 500 --seconds 60 --client-cpus 1   # clients off the server's core
 
 The index holds the first 300 SciFact abstracts, synced with the same model. Writes bench/results/serve_load.json.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -36,10 +38,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(args, index_dir: Path, batching: bool) -> tuple[subprocess.Popen, str]:
+def serve(args, index_dir: Path, batching: bool, cpus: set[int] | None = None) -> tuple[subprocess.Popen, str]:
     arguments = ["--url", str(index_dir), "--index", "docs", "--model", args.model, "--runtime", args.runtime]
     arguments += ["--device", args.device] + ([] if batching else ["--no-batching"])
-    return start_service(arguments)
+    return start_service(arguments, cpus=cpus)
 
 
 def load(url: str, path: str, body_of, concurrency: int, seconds: float) -> dict:
@@ -101,9 +103,11 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def soak(url: str, pid: int, clients: int, seconds: float) -> dict:
+def soak(url: str, pid: int, clients: int, seconds: float, split: tuple[set[int], set[int]] | None = None) -> dict:
     """`clients` /embed clients for `seconds` (from client processes) while one prober times /health every 50 ms;
-    the server's resident memory after a warm-up and after the run."""
+    the server's resident memory after a warm-up and after the run. With `split` (the server's cores, the
+    clients' cores) the client processes run on theirs only, as clients on other machines would, and the prober
+    beside the server, as a health check on its host would."""
     from bench.host_path_load import load as many
 
     many(url, 8, 5.0)  # warm-up: the model, the queue and the thread pool at work
@@ -114,6 +118,9 @@ def soak(url: str, pid: int, clients: int, seconds: float) -> dict:
     def probe() -> None:
         import httpx
 
+        if split:
+            os.sched_setaffinity(0, split[0])  # this thread only (Linux)
+
         with httpx.Client(timeout=30) as http:
             while not stop.wait(0.05):
                 start = time.perf_counter()
@@ -122,6 +129,8 @@ def soak(url: str, pid: int, clients: int, seconds: float) -> dict:
 
     prober = threading.Thread(target=probe)
     prober.start()
+    if split:
+        os.sched_setaffinity(0, split[1])  # this thread, so the client processes it starts inherit it
     loaded = many(url, clients, seconds)
     stop.set()
     prober.join()
@@ -153,6 +162,17 @@ def build_index(args, work: Path) -> Path:
     return work / "index"
 
 
+def cpu_split(client_cpus: str) -> tuple[set[int], set[int]] | None:
+    """(the server's cores, the clients' cores) from a list such as "1" or "2,3"; None for no split."""
+    if not client_cpus:
+        return None
+    clients, usable = {int(c) for c in client_cpus.split(",")}, os.sched_getaffinity(0)
+    server = usable - clients
+    if not server or not clients <= usable:
+        raise SystemExit(f"--client-cpus {client_cpus}: name cores of {sorted(usable)} and leave the server one")
+    return server, clients
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
@@ -168,17 +188,27 @@ def main() -> None:
         help="instead: CLIENTS /embed clients for --seconds against one server (500 and 60 for the soak run): "
         "statuses, 503s without Retry-After, /health p99 and resident memory before and after",
     )
+    parser.add_argument(
+        "--client-cpus",
+        default="",
+        metavar="LIST",
+        help="with --soak: run the clients on these cores (e.g. 1) and the server on the others, so that the "
+        "clients do not take the server's cores (default: all share every core)",
+    )
     args = parser.parse_args()
     if args.soak:
+        split = cpu_split(args.client_cpus)
         index_dir = build_index(args, Path(tempfile.mkdtemp(prefix="llmql-serve-soak-")))
-        process, url = serve(args, index_dir, batching=True)
+        process, url = serve(args, index_dir, batching=True, cpus=split[0] if split else None)
         try:
-            row = {"clients": args.soak, "seconds": args.seconds, **soak(url, process.pid, args.soak, args.seconds)}
+            measured = soak(url, process.pid, args.soak, args.seconds, split)
+            row = {"clients": args.soak, "seconds": args.seconds, "client_cpus": args.client_cpus, **measured}
         finally:
             process.terminate()
             process.wait(30)
         print(json.dumps(row), flush=True)
-        write_results("serve_soak", {"settings": vars(args), "soak": row})
+        name = "serve_soak_split" if split else "serve_soak"  # the shared-core run's file is kept
+        write_results(name, {"settings": vars(args), "soak": row})
         return
 
     index_dir = build_index(args, Path(tempfile.mkdtemp(prefix="llmql-serve-load-")))

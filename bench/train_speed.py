@@ -19,6 +19,7 @@ import argparse
 import copy
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
@@ -69,6 +70,13 @@ class Timing:
         }
         self.rows.append(row)
         print(row, flush=True)
+
+
+def results_name(model: str, cuda: bool) -> str:
+    """train_speed[_cuda], with a named model other than the default after a dash (another backbone's figures
+    do not replace SmolLM2's)."""
+    name = "train_speed_cuda" if cuda else "train_speed"
+    return name if model == "smollm2-135m" else f"{name}-{Path(model).name}"
 
 
 def parse_args() -> argparse.Namespace:
@@ -253,7 +261,7 @@ def main() -> None:
                 timing.rows.append({"stage": stage, "attention": variant.name, "error": f"{type(err).__name__}: {err}"})
             results = {"settings": vars(args), "device": device, "stages": timing.rows}  # written after every row
             results |= {"data_path_tokens_per_s_per_worker": rates, "matmul_gflops": matmul}
-            write_results("train_speed_cuda" if is_cuda(device) else "train_speed", results)
+            write_results(results_name(args.model, is_cuda(device)), results)
     print_ratios([r for r in timing.rows if "error" not in r])
 
 

@@ -28,4 +28,4 @@ def test_unknown_model_name_is_explained(tmp_path, toy_beir):
     result = CliRunner().invoke(
         main, ["ql", "--model", "no-such-model", "--data", str(toy_beir), "--out", str(tmp_path)]
     )
-    assert result.exit_code == 1 and "not a named model (smollm2-135m)" in result.output
+    assert result.exit_code == 1 and "not a named model (gemma-3-270m, smollm2-135m)" in result.output
