@@ -58,7 +58,8 @@ def batcher_rates(encoder, queries: list[str], clients: tuple[int, ...], seconds
 
 def _client_process(url: str, path: str, threads: int, seconds: float, first: int, queue) -> None:
     """`threads` clients posting one-query requests to `path` back to back; to `queue`: latencies of the 200s,
-    the count of every status, and how many 503s came without Retry-After."""
+    the count of every status (a request that got none counted by its error's kind), and how many 503s came
+    without Retry-After."""
     import collections
 
     import httpx
@@ -74,8 +75,8 @@ def _client_process(url: str, path: str, threads: int, seconds: float, first: in
                 try:
                     response = http.post(f"{url}{path}", json={"texts": [f"aspirin lowers the risk of stroke ({i})"]})
                     status = response.status_code
-                except httpx.HTTPError:
-                    status = 0  # refused or dropped connection: counted, never silently lost
+                except httpx.HTTPError as err:  # refused, dropped or timed out: counted by kind, never lost
+                    status = f"error {type(err).__name__}"
                 with lock:
                     statuses[status] += 1
                     if status == 200:
@@ -109,7 +110,7 @@ def load(url: str, clients: int, seconds: float, path: str = "/embed") -> dict:
     wall = time.perf_counter() - began
     for proc in procs:
         proc.join(30)
-    statuses: dict[int, int] = {}
+    statuses: dict[int | str, int] = {}
     for _, counted, _ in parts:
         for status, n in counted.items():
             statuses[status] = statuses.get(status, 0) + n

@@ -55,6 +55,13 @@ from llmql.train.core.cli import Finite, cli_errors, renamed_option, with_rename
     default=32,
     help="Requests waiting for the model; one more is answered 503 with Retry-After.",
 )
+@click.option(
+    "--keep-alive-s",
+    type=click.IntRange(1, 3600),
+    default=75,
+    help="Seconds an idle connection stays open. Longer than a load balancer's idle timeout (60 s on common "
+    "ones) and a busy client's pause, so that no request is sent on a connection the server is closing.",
+)
 @cli_errors
 def serve(
     backend,
@@ -67,6 +74,7 @@ def serve(
     model_name,
     host,
     port,
+    keep_alive_s,
     max_k,
     rerank_depth,
     allowed,
@@ -100,7 +108,7 @@ def serve(
             **batching,
         )
     )
-    uvicorn.run(app, host=host, port=port)
+    uvicorn.run(app, host=host, port=port, timeout_keep_alive=keep_alive_s)
 
 
 @click.command("quickstart", context_settings=CONTEXT)
