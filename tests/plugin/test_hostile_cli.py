@@ -91,6 +91,7 @@ def _commands(root: Path) -> dict:
         (llmql_cli, "serve", "--url", str(root / "index"), "--max-queue"): _int_in(1, 10_000),
         (llmql_cli, "serve", "--url", str(root / "index"), "--max-k"): _int_in(1, 1000),
         (llmql_cli, "serve", "--url", str(root / "index"), "--rerank-depth"): _int_in(1, 1000),
+        (llmql_cli, "serve", "--url", str(root / "index"), "--keep-alive-s"): _int_in(1, 3600),
         (llmql_cli, "quickstart", "--data", data, "--budget"): _float_in(0, 1000, low_open=True),
     }
 
@@ -222,3 +223,19 @@ def test_renamed_options_are_still_accepted_for_a_release(root, command, args, o
     assert f"warning: {old} is deprecated and will be removed; use {new}" in result.output
     value = {"--end-states": "fp16", "--max-padded-tokens": 512, "--max-queued-tokens": 512}[new]
     assert getattr(seen["cfg"], new.lstrip("-").replace("-", "_")) == value
+
+
+def test_serve_keeps_idle_connections_past_a_load_balancers_timeout(root, monkeypatch):
+    """uvicorn's own 5 s closed connections under a busy client's pause (requests lost in the soak run); serve
+    hands its --keep-alive-s, 75 s unless told, to the server."""
+    import uvicorn
+
+    import llmql.plugin.service as service_module
+
+    seen = []
+    monkeypatch.setattr(service_module, "create_app", lambda cfg: "app")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append(kw["timeout_keep_alive"]))
+    for extra in ([], ["--keep-alive-s", "5"]):
+        result = CliRunner().invoke(llmql_cli, ["serve", "--url", str(root / "index"), *extra])
+        assert result.exit_code == 0, result.output
+    assert seen == [75, 5]
