@@ -128,6 +128,15 @@ def causal_kernel_fits(lm: nn.Module, length: int) -> bool:
     return kernel and (window is None or window >= length)
 
 
+def causal_states(lm: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """Final hidden states [B, L, H] of right-padded rows under plain causal attention, with no mask tensor. The
+    all-ones 2D mask is what makes transformers hand the kernel no mask (SDPA's is_causal, FlashAttention):
+    given none, it reads the position ids as possibly packed rows and builds a [B, 1, L, L] mask through vmap
+    (on the CPU 1.5x the time of SmolLM2's forward over 16 x 200 tokens, and off FlashAttention on a GPU)."""
+    ones = torch.ones_like(input_ids)
+    return decoder_of(lm)(input_ids=input_ids, attention_mask=ones, use_cache=False).last_hidden_state
+
+
 def attention_bias(allowed: torch.Tensor, lm: nn.Module) -> torch.Tensor:
     """Boolean [B, 1, Lq, Lk] -> the form the attention implementation takes (bool for SDPA, additive else)."""
     if _inner(lm).config._attn_implementation == "sdpa":
@@ -213,7 +222,7 @@ class QLModel(nn.Module):
         from transformers import DynamicCache
 
         if not self.attention_stop:
-            return decoder_of(self.lm)(input_ids=input_ids, use_cache=False).last_hidden_state
+            return causal_states(self.lm, input_ids)
         length = input_ids.shape[1]
         keep = int(end_positions.max()) + 1  # the causal pass stops at the last [E]: no row needs more of it
         out = decoder_of(self.lm)(input_ids=input_ids[:, :keep], past_key_values=DynamicCache(), use_cache=True)
@@ -341,7 +350,7 @@ class BiEncoder(nn.Module):
             return pool_at(hidden, last, normalize=self.normalize)
         right = self.right_padded if right_padded is None else right_padded
         if right and causal_kernel_fits(self.lm, input_ids.shape[1]):
-            hidden = decoder_of(self.lm)(input_ids=input_ids, use_cache=False).last_hidden_state
+            hidden = causal_states(self.lm, input_ids)
         else:
             hidden = decoder_of(self.lm)(
                 input_ids=input_ids,

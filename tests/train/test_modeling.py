@@ -162,6 +162,33 @@ def test_embedding_on_the_causal_kernel_equals_the_masked_one(tiny_any):
         )
 
 
+def test_causal_routes_hand_the_kernel_no_mask(tiny_llama, tiny_qwen2, monkeypatch):
+    """The right-padded embedding and the plain causal QL pass reach SDPA with is_causal and no mask tensor
+    (given no 2D mask, transformers builds an [L, L] one through vmap: slower, and off FlashAttention)."""
+    from llmql.train.modeling import QLModel
+
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("attn_mask"), kwargs.get("is_causal")))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    for path in (tiny_llama, tiny_qwen2):
+        lm, tok = _load(path)
+        ids, mask = map(torch.from_numpy, pad(tok.passages(TITLES, PASSAGES), tok.config.pad_token_id, "right"))
+        batch = _ql_batch(tok, "query")
+        with torch.no_grad():
+            BiEncoder(lm, right_padded=True)(ids, mask)
+            QLModel(lm, attention_stop=False, right_padded=True)(
+                batch["input_ids"], batch["attention_mask"], batch["end_positions"], batch["target_mask"]
+            )
+    layers = 2 * sum(_load(p)[0].config.num_hidden_layers for p in (tiny_llama, tiny_qwen2))
+    assert len(calls) == layers
+    assert all(attn_mask is None and is_causal for attn_mask, is_causal in calls)
+
+
 def test_stage1_under_gradient_checkpointing_keeps_attention_stop(tiny_llama):
     """Checkpointing drops the layers' caches that the two-pass route reads: the dense mask is used instead."""
     from llmql.train.modeling import QLModel
