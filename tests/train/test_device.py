@@ -88,3 +88,24 @@ def test_training_defaults_to_bf16_only_where_the_hardware_has_it(monkeypatch):
     monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
     assert device.resolve_bf16(OptimConfig().bf16, "cpu") is True
     assert device.resolve_bf16(False, "cpu") is False  # an explicit choice is kept
+
+
+@pytest.mark.parametrize(
+    ("affinity", "env", "expected"),
+    [
+        ({0}, {}, 1),  # pinned to one core (taskset, a container's cpuset) on a larger machine
+        ({0, 1, 2, 3}, {"LOCAL_WORLD_SIZE": "2"}, 2),  # two launcher processes share the usable cores
+        ({0, 1, 2}, {"LOCAL_WORLD_SIZE": "8"}, 1),
+        ({0}, {"LLMQL_THREADS": "3"}, 3),  # told
+    ],
+)
+def test_model_threads_follow_the_cores_this_process_may_use(affinity, env, expected, monkeypatch):
+    from llmql.train.core import cpu
+
+    monkeypatch.delenv("LLMQL_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: affinity, raising=False)
+    assert cpu.cpu_threads() == expected
