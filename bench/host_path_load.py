@@ -56,10 +56,12 @@ def batcher_rates(encoder, queries: list[str], clients: tuple[int, ...], seconds
     return out
 
 
-def _client_process(url: str, path: str, threads: int, seconds: float, first: int, queue) -> None:
-    """`threads` clients posting one-query requests to `path` back to back; to `queue`: latencies of the 200s,
-    the count of every status (a request that got none counted by its error's kind), and how many 503s came
-    without Retry-After."""
+def _client_process(
+    url: str, path: str, threads: int, seconds: float, first: int, queue, honour_retry_after: bool = False
+) -> None:
+    """`threads` clients posting one-query requests to `path` back to back (after a 503, at once, or after its
+    Retry-After if `honour_retry_after`); to `queue`: latencies of the 200s, the count of every status (a request
+    that got none counted by its error's kind), and how many 503s came without Retry-After."""
     import collections
 
     import httpx
@@ -83,6 +85,8 @@ def _client_process(url: str, path: str, threads: int, seconds: float, first: in
                         latencies.append(time.perf_counter() - start)
                     elif status == 503 and "retry-after" not in response.headers:
                         bare_503[0] += 1
+                if honour_retry_after and status == 503 and "retry-after" in response.headers:
+                    time.sleep(min(float(response.headers["retry-after"]), max(0.0, stop - time.monotonic())))
                 i += 1000
 
     workers = [threading.Thread(target=client, args=(first + w,)) for w in range(threads)]
@@ -93,14 +97,15 @@ def _client_process(url: str, path: str, threads: int, seconds: float, first: in
     queue.put((latencies, dict(statuses), bare_503[0]))
 
 
-def load(url: str, clients: int, seconds: float, path: str = "/embed") -> dict:
-    """`clients` concurrent clients, in up to 8 processes; latency of the 200s and every status counted."""
+def load(url: str, clients: int, seconds: float, path: str = "/embed", honour_retry_after: bool = False) -> dict:
+    """`clients` concurrent clients, in up to 8 processes; latency of the 200s and every status counted. Clients
+    send again at once after a 503 unless `honour_retry_after` (then they wait as its Retry-After says)."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     processes = min(8, clients)
     shares = [clients // processes + (p < clients % processes) for p in range(processes)]
     procs = [
-        context.Process(target=_client_process, args=(url, path, share, seconds, 100 * p, queue))
+        context.Process(target=_client_process, args=(url, path, share, seconds, 100 * p, queue, honour_retry_after))
         for p, share in enumerate(shares)
     ]
     began = time.perf_counter()

@@ -103,7 +103,14 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def soak(url: str, pid: int, clients: int, seconds: float, split: tuple[set[int], set[int]] | None = None) -> dict:
+def soak(
+    url: str,
+    pid: int,
+    clients: int,
+    seconds: float,
+    split: tuple[set[int], set[int]] | None = None,
+    honour_retry_after: bool = False,
+) -> dict:
     """`clients` /embed clients for `seconds` (from client processes) while one prober times /health every 50 ms;
     the server's resident memory after a warm-up and after the run. With `split` (the server's cores, the
     clients' cores) the client processes run on theirs only, as clients on other machines would, and the prober
@@ -131,7 +138,7 @@ def soak(url: str, pid: int, clients: int, seconds: float, split: tuple[set[int]
     prober.start()
     if split:
         os.sched_setaffinity(0, split[1])  # this thread, so the client processes it starts inherit it
-    loaded = many(url, clients, seconds)
+    loaded = many(url, clients, seconds, honour_retry_after=honour_retry_after)
     stop.set()
     prober.join()
     after = rss_kib(pid)
@@ -140,7 +147,9 @@ def soak(url: str, pid: int, clients: int, seconds: float, split: tuple[set[int]
         **loaded,
         "health_requests": len(ordered),
         "health_p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
-        "health_p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 1),
+        **{f"health_p{q}_ms": round(1000 * ordered[int(q / 100 * (len(ordered) - 1))], 1) for q in (90, 95, 99)},
+        "health_max_ms": round(1000 * ordered[-1], 1),
+        "health_over_100ms": sum(1 for x in ordered if x > 0.1),
         "rss_warm_mib": round(warm / 1024, 1),
         "rss_after_mib": round(after / 1024, 1),
         "rss_ratio": round(after / warm, 3),
@@ -195,19 +204,32 @@ def main() -> None:
         help="with --soak: run the clients on these cores (e.g. 1) and the server on the others, so that the "
         "clients do not take the server's cores (default: all share every core)",
     )
+    parser.add_argument(
+        "--honour-retry-after",
+        action="store_true",
+        help="with --soak: clients wait as a 503's Retry-After says before sending again, as well-behaved clients "
+        "do (default: they send again at once, the worst case)",
+    )
     args = parser.parse_args()
     if args.soak:
         split = cpu_split(args.client_cpus)
         index_dir = build_index(args, Path(tempfile.mkdtemp(prefix="llmql-serve-soak-")))
         process, url = serve(args, index_dir, batching=True, cpus=split[0] if split else None)
         try:
-            measured = soak(url, process.pid, args.soak, args.seconds, split)
-            row = {"clients": args.soak, "seconds": args.seconds, "client_cpus": args.client_cpus, **measured}
+            measured = soak(url, process.pid, args.soak, args.seconds, split, args.honour_retry_after)
+            row = {
+                "clients": args.soak,
+                "seconds": args.seconds,
+                "client_cpus": args.client_cpus,
+                "honour_retry_after": args.honour_retry_after,
+                **measured,
+            }
         finally:
             process.terminate()
             process.wait(30)
         print(json.dumps(row), flush=True)
-        name = "serve_soak_split" if split else "serve_soak"  # the shared-core run's file is kept
+        # the shared-core run's file is kept; well-behaved clients' run beside the worst case
+        name = ("serve_soak_split" if split else "serve_soak") + ("_polite" if args.honour_retry_after else "")
         write_results(name, {"settings": vars(args), "soak": row})
         return
 

@@ -97,7 +97,7 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
         title="llmql",
         version="0.1.0",
         description="LLM-QL dense retrieval, hybrid search and query-likelihood re-ranking.",
-        lifespan=_threads_for(config),
+        lifespan=_lifespan_for(config),
     )
     app.state.batcher = batcher
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
@@ -147,17 +147,23 @@ def _queued(config: ServiceConfig, encoder, ql_scorer):
     )
 
 
-def _threads_for(config: ServiceConfig):
-    """Request threads: enough that requests waiting for the model (at most `max_queue`) never leave a BM25 or
-    health request without one."""
+def _lifespan_for(config: ServiceConfig):
+    """At start-up: request threads enough that requests waiting for the model (at most `max_queue`) never leave a
+    BM25 or health request without one; and the start-up's objects (torch, the model, the engine's client) frozen out of
+    the garbage collector: under load its full collections walked them all, about 300 ms each every few seconds
+    with every thread stopped (bench.serve_load --soak; BENCHMARKS.md)."""
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(_app):
+        import gc
+
         import anyio.to_thread
 
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, config.max_queue + 16)
+        gc.collect()
+        gc.freeze()
         yield
 
     return lifespan

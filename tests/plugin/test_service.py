@@ -33,6 +33,19 @@ def test_health_and_openapi(client):
     assert {"/search", "/rerank", "/embed", "/health"} <= set(paths)
 
 
+def test_start_up_freezes_its_objects_out_of_the_collector(client):
+    """Under load, full collections walked torch and the model every few seconds (about 300 ms each, every
+    thread stopped: the /health tail of bench.serve_load --soak); frozen at start-up, they are skipped."""
+    import gc
+
+    gc.unfreeze()
+    try:
+        with TestClient(client.app):
+            assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
+
+
 def test_search_embed_rerank(client):
     hits = client.post("/search", json={"query": "kelp study", "k": 3, "rerank": True, "explain": True}).json()
     assert len(hits["hits"]) == 3 and "stages" in hits["hits"][0] and hits["ql_path"] == "cached"
