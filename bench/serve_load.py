@@ -5,6 +5,7 @@ processes on loopback.
     .venv/bin/python -m bench.serve_load [--model smollm2-135m] [--seconds 15] [--device auto]
     .venv/bin/python -m bench.serve_load --soak 500 --seconds 60   # load that does not end (serve_soak.json)
     .venv/bin/python -m bench.serve_load --soak 500 --seconds 60 --client-cpus 1   # clients off the server's core
+    .venv/bin/python -m bench.serve_load --soak 500 --seconds 60 --client-cpus 1 --honour-retry-after
 
 The index holds the first 300 SciFact abstracts, synced with the same model. Writes bench/results/serve_load.json.
 """
