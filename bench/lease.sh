@@ -7,7 +7,7 @@
 #   here:   bench/lease.sh prepare                       # .whl/ (wheels for cp312) and .gpu/ (parts, data)
 #   call 1: bench/lease.sh install                       # carry .whl .gpu/part00
 #   call 2: bench/lease.sh stash; bench/lease.sh run COMMIT tests   # carry .gpu/part01 .gpu/data
-#   call 3: bench/lease.sh run COMMIT host train         # carry .gpu/part02; then, if time is left:
+#   call 3: bench/lease.sh run COMMIT mask host train    # carry .gpu/part02; then, if time is left:
 #   call 4: bench/lease.sh run COMMIT quality MINUTES
 #
 # Each step runs under its own time limit and its results (bench/results/*.json, logs) are copied to $OUT as soon
@@ -75,14 +75,19 @@ run() {  # LEASE_DRY=1: the same steps on this machine's CPU at toy size, to che
   export LLMQL_COMMIT="$1"
   shift
   environment
-  local device=cuda host=() train=(--ql-batch 64 --queries 16 --group-size 16) preset=gpu
+  # train: the routes the 2026-12-04 lease left unsettled (dense against flex over packed rows), so that stage 2
+  # and the compiled row fit the step's limit this time
+  local device=cuda host=() mask=() train=(--ql-batch 64 --queries 16 --group-size 16 --routes dense,flex+pack)
+  local preset=gpu
   if [[ "${LEASE_DRY:-}" == 1 ]]; then
     device=cpu host=(--quick --model "$LLMQL_BENCH_MODEL") train=(--model "$LLMQL_BENCH_MODEL" --steps 1) preset=dry
+    mask=(--model "$LLMQL_BENCH_MODEL" --repeats 1)
   fi
   while [[ $# -gt 0 ]]; do
     case "$1" in
       tests) step tests 150 python3 -m pytest -q -m cuda -p no:cacheprovider tests/train/test_cuda_paths.py \
                tests/train/test_packing.py tests/train/test_batch_invariance.py ;;
+      mask) step mask 60 python3 -m bench.causal_mask --device "$device" "${mask[@]}" ;;
       host) step host 200 python3 -m bench.host_path --device "$device" "${host[@]}" ;;
       train) step train 240 python3 -m bench.train_speed --device "$device" "${train[@]}" --compile --fp32 first ;;
       quality) step quality $(( ${2:-5} * 60 + 90 )) python3 -m bench.quality compare --preset "$preset" \
