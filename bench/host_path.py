@@ -108,7 +108,7 @@ class StubEncoder(TextEncoderBase):
 
 def syncs(corpus: Path, stub_corpus: Path, encoder, scorer, device: str) -> dict:
     """Documents/s into the memory engine: vectors, vectors and fp16 [E] states, and with the stub model (over
-    `stub_corpus`, larger where the model is slow: a sync of 96 documents measures its start-up)."""
+    `stub_corpus`, larger where the model is slow: a sync of a few dozen documents measures its start-up)."""
     from llmql.connectors.sync import SyncConfig, sync
 
     out = {}

@@ -175,8 +175,10 @@ def test_causal_routes_hand_the_kernel_no_mask(tiny_llama, tiny_qwen2, monkeypat
         return sdpa(*args, **kwargs)
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    layers = 0
     for path in (tiny_llama, tiny_qwen2):
         lm, tok = _load(path)
+        layers += 2 * lm.config.num_hidden_layers  # one attention call a layer in each of the two forwards
         ids, mask = map(torch.from_numpy, pad(tok.passages(TITLES, PASSAGES), tok.config.pad_token_id, "right"))
         batch = _ql_batch(tok, "query")
         with torch.no_grad():
@@ -184,7 +186,6 @@ def test_causal_routes_hand_the_kernel_no_mask(tiny_llama, tiny_qwen2, monkeypat
             QLModel(lm, attention_stop=False, right_padded=True)(
                 batch["input_ids"], batch["attention_mask"], batch["end_positions"], batch["target_mask"]
             )
-    layers = 2 * sum(_load(p)[0].config.num_hidden_layers for p in (tiny_llama, tiny_qwen2))
     assert len(calls) == layers
     assert all(attn_mask is None and is_causal for attn_mask, is_causal in calls)
 
