@@ -68,7 +68,7 @@ def tokenization(tok, titles: list[str], texts: list[str]) -> dict:
     bodies = [passage_body(t, x) for t, x in zip(titles, texts, strict=True)]
     ours = median(timed(lambda: tok.passages(titles, texts), 3))
     library = median(timed(lambda: tok.tokenizer.encode_batch(bodies, add_special_tokens=False), 3))
-    fitting = tok._truncate(bodies, tok.config.max_passage_tokens)  # each about the passage length
+    fitting = tok.kept_bodies(bodies)  # each about the passage length
     one = median(timed(lambda: tok.passages([""] * len(fitting), fitting), 3))
     ten = median(timed(lambda: tok.passages([""] * len(fitting), [" ".join([b] * 10) for b in fitting]), 3))
     return {

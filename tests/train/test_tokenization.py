@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -107,23 +109,57 @@ def test_loader_workers_prepare_the_same_batches_as_the_training_loop(tok):
     assert not torch.equal(alone[0]["input_ids"], loader_batches(dataset, tok)[0]["input_ids"])
 
 
-def _whole_text_cut(tok: PromptTokenizer, body: str, max_tokens: int) -> str:
-    """The reference: tokenise all of the body, cut after its max_tokens-th token."""
-    enc = tok.tokenizer.encode(body, add_special_tokens=False)
-    return body if len(enc.ids) <= max_tokens else body[: enc.offsets[max_tokens - 1][1]]
+def _truncated_prompt(tok: PromptTokenizer, template: str, body: str, max_tokens: int) -> tuple[list[int], bool]:
+    """The reference: tokenise all of the prompt, then drop the body's tokens past its `max_tokens`-th (the
+    tokens lying in the body's characters, by their offsets); and whether any were."""
+    prefix, suffix = split_template(template)
+    enc = tok.tokenizer.encode(prefix + body + suffix, add_special_tokens=False)
+    start, end = len(prefix.rstrip()), len(prefix) + len(body)
+    inside = [i for i, (a, b) in enumerate(enc.offsets) if a >= start and b <= end]
+    drop = set(inside[max_tokens:])
+    return [t for i, t in enumerate(enc.ids) if i not in drop], bool(drop)
+
+
+def _long_bodies(seed: int) -> list[str]:
+    """Many times the budget, long unbroken words, newlines, non-ASCII, runs of spaces, empty."""
+    rng = np.random.default_rng(seed)
+    vocabulary = ["kelp", "fjord", "dune", "amber", "naïve café", "日本", "x" * 90, "\n", "  ", "ü-ü", "the"]
+    bodies = [" ".join(rng.choice(vocabulary, size=int(rng.integers(1, 400)))) for _ in range(40)]
+    return [b.strip() for b in bodies] + ["", "kelp", "x" * 5000, "日本" * 3000]
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_cutting_a_prefix_gives_the_whole_texts_cut(tok, seed):
-    """Long bodies (many times the budget, long unbroken words, newlines, non-ASCII, runs of spaces) are cut at
-    the same character as when the whole text is tokenised, though only a prefix is."""
-    rng = np.random.default_rng(seed)
-    vocabulary = ["kelp", "fjord", "dune", "amber", "naïve café", "日本", "x" * 90, "\n", "  ", "ü-ü", "the"]
-    bodies = [" ".join(rng.choice(vocabulary, size=int(rng.integers(1, 400)))) for _ in range(40)] + [
-        "",
-        "kelp",
-        "x" * 5000,
-        "日本" * 3000,
-    ]
+def test_one_pass_over_a_prefix_gives_the_whole_prompts_truncation(tok, seed):
+    """Passages and queries tokenised once, over only a prefix of each long body, equal the whole prompt's
+    tokenisation with the body's tokens past the budget dropped; the cut count counts the bodies that lost any."""
+    bodies = _long_bodies(seed)
     for max_tokens in (1, 5, 12, 64):
-        assert tok._truncate(bodies, max_tokens) == [_whole_text_cut(tok, b, max_tokens) for b in bodies]
+        config = replace(tok.config, max_passage_tokens=max_tokens, max_query_tokens=max_tokens)
+        cut_tok = PromptTokenizer(tok.tokenizer, config)
+        rows, cut = cut_tok.passages_counting_cuts([""] * len(bodies), bodies)
+        expected = [_truncated_prompt(tok, config.prompts.passage, b, max_tokens) for b in bodies]
+        assert rows == [cut_tok._finish(ids) for ids, _ in expected]
+        assert cut == sum(dropped for _, dropped in expected) > 0
+        queries = [_truncated_prompt(tok, config.prompts.query, b, max_tokens)[0] for b in bodies]
+        assert cut_tok.queries(bodies) == [cut_tok._finish(ids) for ids in queries]
+
+
+def test_a_tokenizer_merging_across_the_bodys_edge_cuts_the_text_instead(tok):
+    """A BPE without a pre-tokeniser merges the template's characters with the body's: there the body is cut as
+    text at its kept tokens' end and the prompt tokenised again, so no token carries text from past the cut."""
+    from tokenizers import Tokenizer, models, trainers
+
+    merging = Tokenizer(models.BPE(unk_token="<unk>"))
+    merging.train_from_iterator(
+        [f"Passage: kelp fjord dune {i}|end" for i in range(50)],
+        trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "</s>"]),
+    )
+    config = replace(tok.config, max_passage_tokens=3, bos_token_id=None, end_token_id=1)
+    merge_tok = PromptTokenizer(
+        merging, replace(config, prompts=replace(config.prompts, passage="Passage: {body}|end"))
+    )
+    bodies = ["kelp fjord dune", "kelp fjord dune amber kelp fjord dune", "dune"]
+    assert not all(row.body.clean for row in merge_tok._cut_prompts("Passage: ", bodies, "|end", 3))
+    for body, row in zip(bodies, merge_tok.passages([""] * len(bodies), bodies), strict=True):
+        prompts = [[*merging.encode(f"Passage: {body[:c]}|end").ids, 1] for c in range(len(body) + 1)]
+        assert row in prompts and row != prompts[-1]  # the prompt of a shorter body, as the tokenizer writes it

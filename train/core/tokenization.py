@@ -1,14 +1,14 @@
 """Prompt-aware tokenisation shared by training, the ONNX runtime and sync.
 
-Only `tokenizers` is needed here (no torch, no transformers), so `llmql.export`'s runtime can reuse it. The body
-(passage `title text` or query) is truncated to its token budget first; then the whole prompt is tokenised in one
-piece so merges at the template boundaries are the tokenizer's own.
+Only `tokenizers` is needed here (no torch, no transformers), so `llmql.export`'s runtime can reuse it. The whole
+prompt is tokenised in one piece, so merges at the template's edges are the tokenizer's own; a body (passage
+`title text` or query) over its token budget then loses its tokens past it, as transformers' truncation does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,71 @@ class Corruption:
     level: str = "word"  # "word" (paper) or "token"
 
 
+@dataclass(frozen=True)
+class BodySpan:
+    """Where a body's tokens lie in its prompt's encoding: [first, stop), and whether no token spans its edges."""
+
+    first: int
+    stop: int
+    clean: bool
+
+    @property
+    def count(self) -> int:
+        return self.stop - self.first
+
+    @property
+    def tokens(self) -> range:
+        return range(self.first, self.stop)
+
+
+def body_tokens(encoding: Encoding, start: int, end: int, length: int) -> BodySpan:
+    """The tokens of the characters [start, end) of a text of `length` characters."""
+    first, first_clean = _token_at(encoding, start, length)
+    stop, stop_clean = _token_at(encoding, end, length) if end > start else (first, first_clean)
+    return BodySpan(first, stop, first_clean and stop_clean)
+
+
+def _token_at(encoding: Encoding, char: int, length: int) -> tuple[int, bool]:
+    """The token holding character `char` (the token count at the text's end), and whether it starts there."""
+    if char >= length:
+        return len(encoding.ids), True
+    token = encoding.char_to_token(char)
+    if token is None:  # a character no token covers (a normaliser dropped it): no clean edge here
+        return len(encoding.ids), False
+    return token, encoding.token_to_chars(token)[0] == char
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """One tokenised prompt, and how many of its body's tokens a cut drops."""
+
+    encoding: Encoding
+    body: BodySpan
+    text_start: int  # the body's first character in the prompt
+    dropped: int = 0
+
+    def cut_to(self, max_tokens: int) -> PromptRow:
+        return replace(self, dropped=max(0, self.body.count - max_tokens))
+
+    def kept_ids(self) -> list[int] | None:
+        """The prompt's ids without the dropped body tokens; None where a token spans the body's edge."""
+        ids = self.encoding.ids
+        if not self.dropped:
+            return list(ids)
+        if not self.body.clean:
+            return None
+        return ids[: self.body.stop - self.dropped] + ids[self.body.stop :]
+
+    def kept_span(self) -> range:
+        return range(self.body.first, self.body.stop - self.dropped)
+
+    def body_chars(self, length: int) -> int:
+        """How many of the body's `length` characters its kept tokens cover."""
+        if not self.dropped:
+            return length
+        return max(0, self.encoding.token_to_chars(self.body.stop - self.dropped - 1)[1] - self.text_start)
+
+
 class PromptTokenizer:
     """Turns passages and queries into the exact id sequences every llmql stage uses."""
 
@@ -59,36 +124,59 @@ class PromptTokenizer:
         return cls(Tokenizer.from_file(str(path)), config)
 
     # -- pieces ------------------------------------------------------------------------------------------------
-    def _truncate(self, bodies: Sequence[str], max_tokens: int) -> list[str]:
-        """Cut each body after its `max_tokens`-th token, at the character offset the tokenizer reports.
+    def _prompt_texts(self, prefix: str, bodies: Sequence[str], suffix: str) -> tuple[list[str], int]:
+        """The prompts, and where each body's tokens start in its prompt: whitespace at the end of the prefix
+        belongs to the body's first word (BPE merges "Ġword")."""
+        stripped = prefix.rstrip()
+        gap = prefix[len(stripped) :]
+        return [stripped + gap + b + suffix for b in bodies], len(stripped)
 
-        Only a prefix of each body is tokenised (`precut`): a long document costs about its kept tokens. The cut
-        is the one the whole text gives, because a prefix is used only when it holds `CUT_MARGIN` tokens past the
+    def _prompts(self, prefix: str, bodies: Sequence[str], suffix: str) -> list[PromptRow]:
+        """Each prompt tokenised whole, with where its body's tokens lie."""
+        texts, start = self._prompt_texts(prefix, bodies, suffix)
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [
+            PromptRow(enc, body_tokens(enc, start, len(text) - len(suffix), len(text)), len(prefix))
+            for text, enc in zip(texts, encodings, strict=True)
+        ]
+
+    def _cut_prompts(self, prefix: str, bodies: Sequence[str], suffix: str, max_tokens: int) -> list[PromptRow]:
+        """Each prompt tokenised once, its body's tokens past `max_tokens` marked to drop.
+
+        Only a prefix of each body is tokenised (`precut`): a long document costs about its kept tokens. The body
+        tokens kept are the whole text's, because a prefix is used only when it holds `CUT_MARGIN` tokens past the
         cut (tokens that far before a prefix's end are the whole text's); a prefix holding fewer is tried again
         four times longer, up to the whole body."""
-        bodies = list(bodies)
-        out = list(bodies)
+        out: list[PromptRow] = [None] * len(bodies)  # type: ignore[list-item]
         todo = list(range(len(bodies)))
         chars = CHARS_PER_TOKEN * (max_tokens + CUT_MARGIN)
         while todo:
             pieces = [precut(bodies[i], chars) for i in todo]
-            encodings = self.tokenizer.encode_batch(pieces, add_special_tokens=False)
             again = []
-            for i, piece, enc in zip(todo, pieces, encodings, strict=True):
-                whole = len(piece) == len(bodies[i])
-                if len(enc.ids) > max_tokens and (whole or len(enc.ids) >= max_tokens + CUT_MARGIN):
-                    out[i] = bodies[i][: enc.offsets[max_tokens - 1][1]]
-                elif not whole:
+            for i, piece, row in zip(todo, pieces, self._prompts(prefix, pieces, suffix), strict=True):
+                if len(piece) == len(bodies[i]) or row.body.count >= max_tokens + CUT_MARGIN:
+                    out[i] = row.cut_to(max_tokens)
+                else:
                     again.append(i)  # the prefix was too short to place the cut: a longer one
             todo, chars = again, chars * 4
         return out
 
-    def _wrap(self, prefix: str, bodies: Sequence[str], suffix: str) -> list[Encoding]:
-        # Whitespace at the end of the prefix belongs to the body's first word (BPE merges "Ġword").
-        stripped = prefix.rstrip()
-        gap = prefix[len(stripped) :]
-        texts = [stripped + gap + b + suffix for b in bodies]
-        return self.tokenizer.encode_batch(texts, add_special_tokens=False)
+    def _prompt_ids(
+        self, prefix: str, bodies: Sequence[str], suffix: str, max_tokens: int
+    ) -> tuple[list[list[int]], list[range], int]:
+        """Each prompt's ids with its body cut to `max_tokens` tokens, where the body's tokens lie in them, and how
+        many bodies were cut.
+
+        A cut drops the body's tokens past its budget from the prompt's own tokenisation, as transformers'
+        truncation does: one pass. Where a token spans the body's edge (a tokenizer whose pre-tokeniser does not
+        split there), that body is cut as text and its prompt tokenised again."""
+        rows = self._cut_prompts(prefix, bodies, suffix, max_tokens)
+        again = [i for i, row in enumerate(rows) if row.kept_ids() is None]
+        cut_texts = [bodies[i][: rows[i].body_chars(len(bodies[i]))] for i in again]
+        redone = dict(zip(again, self._prompts(prefix, cut_texts, suffix), strict=True))
+        ids = [row.kept_ids() if i not in redone else list(redone[i].encoding.ids) for i, row in enumerate(rows)]
+        spans = [row.kept_span() if i not in redone else redone[i].body.tokens for i, row in enumerate(rows)]
+        return ids, spans, sum(row.dropped > 0 for row in rows)  # type: ignore[return-value]
 
     def _finish(self, ids: Sequence[int]) -> list[int]:
         head = [self.config.bos_token_id] if self.config.bos_token_id is not None else []
@@ -114,25 +202,30 @@ class PromptTokenizer:
     ) -> tuple[list[list[int]], int]:
         """`passages`, and how many were longer than `max_passage_tokens` and so lost their tail (one
         tokenisation for both: a sync reports the count)."""
-        whole = [passage_body(t, x) for t, x in zip(titles, texts, strict=True)]
-        bodies = self._truncate(whole, self.config.max_passage_tokens)
-        cut = sum(len(b) < len(w) for b, w in zip(bodies, whole, strict=True))
+        bodies = [passage_body(t, x) for t, x in zip(titles, texts, strict=True)]
         corruption = corruption or Corruption()
         if corruption.prob > 0 and rng is None:
             raise ValueError("Input Corruption needs a random generator")
+        prefix, suffix, budget = self._passage_prefix, self._passage_suffix, self.config.max_passage_tokens
         if corruption.prob > 0 and corruption.level == "word":
-            bodies = [corrupt_words(b, corruption.prob, rng) for b in bodies]
-        encodings = self._wrap(self._passage_prefix, bodies, self._passage_suffix)
-        ids = [list(e.ids) for e in encodings]
+            # Words are masked in the kept text, which is then tokenised again: a second pass, in training only.
+            kept = self.kept_bodies(bodies)
+            masked = [corrupt_words(b, corruption.prob, rng) for b in kept]
+            ids, spans = [list(p.encoding.ids) for p in self._prompts(prefix, masked, suffix)], []
+            cut = sum(len(k) < len(b) for k, b in zip(kept, bodies, strict=True))
+        else:
+            ids, spans, cut = self._prompt_ids(prefix, bodies, suffix, budget)
         if corruption.prob > 0 and corruption.level == "token":
-            start = len(self._passage_prefix)
-            for row, enc, body in zip(ids, encodings, bodies, strict=True):
-                in_body = [i for i, (a, b) in enumerate(enc.offsets) if a >= start and b <= start + len(body)]
-                drop = rng.random(len(in_body)) < corruption.prob
-                for i, d in zip(in_body, drop, strict=True):
-                    if d:
-                        row[i] = self.mask_token_id
+            for row, span in zip(ids, spans, strict=True):
+                for i in np.flatnonzero(rng.random(len(span)) < corruption.prob):
+                    row[span[i]] = self.mask_token_id
         return [self._finish(row) for row in ids], cut
+
+    def kept_bodies(self, bodies: Sequence[str]) -> list[str]:
+        """Each passage body (`passage_body(title, text)`) as the text its kept tokens cover."""
+        prefix, suffix = self._passage_prefix, self._passage_suffix
+        rows = self._cut_prompts(prefix, bodies, suffix, self.config.max_passage_tokens)
+        return [b[: r.body_chars(len(b))] for b, r in zip(bodies, rows, strict=True)]
 
     def chunk_spans(
         self, titles: Sequence[str], texts: Sequence[str], chunking: Chunking
@@ -151,8 +244,9 @@ class PromptTokenizer:
 
     def queries(self, queries: Sequence[str]) -> list[list[int]]:
         """`<bos> query prompt [E]`: the stage-2 query side."""
-        bodies = self._truncate([q.strip() for q in queries], self.config.max_query_tokens)
-        return [self._finish(e.ids) for e in self._wrap(self._query_prefix, bodies, self._query_suffix)]
+        bodies = [q.strip() for q in queries]
+        ids, _, _ = self._prompt_ids(self._query_prefix, bodies, self._query_suffix, self.config.max_query_tokens)
+        return [self._finish(row) for row in ids]
 
     def ql_queries(self, queries: Sequence[str]) -> list[list[int]]:
         """The query as it follows [E] in stage 1: its tokens, then EOS. Scored as log P(q | d)."""
