@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ class Plan:
     clients: tuple[int, ...]
 
 
+STUB_BATCH = 512  # documents a batch in the stub's second sync (the CPU's default of 64 is sized for a slow model)
 PLANS = {
     "gpu": Plan(5183, 5183, (16, 128, 512), 4, 1_000_000, 1_000_000, 1, (20, 100, 1000), 50, 5.0, (1, 8, 32, 64)),
     "quick": Plan(600, 32, (16,), 1, 64, 3000, 3, (20, 100), 4, 4.0, (1, 8)),
@@ -115,13 +116,13 @@ def syncs(corpus: Path, stub_corpus: Path, encoder, scorer, stub_pairs: int) -> 
     return {**out, **stub_syncs(stub_corpus, encoder.tokenizer, stub_pairs)}
 
 
-def timed_sync(corpus: Path, name: str, encoder, ql, cache: str) -> tuple[float, int]:
-    """(documents/s, documents) of one sync of `corpus` into a fresh in-memory index."""
+def timed_sync(corpus: Path, name: str, encoder, ql, cache: str, batch: int | None = None) -> tuple[float, int]:
+    """(documents/s, documents) of one sync of `corpus` into a fresh in-memory index (`batch` documents an engine
+    batch; the device's default when None)."""
     from llmql.connectors.sync import SyncConfig, sync
 
-    cfg = SyncConfig(
-        corpus=str(corpus), model="-", backend="memory", url=":memory:", index=f"bench-{name}", end_states=cache
-    )
+    cfg = SyncConfig(corpus=str(corpus), model="-", backend="memory", url=":memory:", index=f"bench-{name}")
+    cfg = replace(cfg, end_states=cache, batch_size=batch)
     start = time.perf_counter()
     report = sync(cfg, progress=False, encoder=encoder, ql_scorer=ql)
     seconds = time.perf_counter() - start
@@ -129,23 +130,25 @@ def timed_sync(corpus: Path, name: str, encoder, ql, cache: str) -> tuple[float,
     return round(report.indexed / seconds, 1), report.indexed
 
 
-def stub_syncs(corpus: Path, tokenizer, pairs: int = 3) -> dict:
+def stub_syncs(corpus: Path, tokenizer, pairs: int = 3, batch: int = STUB_BATCH) -> dict:
     """The sync with a model that costs nothing (the host path alone) against tokenising the same documents in
-    one call, in alternating pairs: the median of the pairs' ratios (one of each on this shared machine varied
-    from 0.63x to 0.94x). Over a few thousand documents, not a few dozen: a small sync measures its start-up."""
+    one call, in alternating rounds (tokenise, sync with the device's engine batch, sync with `batch` documents a
+    batch): the median of the rounds' ratios (one pair on this shared machine varied from 0.63x to 0.94x). Over a
+    few thousand documents, not a few dozen: a small sync measures its start-up."""
     docs = [json.loads(line) for line in corpus.read_text().splitlines()]
     titles, texts = [d.get("title", "") for d in docs], [d["text"] for d in docs]
-    stub, syncs, tokenised = StubEncoder(tokenizer), [], []
+    stub, tokenised, rates = StubEncoder(tokenizer), [], {"": [], f"_batch{batch}": []}
     for n in range(pairs):
         tokenised.append(len(docs) / timed(lambda: tokenizer.passages(titles, texts), 1, warmup=0)[0])
-        syncs.append(timed_sync(corpus, f"stub_model-{n}", stub, None, "none")[0])
-    return {
-        "sync_stub_model_docs_per_s": round(median(syncs), 1),
-        "sync_stub_model_documents": len(docs),
-        "tokenization_same_documents_per_s": round(median(tokenised), 1),
-        "stub_over_tokenization": round(median([s / t for s, t in zip(syncs, tokenised, strict=True)]), 3),
-        "stub_over_tokenization_pairs": [round(s / t, 3) for s, t in zip(syncs, tokenised, strict=True)],
-    }
+        rates[""].append(timed_sync(corpus, f"stub_model-{n}", stub, None, "none")[0])
+        rates[f"_batch{batch}"].append(timed_sync(corpus, f"stub_model-b-{n}", stub, None, "none", batch)[0])
+    out = {"sync_stub_model_documents": len(docs), "tokenization_same_documents_per_s": round(median(tokenised), 1)}
+    for label, syncs in rates.items():
+        ratios = [round(s / t, 3) for s, t in zip(syncs, tokenised, strict=True)]
+        out[f"sync_stub_model{label}_docs_per_s"] = round(median(syncs), 1)
+        out[f"stub{label}_over_tokenization"] = median(ratios)
+        out[f"stub{label}_over_tokenization_rounds"] = ratios
+    return out
 
 
 def ql_rerank(scorer, index: str, queries: list[str], depths: tuple[int, ...]) -> dict:

@@ -12,11 +12,11 @@ def tokenizer(tiny_export):
     return load_encoder(str(tiny_export), device="cpu").tokenizer
 
 
-def test_the_stub_model_syncs_every_document_in_alternating_pairs(tokenizer, toy_beir):
+def test_the_stub_model_syncs_every_document_in_alternating_rounds(tokenizer, toy_beir):
     figures = stub_syncs(toy_beir / "corpus.jsonl", tokenizer, pairs=2)
     documents = len((toy_beir / "corpus.jsonl").read_text().splitlines())
     assert figures["sync_stub_model_documents"] == documents
-    assert len(figures["stub_over_tokenization_pairs"]) == 2
+    assert len(figures["stub_over_tokenization_rounds"]) == len(figures["stub_batch512_over_tokenization_rounds"]) == 2
     assert figures["stub_over_tokenization"] > 0 and figures["tokenization_same_documents_per_s"] > 0
 
 
