@@ -88,9 +88,9 @@ class PromptRow:
 
     def kept_ids(self) -> list[int] | None:
         """The prompt's ids without the dropped body tokens; None where a token spans the body's edge."""
-        ids = self.encoding.ids
+        ids = self.encoding.ids  # a new list at each read
         if not self.dropped:
-            return list(ids)
+            return ids
         if not self.body.clean:
             return None
         return ids[: self.body.stop - self.dropped] + ids[self.body.stop :]
@@ -127,9 +127,7 @@ class PromptTokenizer:
     def _prompt_texts(self, prefix: str, bodies: Sequence[str], suffix: str) -> tuple[list[str], int]:
         """The prompts, and where each body's tokens start in its prompt: whitespace at the end of the prefix
         belongs to the body's first word (BPE merges "Ġword")."""
-        stripped = prefix.rstrip()
-        gap = prefix[len(stripped) :]
-        return [stripped + gap + b + suffix for b in bodies], len(stripped)
+        return [prefix + b + suffix for b in bodies], len(prefix.rstrip())
 
     def _prompts(self, prefix: str, bodies: Sequence[str], suffix: str) -> list[PromptRow]:
         """Each prompt tokenised whole, with where its body's tokens lie."""
@@ -171,11 +169,12 @@ class PromptTokenizer:
         truncation does: one pass. Where a token spans the body's edge (a tokenizer whose pre-tokeniser does not
         split there), that body is cut as text and its prompt tokenised again."""
         rows = self._cut_prompts(prefix, bodies, suffix, max_tokens)
-        again = [i for i, row in enumerate(rows) if row.kept_ids() is None]
+        ids = [row.kept_ids() for row in rows]
+        spans = [row.kept_span() for row in rows]
+        again = [i for i, row in enumerate(ids) if row is None]
         cut_texts = [bodies[i][: rows[i].body_chars(len(bodies[i]))] for i in again]
-        redone = dict(zip(again, self._prompts(prefix, cut_texts, suffix), strict=True))
-        ids = [row.kept_ids() if i not in redone else list(redone[i].encoding.ids) for i, row in enumerate(rows)]
-        spans = [row.kept_span() if i not in redone else redone[i].body.tokens for i, row in enumerate(rows)]
+        for i, redone in zip(again, self._prompts(prefix, cut_texts, suffix), strict=True):
+            ids[i], spans[i] = redone.encoding.ids, redone.body.tokens
         return ids, spans, sum(row.dropped > 0 for row in rows)  # type: ignore[return-value]
 
     def _finish(self, ids: Sequence[int]) -> list[int]:
@@ -211,7 +210,7 @@ class PromptTokenizer:
             # Words are masked in the kept text, which is then tokenised again: a second pass, in training only.
             kept = self.kept_bodies(bodies)
             masked = [corrupt_words(b, corruption.prob, rng) for b in kept]
-            ids, spans = [list(p.encoding.ids) for p in self._prompts(prefix, masked, suffix)], []
+            ids, spans = [p.encoding.ids for p in self._prompts(prefix, masked, suffix)], []
             cut = sum(len(k) < len(b) for k, b in zip(kept, bodies, strict=True))
         else:
             ids, spans, cut = self._prompt_ids(prefix, bodies, suffix, budget)
