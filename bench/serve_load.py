@@ -213,47 +213,48 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.soak:
-        split = cpu_split(args.client_cpus)
-        index_dir = build_index(args, Path(tempfile.mkdtemp(prefix="llmql-serve-soak-")))
-        process, url = serve(args, index_dir, batching=True, cpus=split[0] if split else None)
-        try:
-            measured = soak(url, process.pid, args.soak, args.seconds, split, args.honour_retry_after)
-            row = {
-                "clients": args.soak,
-                "seconds": args.seconds,
-                "client_cpus": args.client_cpus,
-                "honour_retry_after": args.honour_retry_after,
-                **measured,
-            }
-        finally:
-            process.terminate()
-            process.wait(30)
-        print(json.dumps(row), flush=True)
-        # the shared-core run's file is kept; well-behaved clients' run beside the worst case
-        name = ("serve_soak_split" if split else "serve_soak") + ("_polite" if args.honour_retry_after else "")
-        write_results(name, {"settings": vars(args), "soak": row})
-        return
+        soak_run(args)
+    else:
+        load_runs(args)
 
+
+def soak_run(args: argparse.Namespace) -> None:
+    """--soak: one batching server under CLIENTS /embed clients that never stop sending."""
+    split = cpu_split(args.client_cpus)
+    index_dir = build_index(args, Path(tempfile.mkdtemp(prefix="llmql-serve-soak-")))
+    process, url = serve(args, index_dir, batching=True, cpus=split[0] if split else None)
+    try:
+        measured = soak(url, process.pid, args.soak, args.seconds, split, args.honour_retry_after)
+        row = {
+            "clients": args.soak,
+            "seconds": args.seconds,
+            "client_cpus": args.client_cpus,
+            "honour_retry_after": args.honour_retry_after,
+            **measured,
+        }
+    finally:
+        process.terminate()
+        process.wait(30)
+    print(json.dumps(row), flush=True)
+    # the shared-core run's file is kept; well-behaved clients' run beside the worst case
+    name = ("serve_soak_split" if split else "serve_soak") + ("_polite" if args.honour_retry_after else "")
+    write_results(name, {"settings": vars(args), "soak": row})
+
+
+def load_runs(args: argparse.Namespace) -> None:
+    """/embed at each --concurrency, and BM25 searches under /embed load, with and without the batcher."""
     index_dir = build_index(args, Path(tempfile.mkdtemp(prefix="llmql-serve-load-")))
     rows = []
     for batching in (True, False):
         process, url = serve(args, index_dir, batching)
         try:
             for concurrency in (int(c) for c in args.concurrency.split(",")):
-                row = {
-                    "batching": batching,
-                    "endpoint": "/embed",
-                    **load(url, "/embed", embed_body, concurrency, args.seconds),
-                }
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-            row = {
-                "batching": batching,
-                "endpoint": "/search bm25 under /embed load",
-                **bm25_under_load(url, args.seconds),
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+                row = {"batching": batching, "endpoint": "/embed"}
+                rows.append({**row, **load(url, "/embed", embed_body, concurrency, args.seconds)})
+                print(json.dumps(rows[-1]), flush=True)
+            row = {"batching": batching, "endpoint": "/search bm25 under /embed load"}
+            rows.append({**row, **bm25_under_load(url, args.seconds)})
+            print(json.dumps(rows[-1]), flush=True)
         finally:
             process.terminate()
             process.wait(30)
