@@ -55,23 +55,44 @@ class DocumentEncoder:
         self.incremental, self.ql_format = incremental, ql_format
         self.counts = Counts()
 
-    def tokenize(self, docs: list[SourceDoc], existing: dict[str, str]) -> Tokenized:
-        """The documents that changed (by content hash, with --incremental), as token rows."""
-        hashes = {d.id: content_hash(d, self.encoder.identity) for d in docs}
-        todo = [d for d in docs if not (self.incremental and existing.get(d.id) == hashes[d.id])]
-        self.counts.unchanged += len(docs) - len(todo)
-        spans = None
-        if self.chunking is None:
-            parts = [(d.title, d.text) for d in todo]
-        else:
-            tokenizer = self.encoder.tokenizer
-            spans = tokenizer.chunk_spans([d.title for d in todo], [d.text for d in todo], self.chunking)
-            parts = [p for d, s in zip(todo, spans, strict=True) for p in passage_parts(d.title, d.text, s)]
-            self.counts.passages += len(parts)
-            self.counts.split += sum(len(s) > 1 for s in spans)
-        rows, cut = self.encoder.tokenizer.passages_counting_cuts([t for t, _ in parts], [x for _, x in parts])
+    def tokenize(self, batches: list[list[SourceDoc]], existing: dict[str, str]) -> list[Tokenized]:
+        """Each batch's documents that changed (by content hash, with --incremental), as token rows; the batches
+        are tokenised in one call (the tokenizer's threads are balanced over a few hundred texts, not over a
+        few dozen)."""
+        todos, hashes, parts, spans = [], [], [], []
+        for docs in batches:
+            hashed = {d.id: content_hash(d, self.encoder.identity) for d in docs}
+            todo = [d for d in docs if not (self.incremental and existing.get(d.id) == hashed[d.id])]
+            self.counts.unchanged += len(docs) - len(todo)
+            todos.append(todo)
+            hashes.append(hashed)
+            spans.append(self._spans(todo))
+            parts.append(self._parts(todo, spans[-1]))
+        every = [p for batch in parts for p in batch]
+        rows, cut = self.encoder.tokenizer.passages_counting_cuts([t for t, _ in every], [x for _, x in every])
         self.counts.cut += cut
-        return Tokenized(todo, hashes, spans, rows)
+        out, first = [], 0
+        for todo, hashed, doc_spans, batch in zip(todos, hashes, spans, parts, strict=True):
+            out.append(Tokenized(todo, hashed, doc_spans, rows[first : first + len(batch)]))
+            first += len(batch)
+        return out
+
+    def _spans(self, docs: list[SourceDoc]) -> list[list[tuple[int, int]]] | None:
+        """Chunked: each document's passage spans."""
+        if self.chunking is None:
+            return None
+        tokenizer = self.encoder.tokenizer
+        spans = tokenizer.chunk_spans([d.title for d in docs], [d.text for d in docs], self.chunking)
+        self.counts.split += sum(len(s) > 1 for s in spans)
+        return spans
+
+    def _parts(self, docs: list[SourceDoc], spans) -> list[tuple[str, str]]:
+        """(title, text) of each passage to encode: the documents, or their passages when chunked."""
+        if spans is None:
+            return [(d.title, d.text) for d in docs]
+        parts = [p for d, s in zip(docs, spans, strict=True) for p in passage_parts(d.title, d.text, s)]
+        self.counts.passages += len(parts)
+        return parts
 
     def encode(self, work: Tokenized) -> list[Record]:
         """Records with their vectors (and packed [E] states with a QL cache)."""
