@@ -116,14 +116,17 @@ def variants(args: argparse.Namespace) -> list[Variant]:
     return out + ([replace(out[-1], compiled=True)] if args.compile and out else [])
 
 
-def contrastive_tokens(batch: dict) -> int:
-    return int(batch["query_mask"].sum() + batch["passage_mask"].sum())
-
-
 def training_items(args: argparse.Namespace, lm, hf_tok):
     """Stage-1 and stage-2 examples of real SciFact text (hard negatives mined with BM25), the pad id, and the
     host data path's tokens/s per worker for each stage."""
-    from llmql.train.collate import ContrastiveExamples, QLExamples, collate_contrastive, collate_ql
+    from llmql.train.collate import (
+        ContrastiveExamples,
+        QLExamples,
+        collate_contrastive,
+        collate_ql,
+        contrastive_tokens,
+        ql_tokens,
+    )
     from llmql.train.core.tokenization import Corruption, PromptTokenizer
     from llmql.train.data import groups_from_qrels, load_beir
     from llmql.train.modeling import build_model_config
@@ -138,9 +141,7 @@ def training_items(args: argparse.Namespace, lm, hf_tok):
     cl_items = ContrastiveExamples(groups, tok, args.group_size, seed=0)
     pad_id = config.pad_token_id
     rates = {
-        "ql": data_path_rate(
-            ql_items, lambda i: collate_ql(i, pad_id), args.ql_batch, lambda b: int(b["attention_mask"].sum())
-        ),
+        "ql": data_path_rate(ql_items, lambda i: collate_ql(i, pad_id), args.ql_batch, ql_tokens),
         "contrastive": data_path_rate(
             cl_items, lambda i: collate_contrastive(i, pad_id), args.queries, contrastive_tokens
         ),
@@ -161,7 +162,7 @@ def prepared(lm, variant: Variant, device: str):
 
 def time_ql(lm, items: list, pad_id: int, runs: list[tuple[Variant, bool]], timing: Timing, params: int) -> None:
     """Stage 1: a full fine-tune step (as in the paper) with Attention Stop, per variant and precision."""
-    from llmql.train.collate import collate_ql
+    from llmql.train.collate import collate_ql, ql_tokens
     from llmql.train.core.device import autocast
     from llmql.train.losses import ql_loss
     from llmql.train.modeling import QLModel
@@ -179,7 +180,7 @@ def time_ql(lm, items: list, pad_id: int, runs: list[tuple[Variant, bool]], timi
             optimizer.step()
             optimizer.zero_grad()
 
-        tokens = int(batch["attention_mask"].sum())
+        tokens = ql_tokens(batch)
         timing.record("ql (full fine-tune)", variant.name, bf16, tokens, timing.time(step), 6 * params)
 
 
@@ -187,7 +188,7 @@ def time_contrastive(lm, items, pad_id, runs: list[tuple[Variant, bool]], timing
     """Stage 2: LoRA r32 on all projections, InfoNCE over the batch's queries and groups, per variant."""
     from peft import LoraConfig, get_peft_model
 
-    from llmql.train.collate import collate_contrastive
+    from llmql.train.collate import collate_contrastive, contrastive_tokens
     from llmql.train.core.device import autocast
     from llmql.train.losses import info_nce
     from llmql.train.modeling import BiEncoder

@@ -172,3 +172,13 @@ def collate_contrastive(
             f"{side}_last": batch["last"],
         }
     return {k: torch.from_numpy(v) for k, v in out.items()}
+
+
+def ql_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens a stage-1 batch trains on (padding excluded): what the throughput figures count."""
+    return int(batch["attention_mask"].sum())
+
+
+def contrastive_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens a stage-2 batch trains on, both towers (padding excluded)."""
+    return int(batch["query_mask"].sum() + batch["passage_mask"].sum())

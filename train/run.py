@@ -10,7 +10,14 @@ from pathlib import Path
 import torch
 
 from llmql.train.attention import prepare, set_route
-from llmql.train.collate import ContrastiveExamples, QLExamples, collate_contrastive, collate_ql
+from llmql.train.collate import (
+    ContrastiveExamples,
+    QLExamples,
+    collate_contrastive,
+    collate_ql,
+    contrastive_tokens,
+    ql_tokens,
+)
 from llmql.train.core.config import (
     CONFIG_NAME,
     ContrastiveTrainConfig,
@@ -139,7 +146,7 @@ def train_ql(cfg: QLTrainConfig, resume: bool = False) -> Path:
     def loss_fn(module, batch, backward):
         loss = ql_loss(module(**batch), batch["target_mask"])
         backward(loss)
-        return loss, int(batch["attention_mask"].sum())
+        return loss, ql_tokens(batch)
 
     result = fit(
         QLModel(lm, cfg.attention_stop, right_padded=True, route=route),  # collate_ql pads on the right
@@ -248,7 +255,7 @@ def _contrastive_loss(group_size: int, temperature: float, chunk: int | None):
         return info_nce(q, passages, group_size, temperature, offset)
 
     def loss_fn(module, batch, backward):
-        tokens = int(batch["query_mask"].sum() + batch["passage_mask"].sum())
+        tokens = contrastive_tokens(batch)
         queries, passages = (batch["query_ids"], batch["query_mask"]), (batch["passage_ids"], batch["passage_mask"])
         if chunk is None:
             loss = loss_of(*module(**batch))
