@@ -213,8 +213,6 @@ def _export_graph(lm, graph: str, pad_token_id: int, opset: int, path: Path) -> 
         try:
             export_pytorch(module, config, opset, path)
         except (RuntimeError, ValueError, TypeError) as err:
-            if isinstance(err, OSError):
-                raise
             raise ModelError(f"ONNX export of the {graph} graph failed for {lm.config.model_type}: {err}") from err
 
 

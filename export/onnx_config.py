@@ -7,6 +7,8 @@ an architecture it cannot export. Only the inputs, outputs and dummy inputs are 
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from llmql.train.core.errors import ModelError
@@ -21,6 +23,41 @@ def _dims(lm) -> tuple[int, int, int]:
     return config.num_hidden_layers, getattr(config, "num_key_value_heads", None) or heads, head_dim
 
 
+_END_STATE_AXES = {name: {0: "batch_size"} for name in ("end_keys", "end_values", "end_hidden", "end_position")}
+_INPUT_AXES = {
+    QL_QUERY: {"input_ids": {0: "batch_size", 1: "query_length"}, **_END_STATE_AXES},
+    "sequence": {
+        "input_ids": {0: "batch_size", 1: "sequence_length"},
+        "attention_mask": {0: "batch_size", 1: "sequence_length"},
+    },
+}
+_OUTPUT_AXES = {
+    ENCODER: {"embedding": {0: "batch_size"}},
+    QL_DOCUMENT: _END_STATE_AXES,
+    QL_QUERY: {"token_logprobs": {0: "batch_size", 1: "query_length"}},
+}
+
+
+def dummy_inputs(lm, graph: str, pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Batch 2, left padding on one row, so the trace sees real variable-length input."""
+    generator = torch.Generator().manual_seed(0)
+    config = lm.config.get_text_config()
+    if graph == QL_QUERY:
+        layers, kv_heads, head_dim = _dims(lm)
+        return {
+            "input_ids": torch.randint(3, config.vocab_size, (2, 5), generator=generator),
+            "end_keys": torch.randn(2, layers, kv_heads, head_dim, generator=generator),
+            "end_values": torch.randn(2, layers, kv_heads, head_dim, generator=generator),
+            "end_hidden": torch.randn(2, config.hidden_size, generator=generator),
+            "end_position": torch.tensor([11, 7]),
+        }
+    ids = torch.randint(3, config.vocab_size, (2, 12), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    ids[1, :4] = pad_token_id
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 def onnx_config_for(lm, graph: str, pad_token_id: int):
     """An OnnxConfig instance for `graph` (encoder, ql_document or ql_query) of this model's architecture."""
     import optimum.exporters.onnx.model_configs  # noqa: F401  (registers Optimum's ONNX configs)
@@ -33,54 +70,17 @@ def onnx_config_for(lm, graph: str, pad_token_id: int):
     except (KeyError, ValueError) as err:
         raise ModelError(f"Optimum cannot export this architecture ({lm.config.model_type}): {err}") from None
     base = constructor.func if hasattr(constructor, "func") else constructor
-    layers, kv_heads, head_dim = _dims(lm)
-    hidden = lm.config.get_text_config().hidden_size
 
     class LLMQLOnnxConfig(base):  # type: ignore[misc, valid-type]
         @property
         def inputs(self):
-            if graph == QL_QUERY:
-                return {
-                    "input_ids": {0: "batch_size", 1: "query_length"},
-                    "end_keys": {0: "batch_size"},
-                    "end_values": {0: "batch_size"},
-                    "end_hidden": {0: "batch_size"},
-                    "end_position": {0: "batch_size"},
-                }
-            return {
-                "input_ids": {0: "batch_size", 1: "sequence_length"},
-                "attention_mask": {0: "batch_size", 1: "sequence_length"},
-            }
+            return copy.deepcopy(_INPUT_AXES[QL_QUERY if graph == QL_QUERY else "sequence"])
 
         @property
         def outputs(self):
-            if graph == ENCODER:
-                return {"embedding": {0: "batch_size"}}
-            if graph == QL_DOCUMENT:
-                return {
-                    "end_keys": {0: "batch_size"},
-                    "end_values": {0: "batch_size"},
-                    "end_hidden": {0: "batch_size"},
-                    "end_position": {0: "batch_size"},
-                }
-            return {"token_logprobs": {0: "batch_size", 1: "query_length"}}
+            return copy.deepcopy(_OUTPUT_AXES[graph])
 
         def generate_dummy_inputs(self, framework: str = "pt", **kwargs):
-            """Batch 2, left padding on one row, so the trace sees real variable-length input."""
-            generator = torch.Generator().manual_seed(0)
-            vocab = lm.config.get_text_config().vocab_size
-            if graph == QL_QUERY:
-                return {
-                    "input_ids": torch.randint(3, vocab, (2, 5), generator=generator),
-                    "end_keys": torch.randn(2, layers, kv_heads, head_dim, generator=generator),
-                    "end_values": torch.randn(2, layers, kv_heads, head_dim, generator=generator),
-                    "end_hidden": torch.randn(2, hidden, generator=generator),
-                    "end_position": torch.tensor([11, 7]),
-                }
-            ids = torch.randint(3, vocab, (2, 12), generator=generator)
-            mask = torch.ones_like(ids)
-            mask[1, :4] = 0
-            ids[1, :4] = pad_token_id
-            return {"input_ids": ids, "attention_mask": mask}
+            return dummy_inputs(lm, graph, pad_token_id)
 
     return LLMQLOnnxConfig(lm.config, task="feature-extraction")

@@ -199,60 +199,18 @@ def _runs(text: str) -> tuple[str, ...]:
 @click.option("--out", default="llmql-eval", help="Folder for TREC run files and summary.json.")
 @click.option("--max-queries", type=click.IntRange(1, None), default=None, help="Only the first N judged queries.")
 @cli_errors
-def eval_main(
-    data,
-    split,
-    backend,
-    url,
-    index,
-    runtime,
-    device,
-    model,
-    ql_model,
-    runs,
-    depth,
-    rerank_depth,
-    fusion,
-    ql_weight,
-    ql_path,
-    mu,
-    out,
-    max_queries,
-    tune_on,
-    tune_queries,
-) -> None:
+def eval_main(ql_weight, mu, out, tune_on, tune_queries, **options) -> None:
     """Evaluate retrieval configurations with ir-measures: nDCG@10, MRR@10, Recall@100 (R@1000 when deep); each
     row shows its paired nDCG@10 difference from BM25 with a 95% bootstrap interval."""
     from llmql.plugin.evaluate import EvalConfig, evaluate, format_table
 
     if tune_on is not None:
-        if tune_on == split and not tune_queries:
-            raise click.BadParameter(
-                f"tuning on the split you evaluate ({split!r}) would overstate it", param_hint="--tune-on"
-            )
-        if not model:
-            raise click.UsageError("--tune-on needs --model")
-        where = {"backend": backend, "url": url, "index": index, "runtime": runtime, "device": device}
-        _run_tune(data, tune_on, tune_queries, model, ql_model, depth, None, where)
+        _tune_before_eval(tune_on, tune_queries, options)
     cfg = EvalConfig(
-        data=data,
-        split=split,
-        backend=backend,
-        url=url,
-        index=index,
-        model=model,
-        ql_model=ql_model,
-        runs=runs,
-        depth=depth,
-        rerank_depth=rerank_depth,
-        fusion=fusion,
+        **options,
         ql_weights=parse_floats(ql_weight, "--ql-weight") if ql_weight else None,
-        ql_path=ql_path,
         dirichlet_mu=mu,
         out_dir=out,
-        max_queries=max_queries,
-        runtime=runtime,
-        device=device,
     )
     try:
         summary = evaluate(cfg)
@@ -260,6 +218,20 @@ def eval_main(
         raise click.UsageError(str(err)) from None
     click.echo(format_table(summary))
     click.echo(f"run files and summary.json in {out}")
+
+
+def _tune_before_eval(tune_on: str, tune_queries: str | None, options: dict) -> None:
+    """`eval --tune-on`: tune on another split (or held-out queries of the same one) and save it beside --model."""
+    if tune_on == options["split"] and not tune_queries:
+        raise click.BadParameter(
+            f"tuning on the split you evaluate ({tune_on!r}) would overstate it", param_hint="--tune-on"
+        )
+    if not options["model"]:
+        raise click.UsageError("--tune-on needs --model")
+    where = {key: options[key] for key in ("backend", "url", "index", "runtime", "device")}
+    _run_tune(
+        options["data"], tune_on, tune_queries, options["model"], options["ql_model"], options["depth"], None, where
+    )
 
 
 @click.command("tune", context_settings=CONTEXT)

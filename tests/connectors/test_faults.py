@@ -1,6 +1,7 @@
 """Faults against the real servers: a SIGKILLed node mid-sync, partial bulk failures, wrong credentials.
 Also an interrupted embedded sync. The server tests restart the node with scripts/search-server."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -29,6 +30,29 @@ def all_ids(backend, index: str) -> list[str]:
     return sorted(i for i, _ in backend.content_hashes(index))
 
 
+def _kill_server_mid_sync(command: list[str], state, engine: str, url: str, after_line: int) -> int:
+    """Start the sync, kill its server once `after_line` lines are committed, restart the server: the committed line."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if state.is_file() and json.loads(state.read_text())["committed_line"] >= after_line:
+                break
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        subprocess.run([str(ROOT / "scripts" / "search-server"), "kill", engine], check=True)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode != 0, "the sync must fail when its server dies"
+        assert url in err and "Traceback" not in err
+        committed = json.loads(state.read_text())["committed_line"]
+        assert after_line <= committed < 3000
+    finally:
+        if process.poll() is None:
+            process.kill()
+        subprocess.run([str(ROOT / "scripts" / "search-server"), "start", engine], check=True, capture_output=True)
+    return committed
+
+
 @pytest.mark.live
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["opensearch", "elasticsearch"])
@@ -44,59 +68,15 @@ def test_sigkill_mid_sync_then_resume_gives_exactly_the_source(engine, tiny_expo
     )
     state = state_path(cfg)
     state.unlink(missing_ok=True)
-    command = [
-        SYNC,
-        str(corpus),
-        "--model",
-        str(tiny_export),
-        "--backend",
-        engine,
-        "--url",
-        url,
-        "--index",
-        index,
-        "--batch-size",
-        "16",
-        "--runtime",
-        "onnx",
-        "--quiet",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if state.is_file() and json.loads(state.read_text())["committed_line"] >= 800:
-                break
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.05)
-        subprocess.run([str(ROOT / "scripts" / "search-server"), "kill", engine], check=True)
-        _, err = process.communicate(timeout=120)
-        assert process.returncode != 0, "the sync must fail when its server dies"
-        assert url in err and "Traceback" not in err
-        committed = json.loads(state.read_text())["committed_line"]
-        assert 800 <= committed < 3000
-    finally:
-        if process.poll() is None:
-            process.kill()
-        subprocess.run([str(ROOT / "scripts" / "search-server"), "start", engine], check=True, capture_output=True)
+    command = [SYNC, str(corpus), "--model", str(tiny_export), "--backend", engine, "--url", url]
+    command += ["--index", index, "--batch-size", "16", "--runtime", "onnx", "--quiet"]
+    committed = _kill_server_mid_sync(command, state, engine, url, after_line=800)
     backend = open_backend(engine, url)
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert summary["indexed"] <= 3000 - committed + 16  # it continued, it did not start over
-    report = sync(
-        SyncConfig(
-            corpus=str(corpus),
-            model=str(tiny_export),
-            backend=engine,
-            url=url,
-            index=clean,
-            batch_size=64,
-            runtime="onnx",
-        ),
-        progress=False,
-    )
-    assert report.ok
+    assert sync(dataclasses.replace(cfg, index=clean, batch_size=64), progress=False).ok
     expected = [f"doc{i:05d}" for i in range(3000)]
     assert backend.count(index) == 3000 and all_ids(backend, index) == expected  # none twice, none missing
     sample = expected[::97]
