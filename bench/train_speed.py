@@ -119,14 +119,7 @@ def variants(args: argparse.Namespace) -> list[Variant]:
 def training_items(args: argparse.Namespace, lm, hf_tok):
     """Stage-1 and stage-2 examples of real SciFact text (hard negatives mined with BM25), the pad id, and the
     host data path's tokens/s per worker for each stage."""
-    from llmql.train.collate import (
-        ContrastiveExamples,
-        QLExamples,
-        collate_contrastive,
-        collate_ql,
-        contrastive_tokens,
-        ql_tokens,
-    )
+    from llmql.train import collate
     from llmql.train.core.tokenization import Corruption, PromptTokenizer
     from llmql.train.data import groups_from_qrels, load_beir
     from llmql.train.modeling import build_model_config
@@ -137,15 +130,14 @@ def training_items(args: argparse.Namespace, lm, hf_tok):
     groups = mine_negatives(groups_from_qrels(data)[:count], data.corpus, per_query=args.group_size - 1, depth=30)
     config = build_model_config(hf_tok, lm, args.model, max_passage_tokens=args.max_passage_tokens)
     tok = PromptTokenizer(hf_tok.backend_tokenizer, config)
-    ql_items = QLExamples([(g.query, g.positives[0]) for g in groups], tok, Corruption(0.6), seed=0)
-    cl_items = ContrastiveExamples(groups, tok, args.group_size, seed=0)
+    ql_items = collate.QLExamples([(g.query, g.positives[0]) for g in groups], tok, Corruption(0.6), seed=0)
+    cl_items = collate.ContrastiveExamples(groups, tok, args.group_size, seed=0)
     pad_id = config.pad_token_id
-    rates = {
-        "ql": data_path_rate(ql_items, lambda i: collate_ql(i, pad_id), args.ql_batch, ql_tokens),
-        "contrastive": data_path_rate(
-            cl_items, lambda i: collate_contrastive(i, pad_id), args.queries, contrastive_tokens
-        ),
-    }
+    ql_rate = data_path_rate(ql_items, lambda i: collate.collate_ql(i, pad_id), args.ql_batch, collate.ql_tokens)
+    cl_rate = data_path_rate(
+        cl_items, lambda i: collate.collate_contrastive(i, pad_id), args.queries, collate.contrastive_tokens
+    )
+    rates = {"ql": ql_rate, "contrastive": cl_rate}
     ql = [ql_items[i] for i in range(args.ql_batch)]
     cl = [cl_items[i] for i in range(args.queries)]
     return ql, cl, pad_id, rates
