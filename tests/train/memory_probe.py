@@ -4,6 +4,8 @@ estimate's test and for calibrating it:
     python -m tests.train.memory_probe '{"stage": 2, "hidden": 64, "layers": 2, "rows": 4, "group": 4, "length": 128}'
 
 Prints {"measured": bytes, "estimated": bytes, ...} as JSON.
+With MALLOC_MMAP_THRESHOLD_=65536 in its environment, freed blocks go back to the system and the peak is
+about the tensors the step holds; without it, the resident peak a training process reaches on this machine.
 """
 
 from __future__ import annotations

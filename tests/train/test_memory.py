@@ -3,6 +3,7 @@ batch's), and training that fits itself to the memory it has or stops with a mes
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 
@@ -59,13 +60,24 @@ def test_the_plan_fits_as_asked_then_chunks_then_checkpoints_then_refuses():
         {"stage": 2, "hidden": 256, "layers": 4, "rows": 4, "group": 8, "length": 128, "checkpointing": True},
     ],
 )
-def test_the_estimate_is_near_the_measured_peak(spec):
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.train.memory_probe", json.dumps(spec)], capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
-    assert 0.6 < result["ratio"] < 1.7, result  # measured / estimated; the probe runs one real step in its process
+def test_the_estimate_covers_the_step_and_is_near_its_resident_peak(spec):
+    """Two readings of one real step, each in a fresh process. With glibc's mmap threshold fixed, freed
+    activations go back to the system, so the peak is about the tensors the step holds: the estimate must cover
+    them. The plain resident peak adds what glibc keeps of freed blocks, which varies with the machine (CI read
+    the checkpointed stage-2 step at 1.3x the development machine's reading) and is HEADROOM's to cover; the
+    estimate must not stand far above it either. (Were the threshold ignored, the first reading would be the
+    second, and the first assertion stricter.)"""
+
+    def probe(**env) -> dict:
+        command = [sys.executable, "-m", "tests.train.memory_probe", json.dumps(spec)]
+        out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env})
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    held = probe(MALLOC_MMAP_THRESHOLD_="65536")
+    resident = probe()
+    assert held["ratio"] < 1.0, held  # measured / estimated
+    assert resident["ratio"] > 0.6, resident
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
