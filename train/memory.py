@@ -61,7 +61,7 @@ class StepShape:
 # activations, and it moves with the machine: the tiny checkpointed stage-2 step measured 1.24x to 1.47x the
 # estimate here and 1.83x on CI with constants fitted to SmolLM2 alone, so stage 2 takes the tiny model's higher
 # readings. The tensors a step holds (the same probe with glibc's mmap threshold fixed, so freed blocks go
-# back) came to 0.83x (stage 1), 0.74x and 0.37x (stage 2, plain and checkpointed) of the estimate. Rounded up:
+# back) came to 0.81x (stage 1), 0.73x and 0.33x (stage 2, plain and checkpointed) of the estimate. Rounded up:
 # an estimate that errs high stops a run that would have fitted, one that errs low lets the kernel kill it.
 PLAIN, PLAIN_LORA = 20, 22
 CHECKPOINTED, CHECKPOINTED_LORA = 17, 8
