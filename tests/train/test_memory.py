@@ -66,7 +66,7 @@ def test_the_estimate_covers_the_step_and_is_near_its_resident_peak(spec):
     them. The plain resident peak adds what glibc keeps of freed blocks, which varies with the machine (CI read
     the checkpointed stage-2 step at 1.3x the development machine's reading) and is HEADROOM's to cover; the
     estimate must not stand far above it either. (Were the threshold ignored, the first reading would be the
-    second, and the first assertion stricter.)"""
+    second's, which the stage-2 cases read above their estimate: they would fail, not pass unchecked.)"""
 
     def probe(**env) -> dict:
         command = [sys.executable, "-m", "tests.train.memory_probe", json.dumps(spec)]
