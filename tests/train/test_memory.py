@@ -65,8 +65,8 @@ def test_the_estimate_covers_the_step_and_is_near_its_resident_peak(spec):
     activations go back to the system, so the peak is about the tensors the step holds: the estimate must cover
     them. The plain resident peak adds what glibc keeps of freed blocks, which varies with the machine (CI read
     the checkpointed stage-2 step at 1.3x the development machine's reading) and is HEADROOM's to cover; the
-    estimate must not stand far above it either. (Were the threshold ignored, the first reading would be the
-    second's, which the stage-2 cases read above their estimate: they would fail, not pass unchecked.)"""
+    estimate must not stand far above it either. (That the threshold took is checked where it shows most: stage
+    2, whose held tensors read 0.3-0.7x its resident peak.)"""
 
     def probe(**env) -> dict:
         command = [sys.executable, "-m", "tests.train.memory_probe", json.dumps(spec)]
@@ -76,6 +76,7 @@ def test_the_estimate_covers_the_step_and_is_near_its_resident_peak(spec):
 
     held = probe(MALLOC_MMAP_THRESHOLD_="65536")
     resident = probe()
+    assert held["measured"] < 0.8 * resident["measured"] or spec["stage"] == 1, (held, resident)
     assert held["ratio"] < 1.0, held  # measured / estimated
     assert resident["ratio"] > 0.6, resident
 
