@@ -10,6 +10,8 @@ collation) produces in one process, so that it can be shown not to be the bottle
 Each model measurement is a full optimizer step (forward, backward, AdamW) on real SciFact text with the modules
 the trainer uses. Share of peak: 6 FLOPs per parameter and token for a full fine-tune, 4 for LoRA (no weight
 gradients for the frozen matrices), against the dense matmul rate of the same precision on the same device.
+Each row also holds the trainer's memory estimate for its step (`llmql.train.memory`, fitted to a CPU's resident
+peaks); on a GPU, the steps' peak allocated memory beside it, the figures a GPU fit of that estimate needs.
 Writes bench/results/train_speed.json (train_speed_cuda.json on a GPU).
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 import torch
 
 from bench.common import SHARED_DATA, matmul_peak_gflops, median, timed, write_results
+from llmql.train.memory import GIB, ModelShape, StepShape, step_bytes
 
 
 def data_path_rate(dataset, collate, batch: int, tokens_of, seconds: float = 5.0) -> float:
@@ -45,19 +48,30 @@ class Timing:
     precisions: list[bool]  # bf16 autocast off / on (on only where the device has native bf16)
     peak: dict[bool, float]  # GFLOP/s of a dense matmul, by precision
     rows: list[dict] = field(default_factory=list)
+    peak_bytes: int | None = None  # the last timed step's peak device memory (CUDA only)
 
     def time(self, step) -> float:
-        """Median seconds of a step, each timed to completion (CUDA work is asynchronous)."""
+        """Median seconds of a step, each timed to completion (CUDA work is asynchronous); on CUDA also the
+        steps' peak allocated memory, to compare with the trainer's memory estimate."""
         from llmql.train.core.device import is_cuda
+
+        cuda = is_cuda(self.device)
 
         def run() -> None:
             step()
-            if is_cuda(self.device):
+            if cuda:
                 torch.cuda.synchronize(self.device)
 
-        return median(timed(run, self.steps))
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        seconds = median(timed(run, self.steps))
+        self.peak_bytes = torch.cuda.max_memory_allocated(self.device) if cuda else None
+        return seconds
 
-    def record(self, stage: str, path: str, bf16: bool, tokens: int, seconds: float, flops_per_token: float) -> None:
+    def record(
+        self, stage: str, path: str, bf16: bool, tokens: int, seconds: float, flops_per_token: float, estimate: int
+    ) -> None:
+        """One measured row; `estimate`: the trainer's memory estimate for the step (train.memory.step_bytes)."""
         rate = tokens / seconds
         row = {
             "stage": stage,
@@ -67,7 +81,10 @@ class Timing:
             "seconds_per_step": seconds,
             "tokens_per_second": rate,
             "share_of_matmul_peak": flops_per_token * rate / (self.peak[bf16] * 1e9),
+            "estimated_memory_gib": estimate / GIB,
         }
+        if self.peak_bytes is not None:  # the model's weights are on the device: the estimate counts them
+            row |= {"peak_allocated_gib": self.peak_bytes / GIB, "peak_over_estimate": self.peak_bytes / estimate}
         self.rows.append(row)
         print(row, flush=True)
 
@@ -173,7 +190,10 @@ def time_ql(lm, items: list, pad_id: int, runs: list[tuple[Variant, bool]], timi
             optimizer.zero_grad()
 
         tokens = ql_tokens(batch)
-        timing.record("ql (full fine-tune)", variant.name, bf16, tokens, timing.time(step), 6 * params)
+        rows, length = batch["input_ids"].shape
+        shape = StepShape(rows, length, scored=int(batch["target_mask"].sum()))
+        estimate = step_bytes(ModelShape.of(model), shape, False, weights_on_device=True)
+        timing.record("ql (full fine-tune)", variant.name, bf16, tokens, timing.time(step), 6 * params, estimate)
 
 
 def time_contrastive(lm, items, pad_id, runs: list[tuple[Variant, bool]], timing: Timing, params, group_size) -> None:
@@ -203,7 +223,10 @@ def time_contrastive(lm, items, pad_id, runs: list[tuple[Variant, bool]], timing
             optimizer.zero_grad()
 
         tokens = contrastive_tokens(batch)
-        timing.record("contrastive (LoRA r32)", variant.name, bf16, tokens, timing.time(step), 4 * params)
+        rows = len(batch["query_ids"]) + len(batch["passage_ids"])
+        length = max(batch["query_ids"].shape[1], batch["passage_ids"].shape[1])
+        estimate = step_bytes(ModelShape.of(lora), StepShape(rows, length, lora=True), False, weights_on_device=True)
+        timing.record("contrastive (LoRA r32)", variant.name, bf16, tokens, timing.time(step), 4 * params, estimate)
 
 
 def print_ratios(rows: list[dict]) -> None:
