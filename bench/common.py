@@ -70,6 +70,21 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def memory_mib(field: str = "VmRSS") -> float:
+    """This process's resident memory from /proc/self/status, MiB: VmRSS now, VmHWM its peak since it started
+    (or since `reset_peak_memory`). Not getrusage's ru_maxrss: Linux keeps the parent's peak in it across fork
+    and exec, so a child started by a large process reads the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
+
+
+def reset_peak_memory() -> None:
+    """Set VmHWM to the current resident size (Linux 4.0+), so that the next peak is what follows."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def write_results(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

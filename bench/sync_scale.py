@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import write_results
+from bench.common import memory_mib, reset_peak_memory, write_results
 
 
 def write_corpus(path: Path, docs: int, words: int = 40, seed: int = 0) -> Path:
@@ -40,14 +39,6 @@ def write_corpus(path: Path, docs: int, words: int = 40, seed: int = 0) -> Path:
     return path
 
 
-def rss_mib() -> float:
-    """Current resident memory of this process (Linux /proc), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def one_engine(engine: str, location: str, corpus: Path, model: Path, args) -> dict:
     """Runs in a child process: sync the corpus into `engine` once; time and memory."""
     from llmql.connectors.registry import open_backend
@@ -57,7 +48,8 @@ def one_engine(engine: str, location: str, corpus: Path, model: Path, args) -> d
     index = "llmql-sync-scale"
     open_backend(engine, location).drop_index(index)
     load_encoder(model, runtime=args.runtime, device=args.device)  # libraries and model in memory, as for sync
-    before = rss_mib()
+    reset_peak_memory()  # the peak below is then the sync's (and what it holds from before), not the loading's
+    before = memory_mib()
     cfg = SyncConfig(
         corpus=str(corpus),
         model=str(model),
@@ -74,7 +66,7 @@ def one_engine(engine: str, location: str, corpus: Path, model: Path, args) -> d
     start = time.perf_counter()
     report = sync(cfg, progress=False)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = memory_mib("VmHWM")  # this child's own peak (ru_maxrss would hold its parent's, if larger)
     count = open_backend(engine, location).count(index)
     if engine != "embedded":
         open_backend(engine, location).drop_index(index)

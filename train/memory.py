@@ -57,12 +57,12 @@ class StepShape:
 # Activation floats kept per token and layer, in units of the hidden size, fitted to peaks measured with
 # `tests/train/memory_probe.py` (SmolLM2-135M's shape and tiny models, SDPA, fp32, glibc on a CPU): stage 1 (full
 # fine-tune) 15.6; stage 2 with LoRA 32 on SmolLM2's shape and about 40 on the probe's tiny model; with gradient
-# checkpointing 10, and 19 (SmolLM2) to 23 (tiny). A resident-memory peak is mostly what glibc keeps of freed
-# activations, and it moves with the machine: the tiny checkpointed stage-2 step measured 1.24x to 1.47x the
-# estimate here and 1.83x on CI with constants fitted to SmolLM2 alone, so stage 2 takes the tiny model's higher
-# readings. The tensors a step holds (the same probe with glibc's mmap threshold fixed, so freed blocks go
-# back) came to 0.81x (stage 1), 0.73x and 0.33x (stage 2, plain and checkpointed) of the estimate. Rounded up:
-# an estimate that errs high stops a run that would have fitted, one that errs low lets the kernel kill it.
+# checkpointing 10, and 19 (SmolLM2) to 23 (tiny). Much of a resident peak is what glibc keeps of freed
+# activations: with constants fitted to SmolLM2 alone the tiny stage-2 steps measured 1.24x to 1.47x the estimate,
+# so stage 2 takes the tiny model's higher readings (now 0.97x-1.14x). The tensors a step holds (the same probe
+# with glibc's mmap threshold fixed, so freed blocks go back) came to 0.81x (stage 1), 0.73x and 0.33x (stage 2,
+# plain and checkpointed) of the estimate. Rounded up: an estimate that errs high stops a run that would have
+# fitted, one that errs low lets the kernel kill it.
 PLAIN, PLAIN_LORA = 20, 22
 CHECKPOINTED, CHECKPOINTED_LORA = 17, 8
 

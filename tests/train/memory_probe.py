@@ -11,16 +11,9 @@ about the tensors the step holds; without it, the resident peak a training proce
 from __future__ import annotations
 
 import json
-import resource
 import sys
-from pathlib import Path
 
-
-def rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+from bench.common import memory_mib, reset_peak_memory
 
 
 def build(spec: dict):
@@ -90,12 +83,14 @@ def main(spec: dict) -> dict:
     optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=1e-5)
     step(lm, spec, 1, 16)  # a run's one-time costs (kernels, thread pools, the autograd engine) paid first
     lm.zero_grad(set_to_none=True)
-    before = rss()
+    reset_peak_memory()  # the peak is then the step's own (getrusage's would be the pytest parent's, if larger)
+    before = memory_mib("VmRSS")
     shape = step(lm, spec, spec["rows"], spec["length"])
     optimizer.step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = memory_mib("VmHWM")
     estimated = step_bytes(ModelShape.of(lm), shape, checkpointing)
-    return {"measured": peak - before, "estimated": estimated, "ratio": (peak - before) / estimated, **spec}
+    measured = int((peak - before) * 2**20)
+    return {"measured": measured, "estimated": estimated, "ratio": measured / estimated, **spec}
 
 
 if __name__ == "__main__":
