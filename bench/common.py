@@ -70,14 +70,14 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def memory_mib(field: str = "VmRSS") -> float:
-    """This process's resident memory from /proc/self/status, MiB: VmRSS now, VmHWM its peak since it started
-    (or since `reset_peak_memory`). Not getrusage's ru_maxrss: Linux keeps the parent's peak in it across fork
-    and exec, so a child started by a large process reads the parent's size."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def memory_mib(field: str = "VmRSS", pid: int | str = "self") -> float:
+    """A process's resident memory from /proc/PID/status (this process by default), MiB: VmRSS now, VmHWM its
+    peak since it started (or since `reset_peak_memory`). Not getrusage's ru_maxrss: Linux keeps the parent's
+    peak in it across fork and exec, so a child started by a large process reads the parent's size."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
+    raise RuntimeError(f"no {field} in /proc/{pid}/status (Linux only)")
 
 
 def reset_peak_memory() -> None:

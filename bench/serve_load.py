@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.common import SHARED_DATA, start_service, write_results
+from bench.common import SHARED_DATA, memory_mib, start_service, write_results
 
 QUERIES = [
     "aspirin lowers the risk of stroke",
@@ -96,14 +96,6 @@ def bm25_under_load(url: str, seconds: float) -> dict:
     return measured
 
 
-def rss_kib(pid: int) -> int:
-    """Resident memory of a process (VmRSS, KiB)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 def soak(
     url: str,
     pid: int,
@@ -119,7 +111,7 @@ def soak(
     from bench.host_path_load import load as many
 
     many(url, 8, 5.0)  # warm-up: the model, the queue and the thread pool at work
-    warm = rss_kib(pid)
+    warm = memory_mib(pid=pid)
     health: list[float] = []
     stop = threading.Event()
 
@@ -142,7 +134,7 @@ def soak(
     loaded = many(url, clients, seconds, honour_retry_after=honour_retry_after)
     stop.set()
     prober.join()
-    after = rss_kib(pid)
+    after = memory_mib(pid=pid)
     ordered = sorted(health)
     return {
         **loaded,
@@ -151,8 +143,8 @@ def soak(
         **{f"health_p{q}_ms": round(1000 * ordered[int(q / 100 * (len(ordered) - 1))], 1) for q in (90, 95, 99)},
         "health_max_ms": round(1000 * ordered[-1], 1),
         "health_over_100ms": sum(1 for x in ordered if x > 0.1),
-        "rss_warm_mib": round(warm / 1024, 1),
-        "rss_after_mib": round(after / 1024, 1),
+        "rss_warm_mib": round(warm, 1),
+        "rss_after_mib": round(after, 1),
         "rss_ratio": round(after / warm, 3),
     }
 

@@ -53,7 +53,7 @@ def step(lm, spec: dict, rows: int, length: int):
         passages = torch.randint(3, vocab, (rows * group, length))
         q, p = ContrastiveModel(BiEncoder(lm))(ids, mask, passages, torch.ones_like(passages))
         info_nce(q, p, group, 0.01).backward()
-        return StepShape(rows * (group + 1), length, lora=spec["stage"] == 2 and spec.get("lora", True))
+        return StepShape(rows * (group + 1), length, lora=spec.get("lora", True))
     query = min(spec["query"], length // 2)
     ends = torch.full((rows,), length - query - 1)
     target = torch.zeros_like(ids)
