@@ -20,7 +20,9 @@ from llmql.export.graphs import EmbeddingGraph, QLDocumentGraph, QLQueryGraph
 from llmql.export.manifest import MANIFEST, SEARCH_FILE, onnx_versions, read_manifest, write_manifest
 from llmql.export.onnx_config import ENCODER, QL_DOCUMENT, QL_QUERY, onnx_config_for
 from llmql.export.runtime import OnnxEncoder, OnnxQLScorer, session
-from llmql.export.validate import EDGE_CASES, EDGE_QUERIES, encoder_parity, ndcg_at_10, real_passages
+from llmql.export.shape_checks import check_document, check_encoder, check_query, query_cases, sequence_cases
+from llmql.export.validate import EDGE_CASES, EDGE_QUERIES, ParityError, encoder_parity, ndcg_at_10, real_passages
+from llmql.train.core.batching import pad
 from llmql.train.core.config import save_llmql_config
 from llmql.train.core.cpu import cpu_flags
 from llmql.train.core.errors import LLMQLError, ModelError
@@ -29,7 +31,7 @@ from llmql.train.core.model_sources import model_location
 from llmql.train.core.tokenization import TOKENIZER_FILE, PromptTokenizer
 from llmql.train.data import load_beir
 from llmql.train.encoder import Encoder
-from llmql.train.modeling import BiEncoder, load_for_inference
+from llmql.train.modeling import BiEncoder, compute_end_states, load_for_inference
 from llmql.train.ql_scorer import QLScorer
 
 if TYPE_CHECKING:
@@ -41,10 +43,6 @@ ENCODER_FILE = "encoder.onnx"
 ENCODER_INT8_FILE = "encoder.int8.onnx"
 QL_DOCUMENT_FILE = "ql_document.onnx"
 QL_QUERY_FILE = "ql_query.onnx"
-
-
-class ParityError(LLMQLError):
-    """The exported graph does not reproduce the PyTorch model closely enough."""
 
 
 @dataclass(frozen=True)
@@ -137,12 +135,24 @@ def _export_into(cfg: ExportConfig, tmp: Path) -> dict:
     _export_graph(lm, ENCODER, export_config.pad_token_id, cfg.opset, tmp / ENCODER_FILE)
     reference = Encoder(BiEncoder(lm, export_config.normalize), prompt, bf16=False)
     passages = real_passages(cfg.validation_data) + EDGE_CASES
+    cases = sequence_cases(prompt, passages)
+    shapes = {
+        ENCODER_FILE: check_encoder(
+            session(tmp / ENCODER_FILE),
+            reference.model,
+            cases,
+            export_config.pad_token_id,
+            cfg.min_cosine_fp32,
+            ENCODER_FILE,
+        )
+    }
     parity = _validate_encoders(cfg, tmp, reference, prompt, passages)
 
     ql = None
     if cfg.ql_scorer:
         base = lm if not model_config.adapter else load_for_inference(cfg.model, adapter=False)[0]
         ql = _export_ql(base, prompt, cfg, tmp, passages)
+        shapes.update(ql.pop("validated_shapes"))
 
     manifest = {
         "source": {
@@ -158,6 +168,7 @@ def _export_into(cfg: ExportConfig, tmp: Path) -> dict:
         "inputs": ["input_ids", "attention_mask"],
         "output": "embedding (L2-normalised last-token state)",
         "parity": parity,
+        "validated_shapes": shapes,  # each graph against PyTorch at shapes its trace did not see
         "ql_scorer": ql,
     }
     if cfg.opensearch_bundle:
@@ -294,12 +305,33 @@ def _int8_ndcg_delta(data_dir: str, fp32, int8, queries: int = 50, extra_docs: i
     return result
 
 
+def _ql_shapes(lm, prompt, cfg: ExportConfig, scorer: OnnxQLScorer, passages: list, vocab_size: int) -> dict:
+    """Both QL graphs against PyTorch at shapes their traces did not see (`llmql.export.shape_checks`)."""
+    import torch
+
+    cases = sequence_cases(prompt, passages)
+    pad_id = prompt.config.pad_token_id
+    floor = cfg.min_cosine_fp32
+    shapes = {QL_DOCUMENT_FILE: check_document(scorer.document, lm, cases, pad_id, floor, QL_DOCUMENT_FILE)}
+    ids, mask = pad(prompt.passages([t for t, _ in passages], [x for _, x in passages]), pad_id)
+    with torch.inference_mode():
+        states = compute_end_states(lm, torch.from_numpy(ids), torch.from_numpy(mask))
+    shapes[QL_QUERY_FILE] = check_query(
+        scorer.query, lm, states, query_cases(prompt, vocab_size), cfg.max_ql_rel_diff, QL_QUERY_FILE
+    )
+    return shapes
+
+
 def _export_ql(lm, prompt, cfg: ExportConfig, tmp: Path, passages: list[tuple[str, str]]) -> dict:
     """The QL scorer as two graphs, checked against the PyTorch full forward pass under Attention Stop."""
 
     _export_graph(lm, QL_DOCUMENT, prompt.config.pad_token_id, cfg.opset, tmp / QL_DOCUMENT_FILE)
     _export_graph(lm, QL_QUERY, prompt.config.pad_token_id, cfg.opset, tmp / QL_QUERY_FILE)
-    onnx_scorer = OnnxQLScorer(session(tmp / QL_DOCUMENT_FILE), session(tmp / QL_QUERY_FILE), prompt)
+    vocab_size = int(lm.config.get_text_config().vocab_size)
+    onnx_scorer = OnnxQLScorer(
+        session(tmp / QL_DOCUMENT_FILE), session(tmp / QL_QUERY_FILE), prompt, vocab_size=vocab_size
+    )
+    shapes = _ql_shapes(lm, prompt, cfg, onnx_scorer, passages, vocab_size)  # first: a frozen shape fails clearly
     torch_scorer = QLScorer(lm, prompt, bf16=False)
     sample = passages[:16] + passages[-5:]
     titles, texts = [t for t, _ in sample], [x for _, x in sample]
@@ -317,6 +349,8 @@ def _export_ql(lm, prompt, cfg: ExportConfig, tmp: Path, passages: list[tuple[st
         )
     layers, kv_heads, head_dim = states.keys.shape[1:]
     return {
+        "vocab_size": vocab_size,
+        "validated_shapes": shapes,
         "files": {"document": QL_DOCUMENT_FILE, "query": QL_QUERY_FILE},
         "state_shape": {
             "layers": layers,

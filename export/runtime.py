@@ -62,11 +62,23 @@ class OnnxEncoder(TextEncoderBase):
 class OnnxQLScorer(QLScorerBase):
     """log P(q | d) under Attention Stop: `ql_document.onnx` once per document, `ql_query.onnx` per query."""
 
-    def __init__(self, document_session, query_session, tokenizer: PromptTokenizer, identity: str = ""):
+    def __init__(
+        self,
+        document_session,
+        query_session,
+        tokenizer: PromptTokenizer,
+        identity: str = "",
+        vocab_size: int | None = None,
+    ):
         self.document = document_session
         self.query = query_session
         self.tokenizer = tokenizer
         self.identity = identity
+        self._vocab_size = vocab_size  # the LM head's width (the manifest's; exports before it: the tokenizer's)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size or super().vocab_size
 
     @classmethod
     def from_dir(cls, directory: str | Path, threads: int | None = None) -> OnnxQLScorer:
@@ -80,6 +92,7 @@ class OnnxQLScorer(QLScorerBase):
             session(directory / graphs["query"], threads),
             PromptTokenizer.from_dir(directory),
             export_identity(manifest),
+            manifest["ql_scorer"].get("vocab_size"),
         )
 
     def _document_states(self, ids: np.ndarray, mask: np.ndarray) -> EndStates:

@@ -8,6 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from llmql.train.core.errors import LLMQLError
+
+
+class ParityError(LLMQLError):
+    """The exported graph does not reproduce the PyTorch model closely enough."""
+
+
 EDGE_CASES = [
     ("", ""),  # empty passage: the prompt alone
     ("", "a"),  # one token of body

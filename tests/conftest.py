@@ -51,14 +51,17 @@ def build_tokenizer(arch: str):
     )
 
 
-def build_tiny_model(directory: Path, arch: str = "llama", seed: int = 0, hidden: int = 32) -> Path:
-    """Save a randomly initialised 2-layer decoder (4 heads of `hidden` / 4) and its tokenizer to `directory`."""
+def build_tiny_model(
+    directory: Path, arch: str = "llama", seed: int = 0, hidden: int = 32, vocab_size: int | None = None
+) -> Path:
+    """Save a randomly initialised 2-layer decoder (4 heads of `hidden` / 4) and its tokenizer to `directory`;
+    `vocab_size` widens the LM head past the tokenizer's ~700 tokens (a real model's vocabulary, to size logits)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     tokenizer = build_tokenizer(arch)
     common = dict(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size or len(tokenizer),
         hidden_size=hidden,
         intermediate_size=2 * hidden,
         num_hidden_layers=2,

@@ -36,7 +36,6 @@ from llmql.train.masks import (
 from llmql.train.pooling import last_token_index, last_token_pool, pool_at
 
 log = logging.getLogger(__name__)
-LOGITS_AT_ONCE = 1 << 26  # vocabulary logits computed at once when scoring many candidates (256 MB in fp32)
 
 
 def load_tokenizer(path: Path):
@@ -302,19 +301,12 @@ def query_hidden_from_states(lm: nn.Module, fed_ids: torch.Tensor, states: EndSt
 
 
 def query_logprobs_from_states(lm: nn.Module, query_ids: torch.Tensor, states: EndStateTensors) -> torch.Tensor:
-    """log P(q_t | [E], q_<t) for query_ids [B, T] (query tokens then EOS), from cached [E] states -> [B, T]."""
-    batch, length = query_ids.shape
-    predictors = [states.hidden.unsqueeze(1)]
-    if length > 1:  # the last token (EOS) is only predicted, never fed
-        predictors.append(query_hidden_from_states(lm, query_ids[:, :-1], states))
-    hidden = torch.cat(predictors, dim=1).reshape(batch * length, -1)
-    targets = query_ids.reshape(-1)
-    rows = max(1, LOGITS_AT_ONCE // _inner(lm).config.get_text_config().vocab_size)  # bounds the [rows, V] logits
-    logprobs = [
-        target_logprobs(logits_from_hidden(lm, hidden[i : i + rows]), targets[i : i + rows])
-        for i in range(0, len(targets), rows)
-    ]
-    return torch.cat(logprobs).view(batch, length)
+    """log P(q_t | [E], q_<t) for query_ids [B, T] (query tokens then EOS, so T >= 2), from cached [E] states ->
+    [B, T]. Exported as the QL query graph, so nothing here branches or loops over a size: the [B * T, V] logits
+    are bounded by the caller, which passes fewer candidates a call (`llmql.train.core.ql_base.candidates_per_call`)."""
+    fed = query_hidden_from_states(lm, query_ids[:, :-1], states)  # the last token (EOS) is only predicted
+    hidden = torch.cat([states.hidden.unsqueeze(1), fed], dim=1)  # [B, T, H]: [E] predicts the first token
+    return target_logprobs(logits_from_hidden(lm, hidden).flatten(0, 1), query_ids.flatten()).view_as(query_ids)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import torch
 from llmql.train.core.batching import length_batches, pad
 from llmql.train.core.device import autocast, device_weights, resolve_bf16, to_device, to_host_later
 from llmql.train.core.end_states import EndStates
-from llmql.train.core.ql_base import QLScorerBase
+from llmql.train.core.ql_base import QLScorerBase, candidates_per_call
 from llmql.train.core.tokenization import PromptTokenizer
 from llmql.train.modeling import (
     EndStateTensors,
@@ -29,8 +29,9 @@ from llmql.train.modeling import (
 
 class QLScorer(QLScorerBase):
     """The PyTorch QL scorer on any device (see `llmql.train.core.device`). States leave the device as float16 when
-    the model runs in bf16 (the QL cache stores fp16 anyway), else float32; a query's candidates are scored in
-    one call on the device, their states copied there in one transfer, only the scores coming back."""
+    the model runs in bf16 (the QL cache stores fp16 anyway), else float32; a query's candidates are copied to
+    the device in one transfer and scored in as few calls as the logits bound allows (`candidates_per_call`),
+    only the scores coming back."""
 
     def __init__(
         self,
@@ -102,6 +103,10 @@ class QLScorer(QLScorerBase):
     def _document_states(self, ids: np.ndarray, mask: np.ndarray) -> EndStates:
         return self._launch_states(self._inputs(ids, mask))()
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self.lm.config.get_text_config().vocab_size)
+
     @torch.inference_mode()
     def _score_query(self, q: np.ndarray, states: EndStates, batch_size: int | None) -> np.ndarray:
         dtype = next(self.lm.parameters()).dtype
@@ -111,19 +116,10 @@ class QLScorer(QLScorerBase):
         )
         query = self._tensor(q)
         total = []
-        step = batch_size or len(states)
+        step = candidates_per_call(len(q), self.vocab_size, batch_size)
         for start in range(0, len(states), step):
             part = EndStateTensors(*(t[start : start + step] for t in vars(on_device).values()))
             with autocast(self.bf16, self.device):
                 logprobs = query_logprobs_from_states(self.lm, query.expand(len(part.positions), -1), part)
             total.append(logprobs.double().sum(dim=1))
         return torch.cat(total).cpu().numpy()
-
-    @torch.inference_mode()
-    def _query_logprobs(self, query: np.ndarray, states: EndStates) -> np.ndarray:
-        tensors = EndStateTensors(
-            *(self._tensor(a) for a in (states.keys, states.values, states.hidden, states.positions))
-        )
-        with autocast(self.bf16, self.device):
-            logprobs = query_logprobs_from_states(self.lm, self._tensor(query), tensors)
-        return logprobs.double().cpu().numpy()

@@ -16,6 +16,16 @@ from llmql.train.core.config import ModelConfig
 from llmql.train.core.end_states import EndStates
 from llmql.train.core.tokenization import PromptTokenizer
 
+LOGITS_AT_ONCE = 1 << 26  # vocabulary logits one query call may compute (256 MB in fp32)
+
+
+def candidates_per_call(query_tokens: int, vocab_size: int, cap: int | None = None) -> int:
+    """Candidates one QL query call scores: its [candidates * query_tokens, vocab] logits stay within
+    LOGITS_AT_ONCE, and at most `cap` (None: no cap); at least one. The bound lives here, in the caller, because
+    the exported query graph must not chunk by a size it was traced with."""
+    bound = max(1, LOGITS_AT_ONCE // max(1, query_tokens * vocab_size))
+    return bound if cap is None else max(1, min(cap, bound))
+
 
 @runtime_checkable
 class QueryLikelihoodScorer(Protocol):
@@ -36,6 +46,12 @@ class QueryLikelihoodScorer(Protocol):
 class QLScorerBase:
     tokenizer: PromptTokenizer
     identity: str = ""  # the model the scores come from (an index's cached [E] states must match it)
+
+    @property
+    def vocab_size(self) -> int:
+        """The LM head's width, which sizes a query call's logits; the tokenizer's count unless a runtime knows
+        the head's."""
+        return self.tokenizer.tokenizer.get_vocab_size(with_added_tokens=True)
 
     def _document_states(self, ids: np.ndarray, mask: np.ndarray) -> EndStates:
         """input_ids, attention_mask [B, L] int64 (right-padded, each row ending in [E]) -> B documents' states."""
@@ -93,11 +109,13 @@ class QLScorerBase:
         if not query.strip():
             raise ValueError("empty query")
         q = np.asarray(self.tokenizer.ql_queries([query])[0], dtype=np.int64)
+        if len(q) < 2:
+            raise ValueError(f"the query {query!r} has no tokens")
         return self._score_query(q, states, batch_size)
 
     def _score_query(self, q: np.ndarray, states: EndStates, batch_size: int | None) -> np.ndarray:
         """The query's token ids `q` [Lq] against every document's states -> [N] float64 summed log-probabilities."""
-        batch_size = batch_size or 64
+        batch_size = candidates_per_call(len(q), self.vocab_size, batch_size or 64)
         out = np.zeros(len(states), dtype=np.float64)
         for start in range(0, len(states), batch_size):
             part = states.take(slice(start, start + batch_size))
