@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -69,17 +70,28 @@ def metric_name(measure) -> str:
     )
 
 
-def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], depth: int) -> dict:
-    """Aggregate and per-query metrics of a run (queries without results count as zero)."""
+def score_run(
+    qrels: dict[str, dict[str, int]],
+    run: dict[str, dict[str, float]],
+    depth: int,
+    queries: Iterable[str] | None = None,
+) -> dict:
+    """Aggregate and per-query metrics over exactly `queries` (default: the run's): a query with no results
+    scores zero, one without judgments cannot be scored and is left out (counted in `unjudged`). Every
+    aggregate is the mean of the per-query values it sits beside, never a sum over queries that were not run."""
     import ir_measures
 
     ms = measures(depth)
-    judged = {q: r for q, r in qrels.items() if q in run}
-    aggregate = ir_measures.calc_aggregate(ms, qrels, run)
-    per_query: dict[str, dict[str, float]] = {}
-    for m in ir_measures.iter_calc(ms, judged, run):
-        per_query.setdefault(m.query_id, {})[metric_name(m.measure)] = float(m.value)
-    return {"metrics": {metric_name(m): float(aggregate[m]) for m in ms}, "per_query": per_query}
+    scored = sorted({q for q in (run if queries is None else queries) if q in qrels})
+    unjudged = len({*(run if queries is None else queries)} - set(scored))
+    per_query = {q: {metric_name(m): 0.0 for m in ms} for q in scored}
+    answered = {q: run[q] for q in scored if run.get(q)}
+    for m in ir_measures.iter_calc(ms, {q: qrels[q] for q in answered}, answered):
+        per_query[m.query_id][metric_name(m.measure)] = float(m.value)
+    means = {
+        metric_name(m): float(np.mean([per_query[q][metric_name(m)] for q in scored])) if scored else 0.0 for m in ms
+    }
+    return {"metrics": means, "per_query": per_query, "queries": len(scored), "unjudged": unjudged}
 
 
 def write_trec(path: Path, run: dict[str, dict[str, float]], name: str) -> None:
@@ -128,7 +140,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         runs = _ranked_runs(name, results, settings.ql_weights, cfg.depth)
         for run_name, run in runs.items():
             write_trec(out_dir / f"{run_name}.run", run, run_name)
-            scored = score_run(data.qrels, run, cfg.depth)
+            scored = score_run(data.qrels, run, cfg.depth, qids)
             scored["latency_ms"] = {
                 "p50": float(np.percentile(latencies, 50)),
                 "p95": float(np.percentile(latencies, 95)),

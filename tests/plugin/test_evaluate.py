@@ -119,3 +119,68 @@ def test_every_ql_run_reranks_to_the_resolved_depth(synced_embedded, ql_export, 
         assert sorted(llm[qid]) == sorted(candidates)  # the same candidates, every one re-scored
     assert any(dirichlet[q] != bm25[q] for q in bm25), "word QL must reorder BM25's list on the toy collection"
     assert any(llm[q] != bm25[q] for q in bm25)
+
+
+@pytest.mark.parametrize("max_queries", [3, None])
+def test_every_figure_in_the_table_is_its_run_files_scored_directly(
+    synced_embedded, ql_export, toy_beir, tmp_path, max_queries
+):
+    """With --max-queries the table scored the queries run over all judged ones (0.2206 where its own per-query
+    mean was 0.7611). Here each printed figure is recomputed with pytrec_eval, called directly on the run file
+    and the judgments of exactly the queries run, and the vs-BM25 column from its per-query values."""
+    import pytrec_eval
+
+    from llmql.plugin.evaluate import EvalConfig, evaluate, format_table
+    from llmql.train.data import load_beir
+
+    backend, index = synced_embedded
+    cfg = EvalConfig(
+        data=str(toy_beir),
+        url=backend.location,
+        index=index,
+        model=str(ql_export),
+        runs=("bm25", "dense", "hybrid"),
+        depth=5,  # fewer than the toy corpus: some relevant documents fall out of a run
+        runtime="onnx",
+        max_queries=max_queries,
+        out_dir=str(tmp_path / "eval"),
+    )
+    summary = evaluate(cfg, progress=False)
+    qrels = load_beir(toy_beir, "test").qrels
+    ran = sorted(qrels)[:max_queries] if max_queries else sorted(qrels)
+    assert summary["queries"] == len(ran)
+    assert len(ran) < len(qrels) if max_queries else len(ran) == len(qrels)
+    judged = {q: qrels[q] for q in ran}
+    names = {"ndcg_cut_10": "nDCG@10", "recip_rank": "MRR@10", "recall_100": "R@100"}
+    table = {line.split()[0]: line.split() for line in format_table(summary).splitlines()[1:]}
+    per_run = {}
+    for name in cfg.runs:
+        run: dict[str, dict[str, float]] = {}
+        for line in (tmp_path / "eval" / f"{name}.run").read_text().splitlines():
+            qid, _, doc, rank, _, _ = line.split()
+            run.setdefault(qid, {})[doc] = -float(rank)  # by rank: ties in score keep the file's order
+        assert set(run) == set(ran), name
+        top10 = {q: {d: s for d, s in docs.items() if s >= -10} for q, docs in run.items()}
+        evaluator = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10", "recall.100"})
+        mrr = pytrec_eval.RelevanceEvaluator(judged, {"recip_rank"}).evaluate(top10)
+        values = {q: {**v, "recip_rank": mrr[q]["recip_rank"]} for q, v in evaluator.evaluate(run).items()}
+        per_run[name] = {q: values[q]["ndcg_cut_10"] if q in values else 0.0 for q in ran}
+        for column, (measure, label) in enumerate(names.items(), start=1):
+            expected = sum(values.get(q, {}).get(measure, 0.0) for q in ran) / len(ran)
+            assert summary["runs"][name]["metrics"][label] == pytest.approx(expected, abs=1e-9), (name, label)
+            assert float(table[name][column]) == pytest.approx(expected, abs=5e-5), (name, label)
+    for name in ("dense", "hybrid"):
+        diff = sum(per_run[name][q] - per_run["bm25"][q] for q in ran) / len(ran)
+        assert summary["runs"][name]["vs_bm25"]["ndcg@10"] == pytest.approx(diff, abs=1e-9)
+        assert float(table[name][5]) == pytest.approx(diff, abs=5e-5)
+
+
+def test_a_query_without_results_scores_zero_and_one_without_judgments_is_left_out():
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
+    run = {"q1": {"d1": 1.0}, "q2": {}, "q3": {"d1": 1.0}}  # q2 found nothing; q3 has no judgments
+    scored = score_run(qrels, run, depth=100)
+    assert scored["metrics"]["nDCG@10"] == pytest.approx(0.5)
+    assert scored["queries"] == 2 and scored["unjudged"] == 1
+    assert scored["per_query"]["q2"]["nDCG@10"] == 0.0
+    only_first = score_run(qrels, run, depth=100, queries=["q1"])
+    assert only_first["metrics"]["nDCG@10"] == 1.0 and set(only_first["per_query"]) == {"q1"}
