@@ -22,56 +22,15 @@ from llmql.export.runtime import load_encoder, load_ql_scorer
 from llmql.plugin.api_schema import MAX_BODY_BYTES, EmbedRequest, RerankRequest, SearchRequest, project
 from llmql.plugin.batcher import ModelBatcher, QueuedEncoder, QueuedQLScorer
 from llmql.plugin.compat_api import add_compat_routes
-from llmql.plugin.http_errors import add_error_handlers, error_response
+from llmql.plugin.http_errors import add_error_handlers
 from llmql.plugin.index_check import check_models
+from llmql.plugin.middleware import BodyLimit, RequestContext
 from llmql.plugin.rerank import QLReranker
 from llmql.plugin.search import HybridSearcher, default_config
 from llmql.plugin.service_state import ServiceConfig, ServiceState
 from llmql.train.core.device import resolve_device
 
 __all__ = ["MAX_BODY_BYTES", "ServiceConfig", "create_app"]
-
-
-class BodyLimit:
-    """ASGI middleware: refuse a request body over `limit` bytes with 413, whether it declares a Content-Length
-    or streams in chunks without one. A chunked body is read here up to the limit (no more is ever buffered)
-    and replayed to the app."""
-
-    def __init__(self, app, limit: int):
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None:
-            if not declared.strip().isdigit():
-                return await self._refuse(scope, receive, send, 400, "invalid Content-Length header")
-            if int(declared) > self.limit:
-                return await self._refuse(scope, receive, send, 413, f"request body over {self.limit} bytes")
-            return await self.app(scope, receive, send)
-        messages, size = [], 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.limit:
-                return await self._refuse(scope, receive, send, 413, f"request body over {self.limit} bytes")
-            if not message.get("more_body", False):
-                break
-
-        async def replay():
-            return messages.pop(0) if messages else await receive()
-
-        await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _refuse(scope, receive, send, status: int, detail: str) -> None:
-
-        await error_response(scope.get("path", ""), status, detail)(scope, receive, send)
 
 
 def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None):
@@ -101,6 +60,7 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
     )
     app.state.batcher = batcher
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(RequestContext)  # added last, so outermost: every answer carries its request id
     add_error_handlers(app)
     _add_routes(app, models)
 

@@ -1,0 +1,98 @@
+"""The service's ASGI middleware: what every request passes through before and after its route.
+
+`RequestContext` (outermost) gives each request an id (the client's `X-Request-ID`, else a new one), returns it
+on every answer, and turns an error no handler knows into a 500 in the route family's shape, logged once with
+its traceback and the id: never Starlette's plain-text `Internal Server Error`. `BodyLimit` refuses a body over
+the limit before any of it is parsed.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from llmql.plugin.http_errors import error_response
+
+log = logging.getLogger(__name__)
+REQUEST_ID = "x-request-id"
+MAX_REQUEST_ID = 128  # a longer or non-printable client id is replaced, not echoed
+
+
+def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's request id when it is a short printable ASCII string, else a new one."""
+    sent = dict(headers).get(REQUEST_ID.encode(), b"")
+    try:
+        text = sent.decode("ascii")
+    except UnicodeDecodeError:
+        text = ""
+    return text if 0 < len(text) <= MAX_REQUEST_ID and text.isprintable() else uuid.uuid4().hex
+
+
+class RequestContext:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = request_id_of(scope.get("headers", []))
+        scope.setdefault("state", {})["request_id"] = rid
+        started = False
+
+        async def tagged(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), (REQUEST_ID.encode(), rid.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagged)
+        except Exception:
+            log.exception("unexpected error in %s %s (request %s)", scope.get("method"), scope.get("path"), rid)
+            if started:  # the answer is half sent: nothing can be said in its place
+                raise
+            message = f"internal error (request {rid}); the service logged it"
+            await error_response(scope.get("path", ""), 500, message)(scope, receive, tagged)
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request body over `limit` bytes with 413, whether it declares a Content-Length
+    or streams in chunks without one. A chunked body is read here up to the limit (no more is ever buffered)
+    and replayed to the app."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                return await self._refuse(scope, receive, send, 400, "invalid Content-Length header")
+            if int(declared) > self.limit:
+                return await self._refuse(scope, receive, send, 413, f"request body over {self.limit} bytes")
+            return await self.app(scope, receive, send)
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                return await self._refuse(scope, receive, send, 413, f"request body over {self.limit} bytes")
+            if not message.get("more_body", False):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, status: int, detail: str) -> None:
+
+        await error_response(scope.get("path", ""), status, detail)(scope, receive, send)
