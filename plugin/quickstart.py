@@ -38,9 +38,10 @@ def default_data() -> Path | None:
     return next((Path(c) for c in candidates if c and (Path(c) / "corpus.jsonl").is_file()), None)
 
 
-def default_workdir(model: str = "smollm2-135m") -> Path:
+def default_workdir(model: str = "smollm2-135m", smoke: bool = False) -> Path:
     """$LLMQL_CACHE/quickstart/<version>-<key>: one folder per checkout (the code's own location), llmql version
-    and model, so that another clone or version never reuses this one's models without saying so."""
+    and model, so that another clone or version never reuses this one's models without saying so; the smoke
+    preset's in a folder of its own (`-smoke`), never mistaken for the full run's."""
     import hashlib
     import importlib.metadata
 
@@ -50,7 +51,7 @@ def default_workdir(model: str = "smollm2-135m") -> Path:
         version = "unknown"
     source = str(Path(__file__).resolve().parents[1])
     key = hashlib.sha256(f"{source}|{version}|{model}".encode()).hexdigest()[:10]
-    return cache_root() / "quickstart" / f"{version}-{key}"
+    return cache_root() / "quickstart" / f"{version}-{key}{'-smoke' if smoke else ''}"
 
 
 def _qrels_rows(data: Path, split: str) -> list[str]:
@@ -120,6 +121,12 @@ class QuickstartConfig:
     seed: int = 0
     runtime: str = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:N (llmql.train.core.device.resolve_device)
+    smoke: bool = False  # the SMOKE preset: a check that the whole pipeline runs, its figures meaningless
+
+
+# `llmql quickstart --smoke` (CI's main job): the same six steps on the real model, as small as still exercises
+# each one (3 + 2 training steps, 100 documents, 20 test and 20 tuning queries), in about 10 minutes on 2 cores
+SMOKE = {"budget": 0.2, "corpus_docs": 100, "test_queries": 20, "tune_queries": 20}
 
 
 def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
@@ -128,7 +135,7 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
 
     if is_cuda(resolve_device(cfg.device)):  # a GPU that is not here is refused before any work
         cfg = replace(cfg, budget=cfg.budget * GPU_BUDGET)
-    work = Path(cfg.workdir) if cfg.workdir else default_workdir(cfg.model)
+    work = Path(cfg.workdir) if cfg.workdir else default_workdir(cfg.model, cfg.smoke)
     reused = (work / "stage1" / "llmql.json").is_file()
     echo(
         f"work folder: {work}"
@@ -196,10 +203,11 @@ def _next_commands(cfg: QuickstartConfig, data: Path, export: Path, url: str) ->
     """The exact commands that search, evaluate and serve what was built."""
     where = f"--backend {cfg.backend} --url {url} --index {cfg.index}"
     models = f"--model {export} --ql-model {export}"
+    models += "".join(f" --{k} {v}" for k, v in (("runtime", cfg.runtime), ("device", cfg.device)) if v != "auto")
     return [
         "next (what was built, as the README's step 5 uses it):",
-        f'  llmql-search "aspirin lowers the risk of stroke" {where} {models} --explain',
-        f"  llmql-eval --data {data} {where} {models} --runs bm25,dense,hybrid,tuned",
+        f'  llmql-search "aspirin lowers the risk of stroke" {where} {models} --rerank-depth 100 --explain',
+        f"  llmql-eval --data {data} {where} {models} --runs bm25,dense,hybrid,hybrid+ql,tuned",
         f"  llmql serve {where} {models} --port 8080",
     ]
 

@@ -10,7 +10,7 @@ import json
 import click
 
 from llmql.plugin.cli_options import CONTEXT, backend_options, fusion_option, parse_filter, parse_floats
-from llmql.train.core.cli import Finite, cli_errors
+from llmql.train.core.cli import Finite, cli_errors, renamed_option, with_renamed
 
 
 @click.command("search", context_settings=CONTEXT)
@@ -34,11 +34,12 @@ from llmql.train.core.cli import Finite, cli_errors
 @click.option("--from", "offset", type=click.IntRange(0, None), default=0, help="Skip this many results (paging).")
 @fusion_option()
 @click.option(
-    "--rerank",
+    "--rerank-depth",
     type=click.IntRange(0, 1000),
     default=None,
     help="QL re-rank the fused top-N (0: off) [default: search.json's when --ql-model is given, else 0].",
 )
+@renamed_option("--rerank", "--rerank-depth", type=click.IntRange(0, 1000))
 @click.option(
     "--ql-weight",
     type=Finite(0, 1),
@@ -68,7 +69,7 @@ def search_main(
     depth,
     offset,
     fusion,
-    rerank,
+    rerank_depth,
     ql_weight,
     filter_json,
     explain,
@@ -97,7 +98,8 @@ def search_main(
         click.echo(json.dumps({"pipeline": normalization_pipeline(), "query": hybrid_query(query, vector, size=k)}))
         return
     scorer = load_ql_scorer(ql_model, runtime=runtime, device=device) if ql_model else None
-    overrides = {"mode": mode, "fusion": fusion, "rerank_depth": rerank if scorer else 0, "ql_weight": ql_weight}
+    rerank_depth = with_renamed({"rerank_depth": rerank_depth})["rerank_depth"]
+    overrides = {"mode": mode, "fusion": fusion, "rerank_depth": rerank_depth if scorer else 0, "ql_weight": ql_weight}
     overrides |= {"bm25_k": depth, "knn_k": depth} if depth else {}
     cfg = search_config(model, **overrides)
     try:

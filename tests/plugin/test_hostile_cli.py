@@ -81,7 +81,7 @@ def _commands(root: Path) -> dict:
         (search_main, *search, "--k"): _int_in(1, 10_000),
         (search_main, *search, "--depth"): _int_in(1, 10_000),
         (search_main, *search, "--ql-weight"): _float_in(0, 1),
-        (search_main, *search, "--rerank"): _int_in(0, 1000),
+        (search_main, *search, "--rerank-depth"): _int_in(0, 1000),
         (eval_main, *evaluate, "--depth"): _int_in(1, 10_000),
         (eval_main, *evaluate, "--mu"): _float_in(0, low_open=True),
         (eval_main, *evaluate, "--max-queries"): _int_in(1),
@@ -153,7 +153,7 @@ def test_f9_a_url_that_does_not_exist_is_refused_and_not_created(root, toy_beir,
 @pytest.mark.parametrize(
     ("command", "args", "option"),
     [
-        (search_main, ["q", "--rerank", "5", "--ql-weight", "nan"], "--ql-weight"),  # F1
+        (search_main, ["q", "--rerank-depth", "5", "--ql-weight", "nan"], "--ql-weight"),  # F1
         (llmql_cli, ["serve", "--max-wait-ms", "nan"], "--max-wait-ms"),  # F2
         (llmql_cli, ["serve", "--port", "99999"], "--port"),  # F3
         (llmql_cli, ["serve", "--port", "-1"], "--port"),

@@ -6,6 +6,7 @@ GGUF weights are dequantised once (about 15 s for SmolLM2-135M) and cached as a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.metadata
@@ -112,6 +113,24 @@ def _gguf_dir(gguf: Path) -> Path:
     return _convert_gguf(gguf, cache_root() / "models" / f"{gguf.stem}-{key}", identity=str(gguf))
 
 
+# transformers' "You are using the default legacy behaviour..." notice, which says itself that a tokenizer loaded
+# from a GGUF file may ignore it: nothing for a user to act on, so kept off the quickstart's first screen
+GGUF_NOTICES = ("transformers.models.llama.tokenization_llama", "transformers.models.llama.tokenization_llama_fast")
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str):
+    """These loggers' warnings are dropped inside the block (errors still show)."""
+    saved = [(logging.getLogger(name), logging.getLogger(name).level) for name in loggers]
+    for logger, _ in saved:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
+
+
 def _convert_gguf(gguf: Path, dest: Path, identity: str) -> Path:
     """Dequantise a GGUF into `dest` once, atomically (a temporary folder renamed when complete)."""
     if (dest / "config.json").is_file():
@@ -123,7 +142,8 @@ def _convert_gguf(gguf: Path, dest: Path, identity: str) -> Path:
     tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        with _quiet(*GGUF_NOTICES):
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     except Exception as err:  # transformers raises many kinds for a bad GGUF
         raise ModelError(f"{gguf}: cannot load this GGUF ({err})") from None
