@@ -37,7 +37,16 @@ from llmql.connectors.base import (
     unknown_index,
 )
 from llmql.connectors.filters import check_fields, check_range_kinds, field_kinds, matches, parse_filter
-from llmql.connectors.memory_log import META, SegmentLog, decode_records, encode_records
+from llmql.connectors.memory_log import (
+    META,
+    SegmentLog,
+    corrupt,
+    decode_ids,
+    decode_records,
+    encode_ids,
+    encode_records,
+    writer_lock,
+)
 from llmql.train.core.device import resolve_device
 
 ALIASES = "aliases.json"
@@ -65,7 +74,7 @@ class _Index:
         if kind == "snapshot":
             self.docs = {}
         if kind == "delete":
-            for doc_id in arrays["ids"].tolist():
+            for doc_id in decode_ids(arrays):
                 self.docs.pop(doc_id, None)
         else:
             self.docs.update((r.id, r) for r in decode_records(arrays))
@@ -123,11 +132,11 @@ class MemoryBackend:
             if snapshot is not None:  # compacted since we read it: start again from the snapshot
                 index.docs, index.applied = {}, set()
                 for name, kind, arrays in log.read([snapshot]):
-                    index.apply(kind, arrays)
+                    _apply(index, log.directory / name, kind, arrays)
                     index.applied |= {name, *arrays["replaces"].tolist()}
                 writes = [w for w in writes if w not in index.applied]
             for name, kind, arrays in log.read(writes):
-                index.apply(kind, arrays)
+                _apply(index, log.directory / name, kind, arrays)
                 index.applied.add(name)
         except FileNotFoundError:  # compacted while we read: read it again from its snapshot
             index.docs, index.applied = {}, set()
@@ -135,7 +144,8 @@ class MemoryBackend:
 
     def _log(self, index: _Index, kind: str, arrays: dict) -> None:
         if self.root is not None:
-            index.applied.add(SegmentLog(self.root / index.name).write(kind, arrays))
+            with writer_lock(self.root / index.name):
+                index.applied.add(SegmentLog(self.root / index.name).write(kind, arrays))
 
     # -- protocol -----------------------------------------------------------------------------------------------
     def open_index(
@@ -187,7 +197,7 @@ class MemoryBackend:
         gone = [i for i in dict.fromkeys(ids) if i in target.docs]
         if gone:
             with _LOCK:
-                self._log(target, "delete", {"ids": np.array(gone, dtype=str)})
+                self._log(target, "delete", encode_ids(gone))
                 for doc_id in gone:
                     del target.docs[doc_id]
                 target.search = {}
@@ -242,9 +252,13 @@ class MemoryBackend:
         the first search after a write, not here: a sync does not pay for them (on an H200 building BM25 over
         20,732 documents was about a third of a sync's time), nor a process that only writes."""
         target = self._index(index)
-        with _LOCK:
-            if self.root is not None and len(SegmentLog(self.root / target.name).names()) > 1:
-                log = SegmentLog(self.root / target.name)
+        if self.root is None:
+            return
+        directory = self.root / target.name
+        with _LOCK, writer_lock(directory):
+            self._catch_up(target)  # what other writers landed goes into the snapshot, or its removal loses it
+            log = SegmentLog(directory)
+            if len(log.names()) > 1 or any(directory.glob(".*.npz.tmp")):
                 target.applied.add(log.compact(list(target.docs.values()), target.dim, target.applied))
 
     def close(self) -> None:
@@ -267,6 +281,14 @@ class MemoryBackend:
         check_range_kinds(clauses, searcher.kinds, f"{self.location} index {target.name!r}")
         docs = searcher.docs
         return np.fromiter((matches(clauses, r.fields) for r in docs), dtype=bool, count=len(docs))
+
+
+def _apply(index: _Index, path: Path, kind: str, arrays: dict) -> None:
+    """One segment applied; one whose arrays do not decode is a `CorruptSegment` naming its file."""
+    try:
+        index.apply(kind, arrays)
+    except (KeyError, ValueError, UnicodeDecodeError, IndexError) as err:
+        raise corrupt(path, err) from None
 
 
 def _check_records(location: str, target: _Index, records: Sequence[Record]) -> None:

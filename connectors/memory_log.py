@@ -1,29 +1,80 @@
 """How the `memory` backend keeps an index on disk: an append-only log of write segments, one file a write.
 
-Each upsert or delete becomes one `.npz` file (numpy arrays only, no pickle), written to a temporary name and
-renamed, so a segment is there whole or not at all: a sync killed mid-way resumes from the writes it had
+Each upsert or delete becomes one `.npz` file (numpy arrays only, never a pickle), written to a temporary name
+and renamed, so a segment is there whole or not at all: a sync killed mid-way resumes from the writes it had
 confirmed, and another process opening the directory sees exactly those. Names sort in write order (the time,
-then the process); each reader keeps the set of segments it applied. `compact` rewrites what one reader applied
-as a snapshot segment (naming what it replaces) and removes those segments.
+then the process); each reader keeps the set of segments it applied. `compact` rewrites everything on disk as a
+snapshot segment (naming what it replaces) and removes those segments.
 
-Strings travel as one UTF-8 buffer with offsets (fixed-width numpy strings would pad every text to the longest).
+One writer at a time: appends and compaction hold an OS lock on the index directory (`writer_lock`), and a
+compaction first reads every segment another process landed, so its snapshot holds them (two compactions that
+overlapped each kept only their own process's writes, and a reader took the newer). Readers take no lock: a
+segment appears by one rename. Strings travel as one UTF-8 buffer with offsets, so any text survives, NUL
+included (fixed-width numpy strings pad every text to the longest and drop trailing NULs).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import json
+import logging
 import os
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from llmql.connectors.base import Passage, Record
+from llmql.connectors.base import BackendError, Passage, Record
 
+log = logging.getLogger(__name__)
 META = "meta.json"
+LOCK = ".writer.lock"
 _COUNTER = itertools.count()
+REMEDY = {
+    "upsert": "remove it and sync again with --incremental: the documents it held are written again",
+    "delete": "remove it and sync again with --delete-missing: the deletions it held are made again",
+    "snapshot": "remove the index folder and sync again (its other segments depend on this one)",
+}
+
+
+@contextlib.contextmanager
+def writer_lock(directory: Path):
+    """The index's one writer: an exclusive OS lock (flock) on a file in its directory, released when the block
+    ends or the process dies. A second writer waits, saying so once."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / LOCK).open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("%s: another process is writing this index; waiting for it", directory)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class CorruptSegment(BackendError):
+    """A segment file that cannot be read as one: named, with what it held and what to do."""
+
+
+def corrupt(path: Path, err: BaseException) -> CorruptSegment:
+    kind = path.name.rsplit("-", 1)[-1].removesuffix(".npz")
+    size = path.stat().st_size if path.exists() else 0
+    if size == 0:
+        reason = "an empty file"
+    elif "pickled" in str(err):  # numpy's own message invites an unsafe load; nothing here is ever unpickled
+        reason = "not an archive of numpy arrays"
+    else:
+        reason = f"{type(err).__name__}: {err}"
+    return CorruptSegment(
+        f"{path}: this {kind} segment of the memory index is corrupt ({size} bytes; {reason}); "
+        f"{REMEDY.get(kind, REMEDY['snapshot'])}"
+    )
 
 
 def _strings(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -36,6 +87,19 @@ def _strings(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 def _unstrings(buffer: np.ndarray, offsets: np.ndarray) -> list[str]:
     raw = buffer.tobytes()
     return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets.tolist())]
+
+
+def encode_ids(ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """A delete segment's ids, losslessly."""
+    data, offsets = _strings(ids)
+    return {"ids.data": data, "ids.offsets": offsets}
+
+
+def decode_ids(arrays) -> list[str]:
+    """A delete segment's ids (segments written before ids were stored losslessly hold a numpy str array)."""
+    if "ids.data" in arrays:
+        return _unstrings(arrays["ids.data"], arrays["ids.offsets"])
+    return arrays["ids"].tolist()
 
 
 def _blobs(values: Sequence[bytes | None]) -> dict[str, np.ndarray]:
@@ -147,18 +211,28 @@ class SegmentLog:
         return newest, [n for n in names if not n.endswith("-snapshot.npz") and n not in applied]
 
     def read(self, names: Sequence[str]) -> Iterator[tuple[str, str, dict]]:
-        """(name, kind, arrays) of each segment."""
+        """(name, kind, arrays) of each segment; a file that is not a whole segment is a `CorruptSegment`."""
         for name in names:
-            with np.load(self.directory / name, allow_pickle=False) as data:
-                yield name, name.rsplit("-", 1)[1].removesuffix(".npz"), {k: data[k] for k in data.files}
+            path = self.directory / name
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    arrays = {k: data[k] for k in data.files}
+            except FileNotFoundError:
+                raise
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+                raise corrupt(path, err) from None
+            yield name, name.rsplit("-", 1)[1].removesuffix(".npz"), arrays
 
     def compact(self, records: Sequence[Record], dim: int, applied: set[str]) -> str:
-        """Write every record as one snapshot segment naming the segments it replaces, then remove those (and
-        only those: a write another process lands meanwhile stays)."""
+        """Write every record as one snapshot segment naming the segments it replaces, then remove those and the
+        temporary files writers killed mid-write left. Called under `writer_lock`, by a reader that has applied
+        every segment on disk, so nothing it removes is lost."""
         arrays = encode_records(records, dim)
         arrays["replaces"] = np.array(sorted(applied), dtype=str)
         name = self.write("snapshot", arrays)
         for old in applied:
             if old != name:
                 (self.directory / old).unlink(missing_ok=True)
+        for orphan in self.directory.glob(".*.npz.tmp"):
+            orphan.unlink(missing_ok=True)
         return name
