@@ -170,7 +170,12 @@ def main(
     report = sync(cfg, progress=not quiet)
     fields = ("index", "alias", "shard", "indexed", "unchanged", "deleted", "failed", "cut")
     fields += ("chunking", "passages", "split") if report.chunking else ()
-    click.echo(json.dumps({**{f: getattr(report, f) for f in fields}, "seconds": round(report.seconds, 1)}))
+    fields += tuple(f for f in ("deletions_withheld",) if getattr(report, f))
+    summary = {f: getattr(report, f) for f in fields}
+    if report.skipped_ids:
+        summary["skipped_ids"] = report.skipped_ids[:50]  # all of them, with reasons, in the failures file
+    summary["verified"] = report.verified.summary() if report.verified else None
+    click.echo(json.dumps({**summary, "seconds": round(report.seconds, 1)}, ensure_ascii=False))
     if report.cut:
         limit = f"{report.cut} document(s) were longer than the model's passage length and were cut"
         click.echo(
@@ -178,8 +183,17 @@ def main(
             "all of them as passages",
             err=True,
         )
+    if report.verified is not None and not report.verified.ok:
+        lost = report.verified.missing + report.verified.stale
+        click.echo(
+            f"error: after the sync the index does not hold {len(lost)} document(s) of the corpus as written "
+            f"({', '.join(map(repr, lost[:5]))}); another writer may have changed it meanwhile: sync again with "
+            "--incremental",
+            err=True,
+        )
     if report.failures_file:
         click.echo(f"{report.failed} document(s) failed; reasons in {report.failures_file}", err=True)
+    if not report.ok:
         sys.exit(1)
 
 

@@ -68,6 +68,12 @@ def scan_corpus(path: str | Path, fmt: CorpusFormat = CorpusFormat()) -> CorpusS
     return CorpusScan(documents, bad)
 
 
+def corpus_fingerprint(path: Path) -> str:
+    """The corpus file's content digest: a resumed sync says when the file changed since it was interrupted."""
+    with path.open("rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def content_hash(doc: SourceDoc, model: str) -> str:
     """Changes when the text, the title, the kept fields or the model change (then the vector must too)."""
     payload = json.dumps([doc.title, doc.text, doc.fields, model], sort_keys=True, ensure_ascii=False)

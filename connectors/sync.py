@@ -3,8 +3,11 @@
 Documents keep their source ids, so writing twice leaves one copy. The corpus is read once in full before the
 first write (a bad corpus changes nothing), then in engine batches: each batch is encoded (in encoder batches
 bounded by a token budget) while the previous one is being written, and progress is committed once the engine
-has acknowledged a batch, so `resume` restarts after the last confirmed one. With `alias`, a new index
-generation is built and the alias swapped only when it is complete.
+has acknowledged a batch. `resume` continues the interrupted sync's index generation and writes every document
+the index does not hold as the corpus has it (an incremental sync by content hash): a changed corpus or an
+index emptied meanwhile loses nothing. With `alias`, a new index generation is built and the alias swapped only
+when it is complete. Every sync ends by checking the index against the corpus (`sync_check`); `delete_missing`
+never deletes a document whose line was skipped, and deletes nothing when a line could not be read at all.
 
 Sharded (`shard="I/N"`, or each rank under torchrun / accelerate launch) a process writes only its share of
 the documents, and resumes on its own; launched together, the shards' whole-index steps (recreate, deletions,
@@ -22,10 +25,19 @@ from pathlib import Path
 from typing import Literal
 
 from llmql.connectors.base import Record
-from llmql.connectors.corpus import BadLine, CorpusFormat, SourceDoc, corpus_file, read_corpus, scan_corpus
+from llmql.connectors.corpus import (
+    BadLine,
+    CorpusFormat,
+    SourceDoc,
+    corpus_file,
+    corpus_fingerprint,
+    read_corpus,
+    scan_corpus,
+)
 from llmql.connectors.records import DocumentEncoder
 from llmql.connectors.registry import DIRECTORY_ENGINES, open_backend
 from llmql.connectors.shards import Shard, ShardGroup, shard_group
+from llmql.connectors.sync_check import Verification, verify
 from llmql.connectors.sync_state import FailureLog, SyncProgress, state_path
 from llmql.export.runtime import load_encoder, load_ql_scorer
 from llmql.train.core.batching import prefetched
@@ -89,10 +101,13 @@ class SyncReport:
     chunking: str | None = None  # "tokens/overlap" when documents were split into passages
     passages: int = 0  # passages written (chunked syncs)
     split: int = 0  # documents that became more than one passage
+    skipped_ids: list[str] = field(default_factory=list)  # ids of lines skipped (--on-error skip): never deleted
+    deletions_withheld: int = 0  # --delete-missing found these gone, but unreadable lines hide which: kept
+    verified: Verification | None = None  # the index checked against the corpus at the end
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0
+        return self.failed == 0 and (self.verified is None or self.verified.ok)
 
 
 def _batches(items: Iterator, size: int) -> Iterator[list]:
@@ -123,25 +138,40 @@ def sync(cfg: SyncConfig, progress: bool = True, *, encoder=None, ql_scorer=None
     ql = ql_scorer if ql_scorer is not None and cfg.end_states != "none" else _ql_scorer(cfg, device)
     chunking = _chunking(cfg, encoder, ql)
     sizes = _batch_sizes(cfg, device, encoder.dim)
-    writer = DocumentEncoder(encoder, ql, sizes, chunking, cfg.incremental, cfg.end_states)
     shard = group.shard
     state = SyncProgress(state_path(cfg, shard), cfg, encoder.identity, shard)
+    # a resume trusts no line number: it writes whatever the index lacks, as an incremental sync would
+    writer = DocumentEncoder(encoder, ql, sizes, chunking, cfg.incremental or state.resumed, cfg.end_states)
     label = None if chunking is None else str(chunking)  # how the index records it
     info, fresh = _open_target(cfg, backend, state, group, encoder, label)
     report = SyncReport(index=info.name, resumed_after_line=state.committed, alias=cfg.alias, shard=_label(shard))
     report.chunking = label
     existing = {}
-    if cfg.incremental or cfg.delete_missing:
+    if writer.incremental or cfg.delete_missing:
         existing = {i: h for i, h in backend.content_hashes(info.name) if shard.owns(i)}
+    fingerprint = corpus_fingerprint(source)
+    state.explain_resume(fingerprint, len(existing))
+    state.corpus = fingerprint
     failures = FailureLog(Path(state.failures_file), keep=state.resumed)
-    seen = _pipeline(source, cfg, writer, backend, state, report, existing, failures, fresh, scan.lines, progress)
+    read = _pipeline(source, cfg, writer, backend, state, report, existing, failures, fresh, scan.lines, progress)
     for name, value in vars(writer.counts).items():
         setattr(report, name, value)
-    gone = sorted(set(existing) - seen) if cfg.delete_missing else []
+    report.skipped_ids = sorted(read.skipped)
+    gone = sorted(set(existing) - read.seen) if cfg.delete_missing else []
     gone = [i for part in group.gather(gone) for i in part]  # every shard has confirmed its last batch here
+    unreadable = sum(group.gather(read.unreadable))
+    if gone and unreadable:
+        log.warning(
+            "%d line(s) could not be read, so which documents left the corpus is unknown: none of the %d "
+            "--delete-missing found gone was deleted (fix the lines and sync again)",
+            unreadable,
+            len(gone),
+        )
+        report.deletions_withheld, gone = len(gone), []
     if group.leader:
         _finish(cfg, backend, info.name, report, gone)
     group.barrier()  # the swap is done before any shard forgets its progress
+    report.verified = verify(read.expected, ((i, h) for i, h in backend.content_hashes(info.name) if shard.owns(i)))
     report.failed = failures.close()
     report.failures_file = str(failures.path) if report.failed else None
     state.remove()
@@ -226,28 +256,47 @@ def _label(shard: Shard) -> str | None:
     return str(shard) if shard.count > 1 else None
 
 
-def _pipeline(source, cfg, writer, backend, state, report, existing, failures, fresh, lines, progress) -> set[str]:
+@dataclass
+class ReadCorpus:
+    """What the pipeline learnt of the corpus: the ids it holds (a skipped line's among them, so that
+    --delete-missing keeps its document), the ids of skipped lines, how many lines had no readable id, and each
+    document's content hash the index must end up holding (less the documents whose write failed)."""
+
+    seen: set[str] = field(default_factory=set)
+    skipped: set[str] = field(default_factory=set)
+    unreadable: int = 0
+    expected: dict[str, str] = field(default_factory=dict)
+
+
+def _pipeline(source, cfg, writer, backend, state, report, existing, failures, fresh, lines, progress) -> ReadCorpus:
     """Read, tokenise, encode and write as a pipeline: the next block of engine batches (`TOKENIZE_BLOCK`
     documents or one batch, whichever is more) is tokenised on one thread while the model encodes this block's
     batches one by one and another thread writes the batch before (a single writer keeps the writes, and so the
-    committed progress, in corpus order). Returns the ids seen."""
+    committed progress, in corpus order). A resume reads from the first line: what the index already holds is
+    skipped by its content hash, not by the line the interrupted sync reached."""
     from tqdm.auto import tqdm
 
-    seen: set[str] = set()
-    after = state.committed
-    bar = tqdm(total=lines, initial=min(after, lines), unit="doc", desc=f"sync {report.index}", disable=not progress)
+    read = ReadCorpus()
+    after = 0 if state.resumed else state.committed
+    bar = tqdm(total=lines, unit="doc", desc=f"sync {report.index}", disable=not progress)
 
     def store(records: list[Record], line_of: dict[str, int], last: int, count: int) -> None:
         result = backend.upsert(report.index, records, fresh=fresh) if records else None
+        written = 0
         if result is not None:
-            report.indexed += len(result.written)
+            written = len(result.written)
+            report.indexed += written
             for doc_id, reason in result.failed:
                 failures.add(line_of.get(doc_id, 0), doc_id, reason)
-        state.commit(report.index, last)
+                read.expected.pop(doc_id, None)  # reported as failed; the check does not count it twice
+        state.commit(report.index, last, written)
         bar.update(count)
 
     def tokenize(block: list[list]):
-        return writer.tokenize([_accept(batch, after, seen, failures, state.shard) for batch in block], existing)
+        works = writer.tokenize([_accept(batch, after, read, failures, state.shard) for batch in block], existing)
+        for work in works:
+            read.expected.update(work.hashes)
+        return works
 
     pending: Future | None = None
     size = writer.sizes.documents
@@ -265,7 +314,7 @@ def _pipeline(source, cfg, writer, backend, state, report, existing, failures, f
                 pending.result()
         finally:
             bar.close()
-    return seen
+    return read
 
 
 def _batch_sizes(cfg: SyncConfig, device: str, hidden: int) -> BatchSizes:
@@ -308,18 +357,23 @@ def _drop_abandoned(backend, cfg: SyncConfig, generation: str | None) -> None:
     backend.drop_index(generation)
 
 
-def _accept(batch: list, committed: int, seen: set[str], failures: FailureLog, shard: Shard) -> list[SourceDoc]:
+def _accept(batch: list, committed: int, read: ReadCorpus, failures: FailureLog, shard: Shard) -> list[SourceDoc]:
     """This shard's documents in the batch past the committed line; its bad lines (only met with --on-error skip)
-    are recorded (those without an id by shard 0)."""
+    are recorded (those without an id by shard 0), and their ids kept from deletion."""
     docs: list[SourceDoc] = []
     for item in batch:
         if not (shard.owns(item.id) if item.id else shard.index == 0):
             continue
         if isinstance(item, BadLine):
+            if item.id is None:
+                read.unreadable += 1
+            else:
+                read.seen.add(item.id)
+                read.skipped.add(item.id)
             if item.line > committed:
                 failures.add(item.line, item.id, item.reason)
             continue
-        seen.add(item.id)
+        read.seen.add(item.id)
         if item.line > committed:
             docs.append(item)
     return docs

@@ -2,9 +2,11 @@
 failures file.
 
 The progress file (under `$LLMQL_CACHE/sync`, keyed by backend, location, index or alias, and corpus) names the
-index generation being written and the last corpus line the engine acknowledged; it is committed only after
-the engine confirmed a batch. The failures file gets each failed document as it is found, so a resumed sync
-still reports the ones from before its interruption.
+index generation being written, the corpus file's digest, and the last corpus line and the number of documents
+the engine acknowledged; it is committed only after the engine confirmed a batch. A resume does not trust the
+line: it writes every document the index does not hold as the corpus has it (by content hash), and the file only
+says what changed since (the corpus, or an index holding fewer documents than were confirmed). The failures file
+gets each failed document as it is found, so a resumed sync still reports the ones from before its interruption.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ class SyncProgress:
             )
         self.resumed = state is not None
         self.committed: int = state["committed_line"] if state else 0
+        self.confirmed: int = (state or {}).get("confirmed_documents", 0)  # documents the engine acknowledged
+        self.corpus: str | None = (state or {}).get("corpus")  # the corpus digest when it was interrupted
         failures = Path(cfg.failures_file or "llmql-sync-failures.jsonl")
         if shard.count > 1:
             failures = failures.with_name(f"{failures.stem}.shard-{shard.index}-of-{shard.count}{failures.suffix}")
@@ -105,6 +109,8 @@ class SyncProgress:
             "target": index,
             "model": self.identity,
             "committed_line": self.committed,
+            "confirmed_documents": self.confirmed,
+            "corpus": self.corpus,
             "failures_file": self.failures_file,
             "config": asdict(self.cfg),
         }
@@ -113,10 +119,28 @@ class SyncProgress:
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self.path)
 
-    def commit(self, index: str, line: int) -> None:
-        """Called only after the engine acknowledged every line up to `line`."""
+    def commit(self, index: str, line: int, written: int = 0) -> None:
+        """Called only after the engine acknowledged every line up to `line` (`written` documents more)."""
         self.committed = max(self.committed, line)
+        self.confirmed += written
         self.save(index)
+
+    def explain_resume(self, corpus: str, held: int) -> None:
+        """Say what a resume finds changed since the interruption; it writes whatever the index lacks either way."""
+        if not self.resumed:
+            return
+        if self.corpus is not None and self.corpus != corpus:
+            log.warning(
+                "the corpus changed since the interrupted sync: every document is checked against the index by "
+                "content hash, and the ones it lacks or holds in another version are written"
+            )
+        elif held < self.confirmed:
+            log.warning(
+                "the index holds %d documents of the %d the interrupted sync confirmed (deleted or emptied since?): "
+                "the ones it lacks are written again",
+                held,
+                self.confirmed,
+            )
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -302,8 +302,10 @@ def _sync(cfg: QuickstartConfig, corpus: Path, export: Path, url: str, work: Pat
             failures_file=str(work / "sync-failures.jsonl"),
         )
     )
-    if not report.ok:
+    if report.failed:
         raise LLMQLError(f"{report.failed} documents failed to sync; see {report.failures_file}")
+    if not report.ok:
+        raise LLMQLError(f"after the sync the index does not hold the corpus: {report.verified.summary()}")
     return report
 
 
