@@ -4,7 +4,14 @@ import itertools
 
 import pytest
 
-from llmql.train.core.chunking import check_chunking, max_per_key, passage_parts, text_span, token_windows
+from llmql.train.core.chunking import (
+    body_shift,
+    check_chunking,
+    max_per_key,
+    passage_parts,
+    text_span,
+    token_windows,
+)
 
 
 def test_windows_cover_every_token_with_exact_overlap():
@@ -38,11 +45,12 @@ def test_chunk_settings_are_checked_against_the_model_window():
 
 def test_text_spans_skip_the_title_and_the_text_s_leading_space():
     title, text = "Ti", "  hello world"  # the body the model reads is "Ti hello world"
-    assert text_span((0, 5), title, text) == (0, 4)  # "Ti he": inside the title maps to the text's start
-    assert text[slice(*text_span((3, 8), title, text))] == "hello"
-    assert text[slice(*text_span((9, 14), title, text))] == "world"
-    assert text_span((0, 5), "", "hello world") == (0, 5)
-    assert text_span((0, 99), "", "short") == (0, 5)  # clamped to the text
+    shift = body_shift(title, text)
+    assert text_span((0, 5), text, shift) == (0, 4)  # "Ti he": inside the title maps to the text's start
+    assert text[slice(*text_span((3, 8), text, shift))] == "hello"
+    assert text[slice(*text_span((9, 14), text, shift))] == "world"
+    assert text_span((0, 5), "hello world", body_shift("", "hello world")) == (0, 5)
+    assert text_span((0, 99), "short", body_shift("", "short")) == (0, 5)  # clamped to the text
 
 
 def test_passage_parts_put_the_title_on_the_first_passage_only():

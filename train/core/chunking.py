@@ -51,12 +51,18 @@ def token_windows(length: int, size: int, overlap: int) -> list[tuple[int, int]]
     return windows
 
 
-def text_span(body_span: tuple[int, int], title: str, text: str) -> tuple[int, int]:
-    """A character span of the passage body `"{title} {text}"` (both stripped, as `passage_body` joins them) ->
-    the same span in the original `text`, clamped to it (a span inside the title maps to the text's start)."""
+def body_shift(title: str, text: str) -> int:
+    """Where `text` starts in the passage body `"{title} {text}"` (both stripped, as `passage_body` joins them),
+    less its own leading whitespace: a body offset minus this is an offset in `text`."""
     title = title.strip()
     lead = len(text) - len(text.lstrip())
-    shift = (len(title) + 1 if title else 0) - lead
+    return (len(title) + 1 if title else 0) - lead
+
+
+def text_span(body_span: tuple[int, int], text: str, shift: int) -> tuple[int, int]:
+    """A character span of the passage body -> the same span in the original `text` (`shift`: `body_shift`),
+    clamped to it (a span inside the title maps to the text's start). Computed once a window, so nothing here
+    may walk the text: a document of a million words has tens of thousands of windows."""
     a, b = (min(max(x - shift, 0), len(text)) for x in body_span)
     return a, b
 

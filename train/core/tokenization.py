@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from llmql.train.core.chunking import Chunking, text_span, token_windows
+from llmql.train.core.chunking import Chunking, body_shift, text_span, token_windows
 from llmql.train.core.config import ModelConfig, load_llmql_config
 from llmql.train.core.prompts import corrupt_words, passage_body, split_template
 
@@ -236,8 +236,10 @@ class PromptTokenizer:
         encodings = self.tokenizer.encode_batch(bodies, add_special_tokens=False)
         out = []
         for title, text, enc in zip(titles, texts, encodings, strict=True):
-            windows = token_windows(len(enc.ids), chunking.tokens, chunking.overlap) if enc.ids else []
-            spans = [text_span((enc.offsets[a][0], enc.offsets[b - 1][1]), title, text) for a, b in windows if b > a]
+            offsets = enc.offsets  # read once: each read of Encoding.offsets builds the whole list again
+            windows = token_windows(len(offsets), chunking.tokens, chunking.overlap) if offsets else []
+            shift = body_shift(title, text)
+            spans = [text_span((offsets[a][0], offsets[b - 1][1]), text, shift) for a, b in windows if b > a]
             out.append(spans or [(0, len(text))])
         return out
 
