@@ -67,7 +67,7 @@ def _clauses(value: object, negate: bool) -> list[Clause]:
                     f"filter field {key!r}: a value, a non-empty list of values (strings, numbers, true/false), or "
                     'a range such as {"gte": 2020}'
                 )
-            out.append(Clause(key, values=tuple(values), negate=negate))
+            out.append(Clause(key, values=tuple(canonical(v) for v in values), negate=negate))
     return out
 
 
@@ -87,6 +87,14 @@ def _bounds(key: str, item: dict) -> tuple[tuple[str, float | int | str], ...]:
     if len(kinds) > 1:
         raise ValueError(f"filter field {key!r}: the bounds of a range are both numbers or both dates")
     return tuple((op, item[op]) for op in RANGE_KEYS if op in item)
+
+
+def canonical(value: FieldValue) -> FieldValue:
+    """A number as one value whatever its JSON spelling: 2010.0 is 2010 (a filter of 2010.0 matched nothing where
+    the field held 2010). Booleans stay booleans; non-integral and huge floats stay floats."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
 
 
 def _finite(value: object) -> bool:
@@ -181,7 +189,8 @@ def sql_filter(clauses: list[Clause], columns: dict[str, tuple[str, str]]) -> st
 
 def _sql_clause(clause: Clause, columns: dict[str, tuple[str, str]]) -> str:
     if not clause.bounds:
-        return "array_has_any(tags, [" + ", ".join(quote(tag(clause.field, v)) for v in clause.values) + "])"
+        tags = dict.fromkeys(t for v in clause.values for t in (tag(clause.field, v), *_legacy_tags(clause.field, v)))
+        return "array_has_any(tags, [" + ", ".join(quote(t) for t in tags) + "])"
     number, text = columns[clause.field]
     dates = isinstance(clause.bounds[0][1], str)
     column = text if dates else number
@@ -212,8 +221,16 @@ def _matches(clause: Clause, fields: dict[str, Any]) -> bool:
 
 
 def tag(name: str, value: FieldValue) -> str:
-    """The exact-match key of a field value, as the embedded engine stores it with each document."""
-    return f"{name}={value}"
+    """The exact-match key of a field value, as the embedded engine stores it with each document (numbers in
+    their `canonical` form)."""
+    return f"{name}={canonical(value)}"
+
+
+def _legacy_tags(name: str, value: FieldValue) -> tuple[str, ...]:
+    """The tag an integral float had in an index synced before tags were canonical ("year=2010.0")."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= 2**53:
+        return (f"{name}={float(value)}",)
+    return ()
 
 
 def quote(value: object) -> str:

@@ -98,6 +98,11 @@ FILTERS = [
     {"date": {"gte": "2015-01-01", "lt": "2019-06-01"}},
     {"not": {"lang": "en"}},
     {"year": {"gte": 2016}, "not": {"lang": "fr", "score": {"gte": 0.3}}},
+    # numbers are numbers whatever their spelling (issue 37: 2010.0 matched nothing where 2010 matched)
+    {"year": 2019.0},
+    {"year": [2016.0, 2020]},
+    {"score": [0, 1, 0.5]},  # the corpus holds 0.0, 1.0 and 0.5
+    {"not": {"year": [2016.0, 2017]}},
 ]
 
 
