@@ -41,7 +41,8 @@ WRITER = textwrap.dedent("""
     backend = open_backend("memory", location, device="cpu")
     backend.open_index("docs", 4, "m")
     for half in (range(5), range(5, 10)):  # two segments: a compaction has something to do
-        backend.upsert("docs", [Record(f"{prefix}{i}", "t", "x", np.eye(4, dtype=np.float32)[i % 4], "h") for i in half])
+        docs = [Record(f"{prefix}{i}", "t", "x", np.eye(4, dtype=np.float32)[i % 4], "h") for i in half]
+        backend.upsert("docs", docs)
     compact = memory_log.SegmentLog.compact
     def slowed(self, *args, **kwargs):  # a large index's compaction, standing in
         Path(location, prefix + ".compacting").touch()
