@@ -19,8 +19,10 @@ from llmql.train.core.cli import Finite, cli_errors, renamed_option, with_rename
 @click.option("--model", default=None, help="Export (or model) directory for query encoding.")
 @click.option("--ql-model", default=None, help="Export with --ql-scorer for /rerank and rerank=true.")
 @click.option("--model-name", default="llmql", help="The model name the OpenAI-style /v1 endpoints answer to.")
-@click.option("--host", default="127.0.0.1")
-@click.option("--port", type=click.IntRange(1, 65_535), default=8080)
+@click.option(
+    "--host", default="127.0.0.1", help="Address to listen on (0.0.0.0: every interface; mind who can reach it)."
+)
+@click.option("--port", type=click.IntRange(1, 65_535), default=8080, help="Port to listen on.")
 @click.option(
     "--max-k", type=click.IntRange(1, MAX_K), default=100, help="Largest k (or from + size) a request may ask for."
 )
@@ -62,6 +64,13 @@ from llmql.train.core.cli import Finite, cli_errors, renamed_option, with_rename
     help="Seconds an idle connection stays open. Longer than a load balancer's idle timeout (60 s on common "
     "ones) and a busy client's pause, so that no request is sent on a connection the server is closing.",
 )
+@click.option(
+    "--request-timeout-s",
+    type=Finite(0, 3600, min_open=True),
+    default=30.0,
+    help="A request's headers, and then its body, must arrive within this many seconds; else 408 and the "
+    "connection is closed (a client that never finishes its request holds nothing for long).",
+)
 @cli_errors
 def serve(
     backend,
@@ -75,6 +84,7 @@ def serve(
     host,
     port,
     keep_alive_s,
+    request_timeout_s,
     max_k,
     rerank_depth,
     allowed,
@@ -87,6 +97,7 @@ def serve(
     than the index's cached [E] states is served by re-reading the documents (slower; it says so at start-up)."""
     import uvicorn
 
+    from llmql.plugin.http_server import header_deadline_protocol
     from llmql.plugin.service import ServiceConfig, create_app
 
     batching = with_renamed(batching)
@@ -105,10 +116,12 @@ def serve(
             device=device,
             indexes=tuple(allowed),
             model_name=model_name,
+            request_timeout_s=request_timeout_s,
             **batching,
         )
     )
-    uvicorn.run(app, host=host, port=port, timeout_keep_alive=keep_alive_s)
+    protocol = header_deadline_protocol(request_timeout_s)
+    uvicorn.run(app, host=host, port=port, timeout_keep_alive=keep_alive_s, http=protocol)
 
 
 @click.command("quickstart", context_settings=CONTEXT)

@@ -2,8 +2,8 @@
 
 `RequestContext` (outermost) gives each request an id (the client's `X-Request-ID`, else a new one), returns it
 on every answer, and turns an error no handler knows into a 500 in the route family's shape, logged once with
-its traceback and the id: never Starlette's plain-text `Internal Server Error`. `BodyLimit` refuses a body over
-the limit before any of it is parsed.
+its traceback and the id: never Starlette's plain-text `Internal Server Error`. `BodyLimit` bounds every body
+(its size, its deadline, its type) before any of it is parsed.
 """
 
 from __future__ import annotations
@@ -56,36 +56,58 @@ class RequestContext:
             await error_response(scope.get("path", ""), 500, message)(scope, receive, tagged)
 
 
-class BodyLimit:
-    """ASGI middleware: refuse a request body over `limit` bytes with 413, whether it declares a Content-Length
-    or streams in chunks without one. A chunked body is read here up to the limit (no more is ever buffered)
-    and replayed to the app."""
+JSON_TYPES = (b"application/json", b"+json")  # application/json, application/problem+json, ...
 
-    def __init__(self, app, limit: int):
+
+def is_json(content_type: bytes | None) -> bool:
+    media = (content_type or b"").split(b";")[0].strip().lower()
+    return media == JSON_TYPES[0] or media.endswith(JSON_TYPES[1])
+
+
+class BodyLimit:
+    """ASGI middleware: every request body is read here, whole, before its route sees it, and bounded: over
+    `limit` bytes is a 413 (declared in Content-Length or streamed in chunks without one: no more is ever
+    buffered), not all there within `deadline_s` a 408, and a body that is not declared JSON a 415 (routes take
+    JSON only; FastAPI would otherwise parse a body of any declared type, or of none, as JSON)."""
+
+    def __init__(self, app, limit: int, deadline_s: float = 30.0):
         self.app = app
         self.limit = limit
+        self.deadline_s = deadline_s
 
     async def __call__(self, scope, receive, send):
+        import anyio
+
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None:
-            if not declared.strip().isdigit():
-                return await self._refuse(scope, receive, send, 400, "invalid Content-Length header")
-            if int(declared) > self.limit:
-                return await self._refuse(scope, receive, send, 413, f"request body over {self.limit} bytes")
-            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
+        if declared is not None and not declared.strip().isdigit():
+            return await self._refuse(scope, receive, send, 400, "invalid Content-Length header")
+        if declared is not None and int(declared) > self.limit:
+            return await self._refuse(scope, receive, send, 413, f"request body over {self.limit} bytes")
+        has_body = (declared is not None and int(declared) > 0) or b"transfer-encoding" in headers
+        if has_body and not is_json(headers.get(b"content-type")):
+            sent = (headers.get(b"content-type") or b"none").decode("latin-1")
+            return await self._refuse(
+                scope, receive, send, 415, f"the body must be JSON (Content-Type: application/json), not {sent}"
+            )
         messages, size = [], 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.limit:
-                return await self._refuse(scope, receive, send, 413, f"request body over {self.limit} bytes")
-            if not message.get("more_body", False):
-                break
+        try:
+            with anyio.fail_after(self.deadline_s):
+                while True:
+                    message = await receive()
+                    messages.append(message)
+                    if message["type"] != "http.request":
+                        break
+                    size += len(message.get("body", b""))
+                    if size > self.limit:
+                        return await self._refuse(scope, receive, send, 413, f"request body over {self.limit} bytes")
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            detail = f"request body not received within {self.deadline_s:g} s"
+            return await self._refuse(scope, receive, send, 408, detail)
 
         async def replay():
             return messages.pop(0) if messages else await receive()
@@ -94,5 +116,4 @@ class BodyLimit:
 
     @staticmethod
     async def _refuse(scope, receive, send, status: int, detail: str) -> None:
-
         await error_response(scope.get("path", ""), status, detail)(scope, receive, send)

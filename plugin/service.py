@@ -59,7 +59,7 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
         lifespan=_lifespan_for(config),
     )
     app.state.batcher = batcher
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, deadline_s=config.request_timeout_s)
     app.add_middleware(RequestContext)  # added last, so outermost: every answer carries its request id
     add_error_handlers(app)
     _add_routes(app, models)

@@ -33,6 +33,7 @@ class ServiceConfig:
     max_wait_ms: float = 5.0  # how long the first request of a call waits for others to join it
     max_queue: int = 32  # requests waiting for the model; one more is answered 503 with Retry-After
     model_name: str = "llmql"  # the `model` the OpenAI-style /v1 endpoints serve (another name is a 404)
+    request_timeout_s: float = 30.0  # a request's headers, and then its body, must arrive within this (else 408)
 
     @property
     def served(self) -> tuple[str, ...]:

@@ -1,0 +1,63 @@
+"""The HTTP server under `llmql serve`: uvicorn's httptools protocol with a deadline for a request's headers.
+
+uvicorn bounds the wait between requests (keep-alive) but not a request whose headers never finish: 5
+connections that sent half a request were open and unanswered after 100 s. Here each request's headers must
+arrive within `request_timeout_s` of its first byte (or of the connection, for the first request), else the
+client gets a 408 and the connection is closed. The body's deadline is the app's (`middleware.BodyLimit`), which
+answers in the route family's shape; before the headers there is no route, so this 408 is llmql's own shape.
+"""
+
+from __future__ import annotations
+
+import json
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+def timeout_response(seconds: float) -> bytes:
+    body = json.dumps({"detail": f"request headers not received within {seconds:g} s"}).encode()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+def header_deadline_protocol(seconds: float) -> type[HttpToolsProtocol]:
+    """The protocol class uvicorn takes as `http=`, with this deadline for each request's headers."""
+
+    class HeaderDeadline(HttpToolsProtocol):
+        _deadline = None
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(seconds, self._late)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _late(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                self.transport.write(timeout_response(seconds))
+                self.transport.close()
+
+    return HeaderDeadline
