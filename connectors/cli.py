@@ -102,9 +102,9 @@ def _shard(value: str | None) -> str | None:
     default=0,
     help="Tokens neighbouring passages share (implies --chunk when > 0).",
 )
-@click.option("--id-field", default="_id")
-@click.option("--text-field", default="text")
-@click.option("--title-field", default="title")
+@click.option("--id-field", default="_id", help="The corpus field (JSONL key or TSV column) holding each id.")
+@click.option("--text-field", default="text", help="The corpus field holding each document's text.")
+@click.option("--title-field", default="title", help="The corpus field holding each title (may be absent).")
 @click.option("--field", "keep_fields", multiple=True, help="Metadata field to index for filters (repeatable).")
 @click.option("--failures", default="llmql-sync-failures.jsonl", help="Where failed documents and reasons go.")
 @click.option(
@@ -159,6 +159,10 @@ def main(
     if options["insecure"]:
         click.echo("warning: TLS certificate verification is off (--insecure)", err=True)
     options = with_renamed(options)
+    if options["url"] == ":memory:":  # the sync's process ends with the command: nothing would be kept
+        raise click.BadParameter(
+            "':memory:' keeps nothing once the command ends; give a directory (or sync from Python)", param_hint="--url"
+        )
     options["end_states"] = options["end_states"] or "none"
     cfg = SyncConfig(
         corpus=corpus,

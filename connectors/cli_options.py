@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import click
 
+from llmql.connectors.registry import BACKENDS
 from llmql.train.core.device import DEVICE_CHOICES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
-BACKENDS = ("embedded", "memory", "opensearch", "elasticsearch")
 
 
 def backend_options(url: str | None = "./llmql-index", index: str = "llmql", url_note: str = "", index_note: str = ""):
@@ -16,7 +16,13 @@ def backend_options(url: str | None = "./llmql-index", index: str = "llmql", url
 
     def wrap(func):
         options = [
-            click.option("--backend", type=click.Choice(BACKENDS), default="embedded"),
+            click.option(
+                "--backend",
+                type=click.Choice(list(BACKENDS)),
+                default="embedded",
+                help="The engine: embedded (LanceDB in a directory, no server), memory (exact, in process; a "
+                "directory keeps it), opensearch or elasticsearch (a server's --url).",
+            ),
             click.option(
                 "--url",
                 default=url,

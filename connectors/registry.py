@@ -18,11 +18,27 @@ BACKENDS = {
 DIRECTORY_ENGINES = ("embedded", "memory")  # engines whose location is a directory they create on first use
 
 
+def _check_directory(name: str, location: str, create: bool) -> None:
+    """A directory engine's location: a directory (or, to create one, nothing yet), and ':memory:' only for the
+    memory engine (the embedded one would make a folder of that name)."""
+    if location == ":memory:":
+        if name != "memory":
+            raise BackendError(f"{name}: ':memory:' is the memory engine's in-process location; give a directory")
+        return
+    path = Path(location)
+    if path.exists() and not path.is_dir():
+        raise BackendError(
+            f"{location}: is a file, not a directory; the {name} engine keeps its indexes in a directory"
+        )
+    if not create and not path.is_dir():
+        raise UnknownIndex(f"{location}: no such directory, so no index: nothing was synced there")
+
+
 def open_backend(name: str, location: str, create: bool = True, **options) -> Backend:
     """`location` is a directory for the embedded and memory backends and a URL for the servers. `create=False`
     (searching, evaluating, serving) refuses a directory that is not there instead of creating an empty one."""
-    if not create and name in DIRECTORY_ENGINES and location != ":memory:" and not Path(location).is_dir():
-        raise UnknownIndex(f"{location}: no such directory, so no index: nothing was synced there")
+    if name in DIRECTORY_ENGINES:
+        _check_directory(name, location, create)
     try:
         module_name, class_name, requirement = BACKENDS[name]
     except KeyError:

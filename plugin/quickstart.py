@@ -25,7 +25,7 @@ from llmql.train.core.config import ContrastiveTrainConfig, LoraSettings, OptimC
 from llmql.train.core.device import is_cuda, resolve_device
 from llmql.train.core.errors import LLMQLError
 from llmql.train.core.model_sources import cache_root
-from llmql.train.data import hold_out_queries
+from llmql.train.data import hold_out_queries, read_id_file
 
 
 def default_data() -> Path | None:
@@ -135,6 +135,7 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
 
     if is_cuda(resolve_device(cfg.device)):  # a GPU that is not here is refused before any work
         cfg = replace(cfg, budget=cfg.budget * GPU_BUDGET)
+    _check_collection(Path(cfg.data))  # before the work folder exists: a refusal leaves nothing behind
     work = Path(cfg.workdir) if cfg.workdir else default_workdir(cfg.model, cfg.smoke)
     reused = (work / "stage1" / "llmql.json").is_file()
     echo(
@@ -143,7 +144,7 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
     )
     work.mkdir(parents=True, exist_ok=True)
     held_out = hold_out_queries(cfg.data, work / "tuning-queries.txt", cfg.tune_share, cfg.tune_queries, cfg.seed)
-    tuning = set(held_out.read_text().split())
+    tuning = read_id_file(held_out)
     searched = (
         Path(cfg.data)
         if cfg.corpus_docs is None
@@ -182,6 +183,16 @@ def quickstart(cfg: QuickstartConfig, echo=print) -> dict:
     for line in _next_commands(cfg, searched, export, url):
         echo(line)
     return summary
+
+
+def _check_collection(data: Path) -> None:
+    """What the six steps read: the corpus, the queries, training and test judgements."""
+    wanted = ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv", "qrels/test.tsv")
+    missing = [name for name in wanted if not (data / name).is_file()]
+    if missing:
+        raise LLMQLError(
+            f"{data}: not a BEIR collection the quickstart can use (missing {', '.join(missing)}); nothing was done"
+        )
 
 
 def _row_settings(export: Path) -> list[str]:

@@ -10,7 +10,7 @@ import json
 import click
 
 from llmql.plugin.cli_options import CONTEXT, backend_options, fusion_option, parse_filter, parse_floats
-from llmql.train.core.cli import Finite, cli_errors, renamed_option, with_renamed
+from llmql.train.core.cli import Finite, check_split, cli_errors, renamed_option, with_renamed
 
 
 @click.command("search", context_settings=CONTEXT)
@@ -149,7 +149,7 @@ def _runs(text: str) -> tuple[str, ...]:
 
 @click.command("eval", context_settings=CONTEXT)
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder.")
-@click.option("--split", default="test")
+@click.option("--split", default="test", help="Judged queries to evaluate (qrels/SPLIT.tsv).")
 @backend_options()
 @click.option("--model", default=None, help="Export (or model) directory for query encoding.")
 @click.option("--ql-model", default=None, help="Export with --ql-scorer (or model directory) for QL runs.")
@@ -206,14 +206,11 @@ def eval_main(ql_weight, mu, out, tune_on, tune_queries, **options) -> None:
     row shows its paired nDCG@10 difference from BM25 with a 95% bootstrap interval."""
     from llmql.plugin.evaluate import EvalConfig, evaluate, format_table
 
+    ql_weights = parse_floats(ql_weight, "--ql-weight") if ql_weight else None  # option values first
+    check_split(options["data"], options["split"])
     if tune_on is not None:
         _tune_before_eval(tune_on, tune_queries, options)
-    cfg = EvalConfig(
-        **options,
-        ql_weights=parse_floats(ql_weight, "--ql-weight") if ql_weight else None,
-        dirichlet_mu=mu,
-        out_dir=out,
-    )
+    cfg = EvalConfig(**options, ql_weights=ql_weights, dirichlet_mu=mu, out_dir=out)
     try:
         summary = evaluate(cfg)
     except ValueError as err:
@@ -256,6 +253,7 @@ def tune_cmd(data, split, queries_file, backend, url, index, runtime, device, mo
     """Choose the fusion (BM25 alone ... dense alone, or RRF), the QL weight and the re-rank depth by nDCG@10 on
     held-out queries, and write them to search.json, which llmql-search, llmql serve, llmql-eval and
     HybridSearcher then use by default. A setting that does not beat BM25 there leaves BM25 at weight 1."""
+    check_split(data, split)
     where = {"backend": backend, "url": url, "index": index, "runtime": runtime, "device": device}
     report = _run_tune(data, split, queries_file, model, ql_model, depth, out, where)
     click.echo(json.dumps(report["search"]))

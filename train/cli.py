@@ -9,7 +9,7 @@ import logging
 
 import click
 
-from llmql.train.core.cli import Finite, cli_errors, positive
+from llmql.train.core.cli import Finite, check_split, cli_errors, positive
 
 _BOOL_AUTO = click.Choice(["auto", "on", "off"])
 
@@ -91,7 +91,13 @@ def _schedule_options(lr: float, warmup: str, batch_size: int) -> list:
             show_default=True,
             help="Micro-batches per optimizer step (adds no in-batch negatives).",
         ),
-        click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, show_default=True),
+        click.option(
+            "--seed",
+            type=click.IntRange(0, 2**32 - 1),
+            default=42,
+            show_default=True,
+            help="Seeds the shuffling, Input Corruption, negatives' order and the model's new weights.",
+        ),
     ]
 
 
@@ -125,8 +131,20 @@ def _run_options() -> list:
             help="DataLoader processes preparing batches (tokenisation, Input Corruption) while the model trains "
             "[default: 4 on a GPU, 0 on a CPU, whose cores the model needs].",
         ),
-        click.option("--max-passage-tokens", type=positive(32_768), default=200, show_default=True),
-        click.option("--max-query-tokens", type=positive(32_768), default=200, show_default=True),
+        click.option(
+            "--max-passage-tokens",
+            type=positive(32_768),
+            default=200,
+            show_default=True,
+            help="Body tokens a passage keeps (the rest is cut); saved with the model, so sync and search use it.",
+        ),
+        click.option(
+            "--max-query-tokens",
+            type=positive(32_768),
+            default=200,
+            show_default=True,
+            help="Tokens a query keeps (the rest is cut); saved with the model like --max-passage-tokens.",
+        ),
         click.option(
             "--attention",
             type=click.Choice(["auto", "dense", "flex", "two-pass"]),
@@ -242,7 +260,7 @@ def main(verbose: bool) -> None:
     help="Loss on query tokens (paper) or on all tokens (reference code).",
 )
 @click.option("--lora", is_flag=True, help="Train a LoRA (merged at the end) instead of a full fine-tune.")
-@click.option("--lora-r", type=positive(1024), default=32)
+@click.option("--lora-r", type=positive(1024), default=32, help="LoRA rank with --lora (alpha = 2r).")
 @_optim_options(lr=1e-5, warmup="0.1", batch_size=8)
 @cli_errors
 def ql(**kw) -> None:
@@ -250,6 +268,7 @@ def ql(**kw) -> None:
     from llmql.train.core.config import LoraSettings, QLTrainConfig
     from llmql.train.run import train_ql
 
+    check_split(kw["data"], kw["split"])
     resume = kw.pop("resume")
     optim = _optim(kw)
     lora_r = kw.pop("lora_r")
@@ -270,7 +289,9 @@ def ql(**kw) -> None:
 @click.option("--group-size", type=positive(1024), default=16, help="Passages per query: 1 positive + n-1 negatives.")
 @click.option("--temperature", type=Finite(0, 100, min_open=True), default=0.01, help="InfoNCE temperature.")
 @click.option("--lora-r", type=click.IntRange(0, 1024), default=32, help="LoRA rank (alpha = 2r); 0 = full fine-tune.")
-@click.option("--lora-dropout", type=Finite(0, 1, max_open=True), default=0.1)
+@click.option(
+    "--lora-dropout", type=Finite(0, 1, max_open=True), default=0.1, help="Dropout on the LoRA layers' input."
+)
 @click.option("--merge", is_flag=True, help="Also write OUT/merged with the adapter merged in.")
 @click.option(
     "--grad-cache-chunk",
@@ -286,6 +307,8 @@ def contrastive(**kw) -> None:
     from llmql.train.core.config import ContrastiveTrainConfig, LoraSettings
     from llmql.train.run import train_contrastive
 
+    if not kw.get("negatives"):  # mined from the split's judgements
+        check_split(kw["data"], kw["split"])
     resume = kw.pop("resume")
     optim = _optim(kw)
     r, dropout = kw.pop("lora_r"), kw.pop("lora_dropout")
@@ -297,33 +320,50 @@ def contrastive(**kw) -> None:
 
 @main.command("hold-out")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Id file to write (kept if it exists).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Id file to write; one that exists is kept if drawn with the same settings (or written by hand), "
+    "else refused.",
+)
 @click.option("--share", type=Finite(0, 1, min_open=True, max_open=True), default=0.2, help="Of the training queries.")
 @click.option("--most", type=positive(), default=200, help="At most this many queries.")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, help="Seeds which queries are drawn.")
 @cli_errors
 def hold_out_cmd(data, out, share, most, seed) -> None:
     """Hold some training queries out: give the file to both stages (--exclude-queries) and tune the search
     settings on them (`llmql tune --split train --queries FILE`), so that tuning never sees a test query."""
-    from llmql.train.data import hold_out_queries
+    from pathlib import Path
 
+    from llmql.train.data import hold_out_queries, read_id_file
+
+    existed = Path(out).exists()
     path = hold_out_queries(data, out, share, most, seed)
-    click.echo(f"{len(path.read_text().split())} training queries held out in {path}")
+    count = len(read_id_file(path))
+    kept = f"kept the existing {path}: {count} training queries held out"
+    click.echo(kept if existed else f"{count} training queries held out in {path}")
 
 
 @main.command("mine-negatives")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="BEIR collection folder.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Training JSONL to write.")
-@click.option("--split", default="train")
+@click.option("--split", default="train", help="qrels split whose queries get negatives (qrels/SPLIT.tsv).")
 @click.option("--per-query", type=positive(), default=15, help="Negatives kept per query.")
 @click.option("--depth", type=positive(10_000), default=100, help="Sample negatives from BM25's top DEPTH.")
-@click.option("--exclude-queries", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--seed", type=int, default=42)
+@click.option(
+    "--exclude-queries",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="File of query ids to leave out (the held-out tuning queries).",
+)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, help="Seeds which negatives are sampled.")
 @cli_errors
 def mine_negatives_cmd(data, out, split, per_query, depth, exclude_queries, seed) -> None:
     """Mine BM25 hard negatives (bm25s) and write Tevatron-style training JSONL."""
     from pathlib import Path
 
+    check_split(data, split)
     from llmql.train.data import groups_from_qrels, load_beir, read_id_file, write_training_jsonl
     from llmql.train.negatives import mine_negatives
 

@@ -179,23 +179,45 @@ def read_id_file(path: str | Path | None) -> set[str]:
 
 
 def hold_out_queries(data: str | Path, out: str | Path, share: float, most: int, seed: int = 0) -> Path:
-    """Write a random `share` (at most `most`) of the judged training queries' ids to `out` (once: an existing
-    file is kept): queries kept out of both training stages (`--exclude-queries`) to tune the search settings on
-    (`llmql tune --queries`), so that neither training nor tuning sees a test query."""
+    """Write a random `share` (at most `most`) of the judged training queries' ids to `out`: queries kept out of
+    both training stages (`--exclude-queries`) to tune the search settings on (`llmql tune --queries`), so that
+    neither training nor tuning sees a test query. The file's first line records how it was drawn; an existing
+    file drawn the same way is kept (a rerun holds out the same queries), as is one written by hand; one drawn
+    otherwise, or holding ids that are not this collection's training queries, is refused, not silently reused."""
     import random
 
     out = Path(out)
-    if out.is_file():
-        return out
     qrels = Path(data) / "qrels" / "train.tsv"
     if not qrels.is_file():
         raise DataError(f"{qrels}: no training judgements to hold queries out of")
     rows = qrels.read_text(encoding="utf-8").splitlines()[1:]
     qids = sorted({line.split("\t")[0] for line in rows if line.strip()})
+    recipe = f"# llmql hold-out: share={share:g} most={most} seed={seed} of {len(qids)} training queries"
+    if out.exists():
+        _check_hold_out(out, recipe, set(qids))
+        return out
     chosen = sorted(random.Random(seed).sample(qids, min(most, max(1, round(share * len(qids))))))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(f"{q}\n" for q in chosen))
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(recipe + "\n" + "".join(f"{q}\n" for q in chosen), encoding="utf-8")
+    os.replace(tmp, out)
     return out
+
+
+def _check_hold_out(out: Path, recipe: str, training: set[str]) -> None:
+    """An existing hold-out file is reused only when drawn the same way from these training queries."""
+    lines = out.read_text(encoding="utf-8").splitlines() if out.is_file() else None
+    if lines is None:
+        raise DataError(f"{out}: is not a file")
+    foreign = sorted(read_id_file(out) - training)
+    if foreign:
+        raise DataError(f"{out}: holds ids that are not judged training queries ({', '.join(foreign[:3])}); not used")
+    if lines and lines[0].startswith("# llmql hold-out: ") and lines[0] != recipe:
+        was = lines[0].removeprefix("# llmql hold-out: ")
+        raise DataError(
+            f"{out}: already exists, drawn {was}, not {recipe.removeprefix('# llmql hold-out: ')}; delete it or "
+            "choose another --out (the queries trained on must not change under a run)"
+        )
 
 
 def groups_from_qrels(data: BeirData, exclude: set[str] = frozenset()) -> list[TrainGroup]:

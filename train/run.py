@@ -56,13 +56,17 @@ MERGED_DIR = "merged"
 NEGATIVES_FILE = "negatives.jsonl"
 
 
-def _prepare_out(out: Path, resume: bool) -> None:
-    """Refuse to clobber a finished run or silently restart an interrupted one."""
+def _check_out(out: Path, resume: bool, model: str) -> None:
+    """Refuse to clobber a finished run or silently restart an interrupted one, and a base model that is not
+    there, before anything is read or written: a refused run leaves no folder behind (the folder is made only
+    once the data and the model have loaded)."""
     if (out / CONFIG_NAME).is_file() and not resume:
         raise LLMQLError(f"{out}: already holds a trained model; choose another --out or delete it")
     if latest_checkpoint(out) is not None and not resume:
         raise LLMQLError(f"{out}: holds an interrupted run; pass --resume to continue it or delete the folder")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise LLMQLError(f"{out}: is a file, not a folder for the run")
+    resolve_model(model)
 
 
 def _load_base(spec: str, prompts: PromptConfig | None, max_passage_tokens: int, max_query_tokens: int):
@@ -116,7 +120,7 @@ def _save_model(lm, tokenizer, config: ModelConfig, out: Path, training, history
 def train_ql(cfg: QLTrainConfig, resume: bool = False) -> Path:
     """Stage 1: maximise log P(q | d) with Attention Stop and Input Corruption; writes a full model to cfg.out."""
     out = Path(cfg.out)
-    _prepare_out(out, resume)
+    _check_out(out, resume, cfg.model)
     data = load_beir(Path(cfg.data), cfg.split)
     groups = _training_groups(data, cfg.train_file, read_id_file(cfg.exclude_queries))
     if cfg.pseudo_queries == "titles":
@@ -126,6 +130,7 @@ def train_ql(cfg: QLTrainConfig, resume: bool = False) -> Path:
     lm, tokenizer, config, history = _load_base(cfg.model, cfg.prompts, cfg.max_passage_tokens, cfg.max_query_tokens)
     if cfg.corruption == "token" and config.mask_token_id is None:
         raise LLMQLError("token-level corruption needs a tokenizer that can encode '_'")
+    out.mkdir(parents=True, exist_ok=True)
     lm.train()
     if cfg.lora:
         lm = _with_lora(lm, cfg.lora)
@@ -242,6 +247,7 @@ def contrastive_groups(cfg: ContrastiveTrainConfig, out: Path) -> list[TrainGrou
     groups = mine_negatives(
         _training_groups(data, None, exclude), data.corpus, per_query=max(cfg.group_size - 1, 15), seed=cfg.optim.seed
     )
+    out.mkdir(parents=True, exist_ok=True)
     write_training_jsonl(cached, groups)
     return groups
 
@@ -271,10 +277,11 @@ def _contrastive_loss(group_size: int, temperature: float, chunk: int | None):
 def train_contrastive(cfg: ContrastiveTrainConfig, resume: bool = False) -> Path:
     """Stage 2: InfoNCE bi-encoder. Writes the base weights plus a LoRA adapter (and optionally a merged copy)."""
     out = Path(cfg.out)
-    _prepare_out(out, resume)
+    _check_out(out, resume, cfg.model)
     with process_state().main_process_first():  # under torchrun, rank 0 mines and writes; the others read
         groups = contrastive_groups(cfg, out)
     lm, tokenizer, config, history = _load_base(cfg.model, cfg.prompts, cfg.max_passage_tokens, cfg.max_query_tokens)
+    out.mkdir(parents=True, exist_ok=True)
     lm.train()
     if cfg.lora:
         lm = _with_lora(lm, cfg.lora)

@@ -34,7 +34,9 @@ def validation_beir(ctx: Context) -> Path:
     root = ctx.work / f"validation-{ctx.protocol.validation_fraction:g}"
     if (root / "qrels" / "validation.tsv").is_file():
         return root
-    held = set(validation_ids(ctx).read_text().split())
+    from llmql.train.data import read_id_file
+
+    held = read_id_file(validation_ids(ctx))
     (root / "qrels").mkdir(parents=True, exist_ok=True)
     for name in ("corpus.jsonl", "queries.jsonl"):
         if not (root / name).exists():

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from llmql.plugin.cli import main
 from llmql.plugin.search_cli import eval_main, search_main
+from llmql.train.data import read_id_file
 from tests.conftest import server_url
 
 
@@ -41,7 +42,7 @@ def test_quickstart_runs_end_to_end_and_reuses_its_work(tiny_llama, toy_beir, tm
     search = json.loads((tmp_path / "export" / "search.json").read_text())["search"]
     assert ("ql_weight" in search) == (search["rerank_depth"] > 0)  # no inert value in search.json
     assert (tmp_path / "export" / "manifest.json").is_file() and (tmp_path / "eval" / "bm25.run").is_file()
-    held_out = set((tmp_path / "tuning-queries.txt").read_text().split())
+    held_out = read_id_file(tmp_path / "tuning-queries.txt")
     test_queries = {r.split("\t")[0] for r in (toy_beir / "qrels" / "test.tsv").read_text().splitlines()[1:]}
     assert len(held_out) == round(0.2 * 72) and not held_out & test_queries
     settings = json.loads((tmp_path / "export" / "search.json").read_text())

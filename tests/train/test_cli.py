@@ -16,12 +16,14 @@ def test_bad_data_is_a_one_line_error(tmp_path, tiny_llama):
     data = tmp_path / "beir"
     data.mkdir()
     (data / "corpus.jsonl").write_text('{"_id": "a", "text": "x"}\n{oops\n')
+    (data / "qrels").mkdir()
+    (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq\ta\t1\n")
     result = CliRunner().invoke(
         main, ["ql", "--model", str(tiny_llama), "--data", str(data), "--out", str(tmp_path / "o")]
     )
     assert result.exit_code == 1
     assert "corpus.jsonl:2: malformed JSON" in result.output
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
 
 
 def test_unknown_model_name_is_explained(tmp_path, toy_beir):

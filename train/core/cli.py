@@ -28,6 +28,18 @@ class Finite(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+def check_split(data: str, split: str, option: str = "--split") -> None:
+    """A split the collection has (qrels/SPLIT.tsv), else a usage error (exit 2) naming the ones it has."""
+    from pathlib import Path
+
+    qrels = Path(data) / "qrels"
+    if not (qrels / f"{split}.tsv").is_file():
+        have = ", ".join(sorted(p.stem for p in qrels.glob("*.tsv"))) or "none"
+        raise click.BadParameter(
+            f"{data} has no split {split!r} (no qrels/{split}.tsv; its splits: {have})", param_hint=option
+        )
+
+
 def positive(integer_max: int | None = None) -> click.IntRange:
     """An integer of at least 1 (and at most `integer_max`)."""
     return click.IntRange(1, integer_max)
