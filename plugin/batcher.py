@@ -37,6 +37,7 @@ class _Job:
     texts: list[str] = field(default_factory=list)
     call: Callable[[], object] | None = None
     future: Future = field(default_factory=Future)
+    queued: float = field(default_factory=time.monotonic)  # when it joined the queue
 
     @property
     def tokens(self) -> int:
@@ -53,9 +54,17 @@ class BatcherStats:
 
 class ModelBatcher:
     def __init__(
-        self, encoder: TextEncoder, max_queued_tokens: int = 16384, max_wait_ms: float = 5.0, max_queue: int = 64
+        self,
+        encoder: TextEncoder,
+        max_queued_tokens: int = 16384,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 64,
+        observe: Callable[[int, int, list[float]], None] | None = None,
     ):
+        """`observe(rows, tokens, waits)`: told of each model call (its texts, estimated tokens and how long each
+        of its requests waited), for the service's metrics."""
         self.encoder = encoder
+        self.observe = observe
         self.max_queued_tokens, self.max_wait, self.max_queue = max_queued_tokens, max_wait_ms / 1000, max_queue
         self.stats = BatcherStats()
         self._jobs: deque[_Job] = deque()
@@ -79,6 +88,10 @@ class ModelBatcher:
     def run(self, call: Callable[[], object]) -> object:
         """Run `call` (a QL scoring, say) on the model worker: one model call per device at a time."""
         return self._submit(_Job("call", call=call)).result()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._jobs)
 
     def snapshot(self) -> dict:
         """For /health: requests waiting now, and the counts so far."""
@@ -143,6 +156,10 @@ class ModelBatcher:
         return taken
 
     def _run(self, batch: list[_Job]) -> None:
+        if self.observe is not None:
+            now = time.monotonic()
+            rows = sum(len(job.texts) for job in batch) or len(batch)
+            self.observe(rows, sum(job.tokens for job in batch), [now - job.queued for job in batch])
         if batch[0].kind == "call":
             batch[0].future.set_result(batch[0].call())
             return

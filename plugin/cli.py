@@ -99,7 +99,9 @@ def serve(
 
     from llmql.plugin.http_server import header_deadline_protocol
     from llmql.plugin.service import ServiceConfig, create_app
+    from llmql.plugin.service_logs import log_as_json_lines
 
+    log_as_json_lines()
     batching = with_renamed(batching)
     batching["max_queued_tokens"] = batching["max_queued_tokens"] or 16384
 
@@ -120,8 +122,10 @@ def serve(
             **batching,
         )
     )
-    protocol = header_deadline_protocol(request_timeout_s)
-    uvicorn.run(app, host=host, port=port, timeout_keep_alive=keep_alive_s, http=protocol)
+    protocol = header_deadline_protocol(request_timeout_s, app.state.metrics.timeouts.labels("headers").inc)
+    uvicorn.run(
+        app, host=host, port=port, timeout_keep_alive=keep_alive_s, http=protocol, access_log=False, log_config=None
+    )
 
 
 @click.command("quickstart", context_settings=CONTEXT)

@@ -23,8 +23,9 @@ def timeout_response(seconds: float) -> bytes:
     return head.encode("ascii") + body
 
 
-def header_deadline_protocol(seconds: float) -> type[HttpToolsProtocol]:
-    """The protocol class uvicorn takes as `http=`, with this deadline for each request's headers."""
+def header_deadline_protocol(seconds: float, on_timeout=None) -> type[HttpToolsProtocol]:
+    """The protocol class uvicorn takes as `http=`, with this deadline for each request's headers;
+    `on_timeout()` is called for each connection closed by it (the service counts them)."""
 
     class HeaderDeadline(HttpToolsProtocol):
         _deadline = None
@@ -59,5 +60,7 @@ def header_deadline_protocol(seconds: float) -> type[HttpToolsProtocol]:
             if not self.transport.is_closing():
                 self.transport.write(timeout_response(seconds))
                 self.transport.close()
+                if on_timeout is not None:
+                    on_timeout()
 
     return HeaderDeadline

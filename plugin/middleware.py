@@ -9,9 +9,11 @@ its traceback and the id: never Starlette's plain-text `Internal Server Error`. 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from llmql.plugin.http_errors import error_response
+from llmql.plugin.service_logs import access, route_of
 
 log = logging.getLogger(__name__)
 REQUEST_ID = "x-request-id"
@@ -29,31 +31,46 @@ def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 class RequestContext:
-    def __init__(self, app):
+    """Request id, the 500 mapping, and per request one access line and the metrics (`metrics`: a
+    `ServiceMetrics`, or None)."""
+
+    def __init__(self, app, metrics=None):
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         rid = request_id_of(scope.get("headers", []))
         scope.setdefault("state", {})["request_id"] = rid
-        started = False
+        begun, status, started = time.perf_counter(), 500, False
 
         async def tagged(message):
-            nonlocal started
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                started = True
+                status, started = message["status"], True
                 message = {**message, "headers": [*message.get("headers", []), (REQUEST_ID.encode(), rid.encode())]}
             await send(message)
 
         try:
             await self.app(scope, receive, tagged)
         except Exception:
-            log.exception("unexpected error in %s %s (request %s)", scope.get("method"), scope.get("path"), rid)
+            log.exception(
+                "unexpected error in %s %s (request %s)",
+                scope.get("method"),
+                scope.get("path"),
+                rid,
+                extra={"request_id": rid},
+            )
             if started:  # the answer is half sent: nothing can be said in its place
                 raise
             message = f"internal error (request {rid}); the service logged it"
             await error_response(scope.get("path", ""), 500, message)(scope, receive, tagged)
+        finally:
+            seconds = time.perf_counter() - begun
+            access(rid, scope, status, seconds)
+            if self.metrics is not None and scope.get("path") != "/metrics":
+                self.metrics.observe_request(route_of(scope), status, seconds)
 
 
 JSON_TYPES = (b"application/json", b"+json")  # application/json, application/problem+json, ...

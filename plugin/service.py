@@ -3,7 +3,8 @@
     POST /search  {"query", "k" (or "size"), "from", "fields", "mode", "rerank", "filter", "explain", "index"}
     POST /rerank  {"query", "ids"} or {"query", "candidates": [{"id", "title", "text"}]}  (the caller's own hits)
     POST /embed   {"texts", "kind": "query" | "passage"}
-    GET  /health  and the OpenAPI document at /openapi.json (docs at /docs)
+    GET  /health  liveness; GET /ready: 200 only when the models are loaded and every served index answers
+    GET  /metrics Prometheus' text format (plugin/metrics.py); the OpenAPI document at /openapi.json (docs at /docs)
     POST /v1/embeddings, /v1/rerank, GET /v1/models: the OpenAI and Cohere-style shapes (plugin/compat_api.py)
 
 Request bodies are bounded (bytes, list lengths, text lengths) and unknown fields are refused (a client's typo
@@ -24,6 +25,7 @@ from llmql.plugin.batcher import ModelBatcher, QueuedEncoder, QueuedQLScorer
 from llmql.plugin.compat_api import add_compat_routes
 from llmql.plugin.http_errors import add_error_handlers
 from llmql.plugin.index_check import check_models
+from llmql.plugin.metrics import ServiceMetrics
 from llmql.plugin.middleware import BodyLimit, RequestContext
 from llmql.plugin.rerank import QLReranker
 from llmql.plugin.search import HybridSearcher, default_config
@@ -48,19 +50,21 @@ def create_app(config: ServiceConfig, encoder=None, ql_scorer=None, backend=None
         ql_scorer = load_ql_scorer(config.ql_model, runtime=config.runtime, device=device)
     paths = {index: check_models(backend, index, encoder, ql_scorer) for index in config.served}
     tuned = default_config(encoder, ql_scorer)
+    metrics = _metrics(config, backend, encoder, ql_scorer)
     batcher = None
     if config.batching and (encoder is not None or ql_scorer is not None):
-        batcher, encoder, ql_scorer = _queued(config, encoder, ql_scorer)
-    models = ServiceState(config, backend, encoder, ql_scorer, paths, tuned, batcher)
+        batcher, encoder, ql_scorer = _queued(config, encoder, ql_scorer, metrics)
+    metrics.queue_depth.set_function(lambda: batcher.waiting if batcher is not None else 0)
+    models = ServiceState(config, backend, encoder, ql_scorer, paths, tuned, batcher, metrics=metrics)
     app = FastAPI(
         title="llmql",
         version="0.1.0",
         description="LLM-QL dense retrieval, hybrid search and query-likelihood re-ranking.",
         lifespan=_lifespan_for(config),
     )
-    app.state.batcher = batcher
+    app.state.batcher, app.state.metrics = batcher, metrics
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, deadline_s=config.request_timeout_s)
-    app.add_middleware(RequestContext)  # added last, so outermost: every answer carries its request id
+    app.add_middleware(RequestContext, metrics=metrics)  # added last, so outermost: every answer is counted
     add_error_handlers(app)
     _add_routes(app, models)
 
@@ -76,6 +80,19 @@ def _add_routes(app, models: ServiceState) -> None:
         import anyio.to_thread
 
         return await anyio.to_thread.run_sync(_health, models, limiter=models.health_limiter)
+
+    @app.get("/ready")
+    async def ready():
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(_ready, models, limiter=models.health_limiter)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics():
+        from fastapi.responses import Response
+
+        body, content_type = models.metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @app.post("/search")
     def search(body: SearchRequest) -> dict:
@@ -97,9 +114,37 @@ def _add_routes(app, models: ServiceState) -> None:
         return {"dim": int(vectors.shape[1]), "embeddings": vectors.tolist()}
 
 
-def _queued(config: ServiceConfig, encoder, ql_scorer):
+def _metrics(config: ServiceConfig, backend, encoder, ql_scorer) -> ServiceMetrics:
+    metrics = ServiceMetrics()
+    metrics.info.info(
+        {
+            "encoder": encoder.identity if encoder is not None else "",
+            "ql_model": ql_scorer.identity if ql_scorer is not None else "",
+            "backend": backend.name,
+        }
+    )
+    metrics.watch_index(backend.count, config.served)
+    return metrics
 
-    batcher = ModelBatcher(encoder, config.max_queued_tokens, config.max_wait_ms, config.max_queue)
+
+def _ready(models: ServiceState):
+    """Readiness: the models loaded at start-up (the app exists only then) and every served index answers."""
+    from fastapi.responses import JSONResponse
+
+    counts = {}
+    for index in models.ql_paths:
+        try:
+            counts[index] = models.backend.count(index)
+        except BackendError as err:
+            return JSONResponse({"status": "not ready", "detail": f"index {index!r}: {err}"}, status_code=503)
+    return {"status": "ready", "documents": counts}
+
+
+def _queued(config: ServiceConfig, encoder, ql_scorer, metrics: ServiceMetrics):
+
+    batcher = ModelBatcher(
+        encoder, config.max_queued_tokens, config.max_wait_ms, config.max_queue, observe=metrics.observe_model_call
+    )
     return (
         batcher,
         QueuedEncoder(encoder, batcher) if encoder is not None else None,
@@ -167,6 +212,7 @@ def _search(models: ServiceState, body: SearchRequest) -> dict:
     cfg = replace(tuned, mode=mode, rerank_depth=depth, ql_path=models.ql_paths[index])
     searcher = HybridSearcher(models.backend, index, models.encoder, models.ql_scorer, cfg, verify=False)
     result = searcher.search(body.query, size, body.filter, offset=body.from_)
+    models.metrics.observe_stages(result.timings_ms)
     hits = [
         {
             "id": h.id,
@@ -218,6 +264,7 @@ def _rerank(models: ServiceState, body: RerankRequest) -> dict:
         result = QLReranker(models.ql_scorer, path="full").rerank(
             body.query, ids, [c.text for c in body.candidates], [c.title for c in body.candidates]
         )
+    models.metrics.observe_stages({"ql_rerank": result.seconds * 1000})
     ranked = sorted(result.scores.items(), key=lambda x: (-x[1], x[0]))
     return {"results": [{"id": i, "score": s} for i, s in ranked], "path": result.path, "ms": result.seconds * 1000}
 

@@ -9,6 +9,7 @@ import anyio
 
 from llmql.connectors.base import SearchBackend
 from llmql.plugin.batcher import ModelBatcher
+from llmql.plugin.metrics import ServiceMetrics
 from llmql.plugin.search_settings import SearchConfig
 from llmql.train.core.ql_base import QueryLikelihoodScorer
 from llmql.train.core.text_encoder import TextEncoder
@@ -52,6 +53,7 @@ class ServiceState:
     ql_paths: dict[str, str] = field(default_factory=dict)
     tuned: SearchConfig = field(default_factory=SearchConfig)  # the model's search.json, or the untuned defaults
     batcher: ModelBatcher | None = None  # the queue the models run through, when batching
+    metrics: ServiceMetrics | None = None  # what /metrics exposes
     health_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))  # /health's
 
     def index_of(self, name: str | None) -> str:

@@ -44,14 +44,21 @@ def blocked(batcher):
     return release
 
 
+def wait_until(condition, seconds: float = 10.0) -> None:
+    """Poll `condition` until it holds; fail (never hang) after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
 def test_a_full_queue_refuses_at_once_and_the_worker_lives_on(encoder):
     batcher = ModelBatcher(encoder, max_queue=2)
     release = blocked(batcher)
     waiting = [threading.Thread(target=lambda: batcher.encode(["kelp"], "query")) for _ in range(2)]
     for thread in waiting:
         thread.start()
-    while len(batcher._jobs) < 2:
-        pass
+    wait_until(lambda: batcher.waiting >= 2)
     with pytest.raises(Overloaded, match="full"):
         batcher.encode(["one too many"], "query")
     release.set()
@@ -77,14 +84,11 @@ def test_service_503_when_full_while_bm25_is_served(ql_export, synced_embedded):
     config = ServiceConfig(url=backend.location, index=index, max_queue=1)
     app = create_app(config, OnnxEncoder.from_dir(ql_export), None, backend)
     with TestClient(app) as client:
-        batcher = (
-            next(r for r in app.routes if r.path == "/embed").endpoint.__closure__[0].cell_contents.encoder.batcher
-        )
+        batcher = app.state.batcher
         release = blocked(batcher)
         first = threading.Thread(target=lambda: client.post("/embed", json={"texts": ["kelp"]}))
         first.start()
-        while len(batcher._jobs) < 1:
-            pass
+        wait_until(lambda: batcher.waiting >= 1)
         full = client.post("/embed", json={"texts": ["granite"]})
         assert full.status_code == 503 and full.headers["retry-after"] == "1" and "full" in full.text
         bm25 = client.post("/search", json={"query": "kelp study", "mode": "bm25", "k": 3})
