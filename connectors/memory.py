@@ -47,6 +47,7 @@ from llmql.connectors.memory_log import (
     encode_records,
     writer_lock,
 )
+from llmql.train.core.bm25 import BM25
 from llmql.train.core.device import resolve_device
 
 ALIASES = "aliases.json"
@@ -329,8 +330,6 @@ class _Search:
     """An index's documents in a fixed order, their vectors (one row per passage) on the device, and BM25."""
 
     def __init__(self, target: _Index, device: str):
-        import bm25s
-        import Stemmer
         import torch
 
         self.docs = list(target.docs.values())
@@ -342,14 +341,7 @@ class _Search:
         matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, target.dim), np.float32)
         self.matrix = torch.from_numpy(matrix).to(device)
         self.device = device
-        self._bm25s, self._stemmer = bm25s, Stemmer.Stemmer("english")
-        self.bm25_index = None
-        if self.docs:
-            tokens = bm25s.tokenize(
-                [f"{r.title} {r.text}" for r in self.docs], stopwords="en", stemmer=self._stemmer, show_progress=False
-            )
-            self.bm25_index = bm25s.BM25()
-            self.bm25_index.index(tokens, show_progress=False)
+        self.bm25_index = BM25([f"{r.title} {r.text}" for r in self.docs]) if self.docs else None
 
     def _hit(self, d: int, score: float, span: tuple[int, int] | None = None) -> Hit:
         r = self.docs[d]
@@ -358,13 +350,7 @@ class _Search:
     def bm25(self, query: str, k: int, allowed: np.ndarray | None) -> list[Hit]:
         if self.bm25_index is None:
             return []
-        tokens = self._bm25s.tokenize(
-            [query], stopwords="en", stemmer=self._stemmer, return_ids=False, show_progress=False
-        )[0]
-        ids = self.bm25_index.get_tokens_ids(list(tokens))
-        if not ids:
-            return []
-        scores = self.bm25_index.get_scores_from_ids(ids)
+        scores = self.bm25_index.scores(query)
         if allowed is not None:
             scores = np.where(allowed, scores, 0.0)
         found = np.flatnonzero(scores > 0)

@@ -2,7 +2,7 @@
 
     log P(q | d) = sum_{w in q} c(w, q) * log( (c(w, d) + mu * P(w | C)) / (|d| + mu) )
 
-Analysis (lower-casing, English stop words, Snowball stemming) is bm25s's, the same as the BM25 baseline.
+Analysis (lower-casing, English stop words, Snowball stemming) is the BM25 baseline's (`llmql.train.core.bm25`).
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from llmql.train.core.bm25 import Analyzer
+
 
 class DirichletQL:
     def __init__(self, texts: Iterable[tuple[str, str]], mu: float = 1000.0):
         """texts: (doc_id, text) over the whole collection, for P(w | C) and document term counts."""
-        import Stemmer
-
         self.mu = mu
-        self._stemmer = Stemmer.Stemmer("english")
+        self._analyzer = Analyzer()
         self.docs: dict[str, Counter] = {}
         collection: Counter = Counter()
         for doc_id, text in texts:
@@ -29,10 +29,7 @@ class DirichletQL:
         self.collection = collection
 
     def analyse(self, text: str) -> list[str]:
-        import bm25s
-
-        tokens = bm25s.tokenize([text], stopwords="en", stemmer=self._stemmer, return_ids=False, show_progress=False)
-        return list(tokens[0])
+        return self._analyzer.words(text)
 
     def score(self, query: str, doc_ids: Sequence[str]) -> dict[str, float]:
         terms = Counter(t for t in self.analyse(query) if self.collection.get(t))  # unseen terms: same for all docs

@@ -6,30 +6,20 @@ from dataclasses import replace
 
 import numpy as np
 
+from llmql.train.core.bm25 import BM25
 from llmql.train.data import Doc, TrainGroup
 
 
 class BM25Index:
-    """bm25s over a corpus with English stemming and stop words, the same analysis as the BM25 baseline."""
+    """bm25s over a corpus's documents (title and text) with the shared analysis (`llmql.train.core.bm25`)."""
 
     def __init__(self, docs: list[Doc], show_progress: bool = False):
-        import bm25s
-        import Stemmer
-
-        self._bm25s = bm25s
-        self._stemmer = Stemmer.Stemmer("english")
         self.docs = docs
-        tokens = bm25s.tokenize(
-            [f"{d.title} {d.text}" for d in docs], stopwords="en", stemmer=self._stemmer, show_progress=show_progress
-        )
-        self.retriever = bm25s.BM25()
-        self.retriever.index(tokens, show_progress=show_progress)
+        self.bm25 = BM25([f"{d.title} {d.text}" for d in docs], show_progress)
 
     def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Return (doc indices [Q, k], scores [Q, k]) best first."""
-        tokens = self._bm25s.tokenize(queries, stopwords="en", stemmer=self._stemmer, show_progress=False)
-        k = min(k, len(self.docs))
-        return self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=0)
+        return self.bm25.search(queries, k)
 
 
 def mine_negatives(
