@@ -17,12 +17,12 @@ text) on passage 0 only, its metadata on every row (filters act before ranking).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from llmql.connectors.alias_file import point_alias, read_aliases
 from llmql.connectors.base import (
     BackendError,
     Filter,
@@ -38,7 +38,6 @@ from llmql.connectors.filters import Kinds, check_fields, check_range_kinds, par
 from llmql.connectors.lance_rows import field_columns, ids_in, records_of_passage_rows, rows_of, table_schema
 from llmql.train.core.chunking import max_per_key
 
-ALIASES = "aliases.json"
 _check_name = check_directory_name  # index names become directory names
 
 
@@ -59,8 +58,7 @@ class EmbeddedBackend:
         return list(self.db.list_tables().tables)
 
     def _aliases(self) -> dict[str, str]:
-        path = self.root / ALIASES
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_aliases(self.root)
 
     def _resolve(self, index: str) -> str:
         return self._aliases().get(index, index)
@@ -282,13 +280,7 @@ class EmbeddedBackend:
             raise BackendError(f"{self.location}: cannot point alias {alias!r} at missing index {index!r}")
         if alias in self._tables():
             raise BackendError(f"{self.location}: {alias!r} is an index, not an alias")
-        aliases = self._aliases()
-        previous = [aliases[alias]] if alias in aliases else []
-        aliases[alias] = index
-        tmp = self.root / f".{ALIASES}.tmp"
-        tmp.write_text(json.dumps(aliases, indent=2))
-        os.replace(tmp, self.root / ALIASES)  # atomic: readers see the old or the new mapping, never half
-        return previous
+        return point_alias(self.root, alias, index)
 
     def drop_index(self, index: str) -> None:
         if index in self._tables():

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llmql.connectors.alias_file import point_alias, read_aliases
 from llmql.connectors.base import (
     BackendError,
     Filter,
@@ -48,9 +49,9 @@ from llmql.connectors.memory_log import (
     writer_lock,
 )
 from llmql.train.core.bm25 import BM25
+from llmql.train.core.config import write_json_atomic
 from llmql.train.core.device import resolve_device
 
-ALIASES = "aliases.json"
 IN_MEMORY = ":memory:"
 _LOCK = threading.RLock()
 _STORES: dict[str, dict[str, _Index]] = {}  # location -> index name -> index, shared by the handles
@@ -96,10 +97,7 @@ class MemoryBackend:
 
     # -- the store ----------------------------------------------------------------------------------------------
     def _aliases(self) -> dict[str, str]:
-        path = None if self.root is None else self.root / ALIASES
-        if path is not None and path.is_file():
-            return json.loads(path.read_text())
-        return getattr(self, "_memory_aliases", {})
+        return getattr(self, "_memory_aliases", {}) if self.root is None else read_aliases(self.root)
 
     def _names(self) -> set[str]:
         """Every index here: in memory, or (a directory) on disk, where other processes may add and drop them."""
@@ -169,9 +167,7 @@ class MemoryBackend:
                 directory = self.root / index
                 directory.mkdir(parents=True, exist_ok=True)
                 meta = {"dim": dim, "model": model, "fields": list(fields), "chunking": chunking, "uid": created.uid}
-                tmp = directory / f".{META}.tmp"
-                tmp.write_text(json.dumps(meta))
-                os.replace(tmp, directory / META)
+                write_json_atomic(directory / META, meta)
             self._indexes[index] = created
         return IndexInfo(index, dim, model, 0, chunking)
 
@@ -231,15 +227,10 @@ class MemoryBackend:
         if alias in self._names():
             raise BackendError(f"{self.location}: {alias!r} is an index, not an alias")
         with _LOCK:
-            aliases = self._aliases()
-            previous = [aliases[alias]] if alias in aliases else []
-            aliases[alias] = index
-            if self.root is None:
-                self._memory_aliases = aliases
-            else:
-                tmp = self.root / f".{ALIASES}.tmp"
-                tmp.write_text(json.dumps(aliases, indent=2))
-                os.replace(tmp, self.root / ALIASES)  # readers see the old or the new mapping, never half
+            if self.root is not None:
+                return point_alias(self.root, alias, index)
+            previous = [self._aliases()[alias]] if alias in self._aliases() else []
+            self._memory_aliases = {**self._aliases(), alias: index}
         return previous
 
     def drop_index(self, index: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ from typing import Any
 
 from llmql.connectors.corpus import corpus_file
 from llmql.connectors.shards import WHOLE, Shard
+from llmql.train.core.config import write_json_atomic
 from llmql.train.core.errors import LLMQLError
 from llmql.train.core.model_sources import cache_root
 
@@ -115,9 +115,7 @@ class SyncProgress:
             "config": asdict(self.cfg),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, state)
 
     def commit(self, index: str, line: int, written: int = 0) -> None:
         """Called only after the engine acknowledged every line up to `line` (`written` documents more)."""

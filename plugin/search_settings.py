@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from llmql.export.manifest import SEARCH_FILE
+from llmql.train.core.config import write_json_atomic
 from llmql.train.core.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,7 @@ def save_search_settings(directory: str | Path, config: SearchConfig, report: di
     """Write the tuned part of `config` and the tuning report atomically."""
     path = Path(directory) / SEARCH_FILE
     payload = {"format": FORMAT, "search": tuned_fields(config), **report}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, payload)
     return path
 
 
