@@ -74,8 +74,21 @@ def corpus_fingerprint(path: Path) -> str:
         return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def written_as(model: str, end_states: str = "none", chunking: str | None = None) -> str:
+    """What a stored document depends on besides its content: the model, and the [E] states' format and the
+    passage settings where a sync writes them (an incremental sync or a resume that adds states or chunks must
+    not skip a document because its text is unchanged). Plain vectors keep the model alone, as before."""
+    parts = [
+        model,
+        *([f"states={end_states}"] if end_states != "none" else []),
+        *([f"chunks={chunking}"] if chunking else []),
+    ]
+    return "|".join(parts)
+
+
 def content_hash(doc: SourceDoc, model: str) -> str:
-    """Changes when the text, the title, the kept fields or the model change (then the vector must too)."""
+    """Changes when the text, the title, the kept fields or `model` (`written_as`) change: then what is stored
+    must too."""
     payload = json.dumps([doc.title, doc.text, doc.fields, model], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 

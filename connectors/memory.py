@@ -142,8 +142,12 @@ class MemoryBackend:
             self._catch_up(index)
 
     def _log(self, index: _Index, kind: str, arrays: dict) -> None:
+        """Append one segment under the writer lock, after reading what other writers landed first: their
+        segments are older than ours, so they must be applied before ours here too (applied after it, an older
+        write of the same id would win in this process and in the snapshot its compaction writes)."""
         if self.root is not None:
             with writer_lock(self.root / index.name):
+                self._catch_up(index)
                 index.applied.add(SegmentLog(self.root / index.name).write(kind, arrays))
 
     # -- protocol -----------------------------------------------------------------------------------------------
@@ -236,8 +240,9 @@ class MemoryBackend:
     def drop_index(self, index: str) -> None:
         with _LOCK:
             self._indexes.pop(index, None)
-            if self.root is not None:
-                shutil.rmtree(self.root / index, ignore_errors=True)
+            if self.root is not None and (self.root / index).is_dir():
+                with writer_lock(self.root / index):  # never under a writer's append or compaction
+                    shutil.rmtree(self.root / index, ignore_errors=True)
 
     def refresh(self, index: str) -> None:
         """Compact the index's log into one snapshot. The search structures (the vector matrix, BM25) are built by

@@ -16,7 +16,6 @@ included (fixed-width numpy strings pad every text to the longest and drop trail
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import json
 import logging
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from llmql.connectors.base import BackendError, Passage, Record
+from llmql.connectors.file_lock import exclusive
 
 log = logging.getLogger(__name__)
 META = "meta.json"
@@ -43,19 +43,11 @@ REMEDY = {
 
 @contextlib.contextmanager
 def writer_lock(directory: Path):
-    """The index's one writer: an exclusive OS lock (flock) on a file in its directory, released when the block
-    ends or the process dies. A second writer waits, saying so once."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with (directory / LOCK).open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("%s: another process is writing this index; waiting for it", directory)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """The index's one writer: an exclusive OS lock on a file in its directory. A second writer waits, saying so."""
+    if not directory.is_dir():  # never created here: a dropped index stays dropped
+        raise BackendError(f"{directory}: the index was dropped (by another process?) while this one wrote it")
+    with exclusive(directory / LOCK, f"{directory}: another process is writing this index; waiting for it"):
+        yield
 
 
 class CorruptSegment(BackendError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmql.connectors.base import Passage, Record
-from llmql.connectors.corpus import SourceDoc, content_hash
+from llmql.connectors.corpus import SourceDoc, content_hash, written_as
 from llmql.train.core.chunking import Chunking, passage_parts
 from llmql.train.core.device import BatchSizes
 from llmql.train.core.text_encoder import encode_documents
@@ -54,6 +54,8 @@ class DocumentEncoder:
         self.encoder, self.ql, self.sizes, self.chunking = encoder, ql, sizes, chunking
         self.incremental, self.ql_format = incremental, ql_format
         self.counts = Counts()
+        states = ql_format if ql is not None else "none"
+        self.stored_as = written_as(encoder.identity, states, None if chunking is None else str(chunking))
 
     def tokenize(self, batches: list[list[SourceDoc]], existing: dict[str, str]) -> list[Tokenized]:
         """Each batch's documents that changed (by content hash, with --incremental), as token rows; the batches
@@ -61,7 +63,7 @@ class DocumentEncoder:
         few dozen)."""
         todos, hashes, parts, spans = [], [], [], []
         for docs in batches:
-            hashed = {d.id: content_hash(d, self.encoder.identity) for d in docs}
+            hashed = {d.id: content_hash(d, self.stored_as) for d in docs}
             todo = [d for d in docs if not (self.incremental and existing.get(d.id) == hashed[d.id])]
             self.counts.unchanged += len(docs) - len(todo)
             todos.append(todo)

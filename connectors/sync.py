@@ -143,16 +143,20 @@ def sync(cfg: SyncConfig, progress: bool = True, *, encoder=None, ql_scorer=None
     # a resume trusts no line number: it writes whatever the index lacks, as an incremental sync would
     writer = DocumentEncoder(encoder, ql, sizes, chunking, cfg.incremental or state.resumed, cfg.end_states)
     label = None if chunking is None else str(chunking)  # how the index records it
+    fingerprint = corpus_fingerprint(source)
+    if not state.resumed:
+        state.corpus = fingerprint  # in the progress file from its first save
     info, fresh = _open_target(cfg, backend, state, group, encoder, label)
     report = SyncReport(index=info.name, resumed_after_line=state.committed, alias=cfg.alias, shard=_label(shard))
     report.chunking = label
     existing = {}
     if writer.incremental or cfg.delete_missing:
         existing = {i: h for i, h in backend.content_hashes(info.name) if shard.owns(i)}
-    fingerprint = corpus_fingerprint(source)
     state.explain_resume(fingerprint, len(existing))
     state.corpus = fingerprint
-    failures = FailureLog(Path(state.failures_file), keep=state.resumed)
+    # every line is read again, so every failure is found again: a resume starts the file afresh (a write that
+    # failed before the interruption and succeeds now is no longer reported)
+    failures = FailureLog(Path(state.failures_file), keep=False)
     read = _pipeline(source, cfg, writer, backend, state, report, existing, failures, fresh, scan.lines, progress)
     for name, value in vars(writer.counts).items():
         setattr(report, name, value)
@@ -277,7 +281,6 @@ def _pipeline(source, cfg, writer, backend, state, report, existing, failures, f
     from tqdm.auto import tqdm
 
     read = ReadCorpus()
-    after = 0 if state.resumed else state.committed
     bar = tqdm(total=lines, unit="doc", desc=f"sync {report.index}", disable=not progress)
 
     def store(records: list[Record], line_of: dict[str, int], last: int, count: int) -> None:
@@ -293,7 +296,7 @@ def _pipeline(source, cfg, writer, backend, state, report, existing, failures, f
         bar.update(count)
 
     def tokenize(block: list[list]):
-        works = writer.tokenize([_accept(batch, after, read, failures, state.shard) for batch in block], existing)
+        works = writer.tokenize([_accept(batch, read, failures, state.shard) for batch in block], existing)
         for work in works:
             read.expected.update(work.hashes)
         return works
@@ -308,8 +311,7 @@ def _pipeline(source, cfg, writer, backend, state, report, existing, failures, f
                     records = writer.encode(work)  # overlaps the write in flight and the next block's tokenising
                     if pending is not None:
                         pending.result()  # a failed write stops the sync here, before anything later is committed
-                    count = sum(1 for item in batch if item.line > after)
-                    pending = pool.submit(store, records, work.line_of, batch[-1].line, count)
+                    pending = pool.submit(store, records, work.line_of, batch[-1].line, len(batch))
             if pending is not None:
                 pending.result()
         finally:
@@ -357,9 +359,9 @@ def _drop_abandoned(backend, cfg: SyncConfig, generation: str | None) -> None:
     backend.drop_index(generation)
 
 
-def _accept(batch: list, committed: int, read: ReadCorpus, failures: FailureLog, shard: Shard) -> list[SourceDoc]:
-    """This shard's documents in the batch past the committed line; its bad lines (only met with --on-error skip)
-    are recorded (those without an id by shard 0), and their ids kept from deletion."""
+def _accept(batch: list, read: ReadCorpus, failures: FailureLog, shard: Shard) -> list[SourceDoc]:
+    """This shard's documents in the batch; its bad lines (only met with --on-error skip) are recorded (those
+    without an id by shard 0), and their ids kept from deletion."""
     docs: list[SourceDoc] = []
     for item in batch:
         if not (shard.owns(item.id) if item.id else shard.index == 0):
@@ -370,12 +372,10 @@ def _accept(batch: list, committed: int, read: ReadCorpus, failures: FailureLog,
             else:
                 read.seen.add(item.id)
                 read.skipped.add(item.id)
-            if item.line > committed:
-                failures.add(item.line, item.id, item.reason)
+            failures.add(item.line, item.id, item.reason)
             continue
         read.seen.add(item.id)
-        if item.line > committed:
-            docs.append(item)
+        docs.append(item)
     return docs
 
 

@@ -35,12 +35,21 @@ def header_deadline_protocol(seconds: float, on_timeout=None) -> type[HttpToolsP
             self._arm()
 
         def on_message_begin(self) -> None:
+            idle = self.cycle is None or self.cycle.response_complete  # read before uvicorn starts the new cycle
             super().on_message_begin()
-            self._arm()
+            self._in_headers = True
+            if idle:  # a request pipelined behind one still being answered: its deadline starts after that one
+                self._arm()
 
         def on_headers_complete(self) -> None:
+            self._in_headers = False
             self._disarm()
             super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if getattr(self, "_in_headers", False):
+                self._arm()
 
         def connection_lost(self, exc) -> None:
             self._disarm()
@@ -57,7 +66,8 @@ def header_deadline_protocol(seconds: float, on_timeout=None) -> type[HttpToolsP
 
         def _late(self) -> None:
             self._deadline = None
-            if not self.transport.is_closing():
+            answering = self.cycle is not None and not self.cycle.response_complete
+            if not answering and not self.transport.is_closing():  # never cut into an answer still owed
                 self.transport.write(timeout_response(seconds))
                 self.transport.close()
                 if on_timeout is not None:

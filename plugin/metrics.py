@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes, in every client version
 LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TOKENS = (16, 64, 256, 1024, 4096, 16384, 65536)
@@ -87,6 +88,6 @@ class ServiceMetrics:
     def exposition(self) -> tuple[bytes, str]:
         """The text format 0.0.4, which every Prometheus since 2.0 scrapes (the client's newest, 1.0.0, needs a
         recent server to be taken as text)."""
-        from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+        from prometheus_client import generate_latest
 
-        return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
+        return generate_latest(self.registry), TEXT_FORMAT

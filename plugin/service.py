@@ -135,7 +135,7 @@ def _ready(models: ServiceState):
     for index in models.ql_paths:
         try:
             counts[index] = models.backend.count(index)
-        except BackendError as err:
+        except Exception as err:  # whatever the engine raises, the answer is the same: not ready
             return JSONResponse({"status": "not ready", "detail": f"index {index!r}: {err}"}, status_code=503)
     return {"status": "ready", "documents": counts}
 

@@ -71,6 +71,7 @@ def test_a_second_writer_waits_and_says_so(tmp_path, caplog):
     from llmql.connectors.memory_log import writer_lock
 
     directory = tmp_path / "index"
+    directory.mkdir()
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -80,7 +81,9 @@ def test_a_second_writer_waits_and_says_so(tmp_path, caplog):
             str(directory),
         ]
     )
+    deadline = time.time() + 60
     while not (directory / "held").exists():
+        assert holder.poll() is None and time.time() < deadline
         time.sleep(0.02)
     start = time.perf_counter()
     with writer_lock(directory):
@@ -155,3 +158,53 @@ def test_a_corrupt_segment_through_the_cli_is_one_line_and_exit_1(tmp_path):
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "corrupt" in done.stderr and "--incremental" in done.stderr
+
+
+def test_a_write_that_waited_for_the_lock_is_not_undone_by_the_one_it_waited_for(tmp_path, monkeypatch):
+    """Writer A read the index, then writer B (another process) wrote id x while A waited for the lock; A's later
+    write of x must win, in A's view, in its compaction and for a fresh reader (A used to apply B's older
+    segment on top of its own at the compaction, and the snapshot kept B's x)."""
+    from llmql.connectors import memory_log
+
+    location = tmp_path / "memory"
+    backend = open_backend("memory", str(location))
+    backend.open_index("docs", 4, "m")
+    backend.upsert("docs", records(["a", "x"]))
+    other = textwrap.dedent(f"""
+        import numpy as np
+        from llmql.connectors.base import Record
+        from llmql.connectors.registry import open_backend
+        b = open_backend("memory", {str(location)!r}, device="cpu")
+        b.upsert("docs", [Record("x", "t", "from B", np.eye(4, dtype=np.float32)[1], "h-B")])
+    """)
+    real = memory_log.writer_lock
+    calls = []
+
+    def contended(directory):  # B lands its write just before A gets the lock
+        if not calls:
+            calls.append(1)
+            subprocess.run([sys.executable, "-c", other], check=True)
+        return real(directory)
+
+    monkeypatch.setattr(memory, "writer_lock", contended)
+    backend.upsert("docs", [Record("x", "t", "from A", np.eye(4, dtype=np.float32)[2], "h-A")])
+    monkeypatch.undo()
+    assert backend.fetch("docs", ["x"])["x"].content_hash == "h-A"
+    backend.refresh("docs")
+    memory._STORES.clear()
+    fresh = dict(open_backend("memory", str(location)).content_hashes("docs"))
+    assert fresh == {"a": "h-a", "x": "h-A"}
+
+
+def test_a_dropped_index_is_not_brought_back_by_a_late_writer(tmp_path):
+    location = tmp_path / "memory"
+    backend = open_backend("memory", str(location))
+    backend.open_index("docs", 4, "m")
+    backend.upsert("docs", records(["a"]))
+    target = backend._index("docs")
+    backend.drop_index("docs")
+    from llmql.connectors.base import BackendError
+
+    with pytest.raises(BackendError, match="dropped"):
+        backend._log(target, "upsert", {})
+    assert not (location / "docs").exists()

@@ -174,3 +174,25 @@ def test_the_cli_summary_says_what_was_verified(tiny_export, tmp_path):
     assert done.returncode == 0, done.stderr
     verified = json.loads(done.stdout.strip().splitlines()[-1])["verified"]
     assert verified["documents"] == 20 and verified["ok"] and verified["digest"].startswith("sha256:")
+
+
+def test_adding_end_states_is_not_skipped_as_unchanged_by_a_resume_or_an_incremental_sync(
+    engine, tiny_export, tmp_path, monkeypatch
+):
+    """A document's stored form includes its [E] states: a sync that adds them (interrupted and resumed, or
+    incremental) writes them to every document, though no text changed (found in review: the content hash
+    covered the text and the model only, so a resume counted every remaining document unchanged)."""
+    corpus = big_corpus(tmp_path / "corpus.jsonl", 120)
+    assert sync(cfg_for(engine, corpus, tiny_export), progress=False).ok  # vectors only
+    with_states = replace(cfg_for(engine, corpus, tiny_export), end_states="fp16")
+    interrupt_at_write(monkeypatch, engine[0], 3)
+    with pytest.raises(KeyboardInterrupt):
+        sync(with_states, progress=False)
+    monkeypatch.undo()
+    report = sync(replace(with_states, resume=True), progress=False)
+    assert report.ok and report.indexed + report.unchanged == 120 and report.indexed >= 120 - 32
+    ids = [f"doc{i:05d}" for i in range(120)]
+    held = open_backend(*engine).fetch("docs", ids, with_state=True)
+    assert all(held[i].end_states for i in ids)
+    again = sync(replace(with_states, incremental=True, end_states="int8"), progress=False)
+    assert again.indexed == 120  # another state format: every document rewritten
