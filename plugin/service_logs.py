@@ -35,15 +35,16 @@ class JsonLines(logging.Formatter):
 
 
 def log_as_json_lines(level: int = logging.INFO) -> None:
-    """Every llmql and uvicorn log line on stderr as JSON (`llmql serve`); uvicorn's own access log is off, the
-    access lines are llmql's (`access`), which carry the request id."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonLines())
+    """Every log line of the process on stderr as JSON (`llmql serve`): one handler on the root logger, which
+    llmql's and uvicorn's loggers propagate to (uvicorn's own access log is off: the access lines are llmql's,
+    which carry the request id). Idempotent, and it leaves other handlers (a test's capture) in place."""
+    root = logging.getLogger()
+    if not any(isinstance(h.formatter, JsonLines) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLines())
+        root.addHandler(handler)
     for name in ("llmql", "uvicorn", "uvicorn.error"):
-        logger = logging.getLogger(name)
-        logger.handlers = [handler]
-        logger.setLevel(level)
-        logger.propagate = False
+        logging.getLogger(name).setLevel(level)
 
 
 def access(request_id: str, scope: dict, status: int, seconds: float) -> None:

@@ -28,6 +28,7 @@ def app(ql_export, toy_beir, tmp_path_factory):
 
 OPERATIONS = [
     ("GET", "/health"),
+    ("GET", "/ready"),
     ("POST", "/search"),
     ("POST", "/rerank"),
     ("POST", "/embed"),

@@ -233,7 +233,12 @@ def test_serve_keeps_idle_connections_past_a_load_balancers_timeout(root, monkey
     import llmql.plugin.service as service_module
 
     seen = []
-    monkeypatch.setattr(service_module, "create_app", lambda cfg: "app")
+    from types import SimpleNamespace
+
+    from llmql.plugin.metrics import ServiceMetrics
+
+    app = SimpleNamespace(state=SimpleNamespace(metrics=ServiceMetrics()))  # what serve reads of the app
+    monkeypatch.setattr(service_module, "create_app", lambda cfg: app)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append(kw["timeout_keep_alive"]))
     for extra in ([], ["--keep-alive-s", "5"]):
         result = CliRunner().invoke(llmql_cli, ["serve", "--url", str(root / "index"), *extra])
