@@ -13,6 +13,7 @@ import pytest
 
 from llmql.connectors.registry import BACKENDS, open_backend
 from llmql.connectors.sync import SyncConfig, sync
+from tests.connectors.test_data_safety import config
 from tests.toydata import big_corpus
 
 SYNC = str(Path(sys.executable).parent / "llmql-sync")
@@ -50,17 +51,8 @@ def engine(request, tmp_path):
 
 
 def cfg_for(engine, corpus, tiny_export, **kw) -> SyncConfig:
-    name, location = engine
-    return SyncConfig(
-        corpus=str(corpus),
-        model=str(tiny_export),
-        backend=name,
-        url=location,
-        index="docs",
-        batch_size=16,
-        runtime="onnx",
-        **kw,
-    )
+    """A sync of `corpus` into index "docs" of `engine`, 16 documents a batch."""
+    return config(engine, corpus, tiny_export, "docs", batch_size=16, **kw)
 
 
 def interrupted(engine, corpus, tiny_export, monkeypatch, call: int = 4) -> SyncConfig:
